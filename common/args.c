@@ -1,0 +1,53 @@
+/*
+ * args.c - numeric flag parsing over strtoll/strtoull/strtod with full-string checks.
+ */
+#include "args.h"
+
+#include "llm_err.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+
+int
+args_int(const char *s, int64_t lo, int64_t hi, int64_t *out)
+{
+    if (!s || !*s || isspace((unsigned char)*s))
+        return LLM_EINVAL;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return LLM_EINVAL;
+    *out = v;
+    return LLM_OK;
+}
+
+int
+args_u64(const char *s, uint64_t *out)
+{
+    if (!s || !*s || !isdigit((unsigned char)*s))
+        return LLM_EINVAL;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return LLM_EINVAL;
+    *out = v;
+    return LLM_OK;
+}
+
+int
+args_float(const char *s, double lo, double hi, double *out)
+{
+    if (!s || !*s || isspace((unsigned char)*s))
+        return LLM_EINVAL;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v) || v < lo || v > hi)
+        return LLM_EINVAL;
+    *out = v;
+    return LLM_OK;
+}

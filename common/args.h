@@ -1,0 +1,19 @@
+/*
+ * args.h - strict parsing of numeric command-line values, shared by every binary.
+ * "12abc", "", " 3", out-of-range values and NaN are errors, not silently clamped.
+ */
+#ifndef LLM_COMMON_ARGS_H
+#define LLM_COMMON_ARGS_H
+
+#include <stdint.h>
+
+/* args_int parses a base-10 integer in [lo, hi]. LLM_OK or LLM_EINVAL. */
+int args_int(const char *s, int64_t lo, int64_t hi, int64_t *out);
+
+/* args_u64 parses a base-10 unsigned 64-bit integer. LLM_OK or LLM_EINVAL. */
+int args_u64(const char *s, uint64_t *out);
+
+/* args_float parses a finite float in [lo, hi]. LLM_OK or LLM_EINVAL. */
+int args_float(const char *s, double lo, double hi, double *out);
+
+#endif

@@ -1,0 +1,12 @@
+/*
+ * llm_time.h - monotonic clock helpers. The only clock used for durations.
+ */
+#ifndef LLM_COMMON_LLM_TIME_H
+#define LLM_COMMON_LLM_TIME_H
+
+#include <stdint.h>
+
+/* llm_now_ns returns CLOCK_MONOTONIC in nanoseconds. Any thread. */
+uint64_t llm_now_ns(void);
+
+#endif

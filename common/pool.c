@@ -1,0 +1,157 @@
+/*
+ * pool.c - fork-join pool. A job is published by bumping `gen`; helpers notice it by
+ * spinning for a bounded number of polls, then by sleeping on `cv_work`. The caller
+ * works as thread 0, then waits for `pending` to reach zero the same way. Spinning keeps
+ * the per-job cost near a cache-line round trip when jobs come back to back (as inside
+ * one forward pass); the bound keeps idle pools from burning CPU.
+ */
+#include "pool.h"
+
+#include "llm_err.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#define POOL_SPIN_POLLS 200000
+
+struct pool {
+    int n_threads;
+    pthread_t *threads;     // [n_threads - 1] helpers
+    pool_fn fn;             // current job, valid while pending > 0
+    void *ctx;
+    atomic_uint gen;        // bumped once per job
+    atomic_int pending;     // helpers still running the current job
+    atomic_bool stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work; // helpers wait here for gen to move
+    pthread_cond_t cv_done; // caller waits here for pending == 0
+    int n_started;
+};
+
+typedef struct {
+    pool *p;
+    int ith;
+} pool_arg;
+
+static void *
+pool_main(void *argp)
+{
+    pool_arg arg = *(pool_arg *)argp;
+    free(argp);
+    pool *p = arg.p;
+    unsigned seen = 0;
+    for (;;) {
+        unsigned g;
+        int polls = 0;
+        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen &&
+               !atomic_load_explicit(&p->stop, memory_order_relaxed) && polls < POOL_SPIN_POLLS)
+            polls++;
+        if (g == seen) {
+            pthread_mutex_lock(&p->mu);
+            while ((g = atomic_load(&p->gen)) == seen && !atomic_load(&p->stop))
+                pthread_cond_wait(&p->cv_work, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (atomic_load(&p->stop))
+            return NULL;
+        seen = g;
+        p->fn(p->ctx, arg.ith, p->n_threads);
+        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->cv_done);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+}
+
+int
+pool_new(int n_threads, pool **out)
+{
+    if (n_threads < 1 || n_threads > 1024)
+        return LLM_EINVAL;
+    pool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return LLM_ENOMEM;
+    p->n_threads = n_threads;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv_work, NULL);
+    pthread_cond_init(&p->cv_done, NULL);
+    if (n_threads > 1) {
+        p->threads = calloc((size_t)n_threads - 1, sizeof(pthread_t));
+        if (!p->threads) {
+            pool_free(p);
+            return LLM_ENOMEM;
+        }
+    }
+    for (int i = 1; i < n_threads; i++) {
+        pool_arg *arg = malloc(sizeof(*arg));
+        if (!arg) {
+            pool_free(p);
+            return LLM_ENOMEM;
+        }
+        arg->p = p;
+        arg->ith = i;
+        if (pthread_create(&p->threads[i - 1], NULL, pool_main, arg) != 0) {
+            free(arg);
+            pool_free(p);
+            return LLM_ENOMEM;
+        }
+        p->n_started++;
+    }
+    *out = p;
+    return LLM_OK;
+}
+
+void
+pool_free(pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    atomic_store(&p->stop, true);
+    pthread_cond_broadcast(&p->cv_work);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n_started; i++)
+        pthread_join(p->threads[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv_work);
+    pthread_cond_destroy(&p->cv_done);
+    free(p->threads);
+    free(p);
+}
+
+int
+pool_n_threads(const pool *p)
+{
+    return p ? p->n_threads : 1;
+}
+
+void
+pool_run(pool *p, pool_fn fn, void *ctx)
+{
+    if (!p || p->n_threads == 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    p->fn = fn;
+    p->ctx = ctx;
+    atomic_store_explicit(&p->pending, p->n_threads - 1, memory_order_relaxed);
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+    pthread_cond_broadcast(&p->cv_work);
+    pthread_mutex_unlock(&p->mu);
+
+    fn(ctx, 0, p->n_threads);
+
+    int polls = 0;
+    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0 && polls < POOL_SPIN_POLLS)
+        polls++;
+    if (atomic_load(&p->pending) > 0) {
+        pthread_mutex_lock(&p->mu);
+        while (atomic_load(&p->pending) > 0)
+            pthread_cond_wait(&p->cv_done, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    }
+}

@@ -1,0 +1,31 @@
+/*
+ * pool.h - a persistent fork-join thread pool for the forward pass.
+ *
+ * pool_run() calls fn(ctx, ith, nth) once on each of the pool's nth threads (the caller
+ * is thread 0) and returns when all calls have returned: one barrier per call. Threads
+ * are created once, spin briefly between jobs (a forward pass issues a few jobs per
+ * layer) and then sleep on a condition variable. It is not a task queue: no nesting,
+ * no work stealing, one pool_run at a time.
+ */
+#ifndef LLM_COMMON_POOL_H
+#define LLM_COMMON_POOL_H
+
+typedef struct pool pool;
+
+typedef void (*pool_fn)(void *ctx, int ith, int nth);
+
+/* pool_new starts n_threads - 1 helper threads (n_threads >= 1). Returns LLM_OK,
+ * LLM_EINVAL or LLM_ENOMEM; *out is freed with pool_free(). */
+int pool_new(int n_threads, pool **out);
+
+/* pool_free stops and joins the helpers. Accepts NULL. Not concurrent with pool_run. */
+void pool_free(pool *p);
+
+/* pool_n_threads returns the thread count given to pool_new (1 for NULL). */
+int pool_n_threads(const pool *p);
+
+/* pool_run runs fn on every thread and waits for all. p may be NULL: fn(ctx, 0, 1).
+ * Only one thread may call pool_run on a pool at a time. */
+void pool_run(pool *p, pool_fn fn, void *ctx);
+
+#endif

@@ -1,0 +1,131 @@
+/*
+ * kern.h - CPU kernels: tensor element types and the math of a transformer step.
+ *
+ * Types are described by one traits table (ggml style) indexed by llm_dtype, whose
+ * values are GGUF's, append-only. Every op has a portable scalar version; SIMD variants
+ * (kern_avx2.c) are chosen once at run time from CPU features and tested against it.
+ * Kernels never allocate, never log and never fail: callers validate shapes first.
+ *
+ * Layout convention: a matrix is row-major with rows of `n_cols` elements, as GGUF
+ * stores them (ne[0] = n_cols). y = W x means y[r] = dot(W[r, :], x).
+ *
+ * Thread: all functions are reentrant; a matmul is split across threads by rows.
+ */
+#ifndef LLM_KERNELS_KERN_H
+#define LLM_KERNELS_KERN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kern_blocks.h"
+
+/* Element types, numbered as GGUF (ggml_type) numbers them. */
+typedef enum {
+    LLM_DTYPE_F32 = 0,
+    LLM_DTYPE_F16 = 1,
+    LLM_DTYPE_Q4_0 = 2,
+    LLM_DTYPE_Q4_1 = 3,
+    LLM_DTYPE_Q5_0 = 6,
+    LLM_DTYPE_Q5_1 = 7,
+    LLM_DTYPE_Q8_0 = 8,
+    LLM_DTYPE_Q8_1 = 9,
+    LLM_DTYPE_Q2_K = 10,
+    LLM_DTYPE_Q3_K = 11,
+    LLM_DTYPE_Q4_K = 12,
+    LLM_DTYPE_Q5_K = 13,
+    LLM_DTYPE_Q6_K = 14,
+    LLM_DTYPE_Q8_K = 15,
+    LLM_DTYPE_IQ2_XXS = 16,
+    LLM_DTYPE_IQ2_XS = 17,
+    LLM_DTYPE_IQ3_XXS = 18,
+    LLM_DTYPE_IQ1_S = 19,
+    LLM_DTYPE_IQ4_NL = 20,
+    LLM_DTYPE_IQ3_S = 21,
+    LLM_DTYPE_IQ2_S = 22,
+    LLM_DTYPE_IQ4_XS = 23,
+    LLM_DTYPE_I8 = 24,
+    LLM_DTYPE_I16 = 25,
+    LLM_DTYPE_I32 = 26,
+    LLM_DTYPE_I64 = 27,
+    LLM_DTYPE_F64 = 28,
+    LLM_DTYPE_IQ1_M = 29,
+    LLM_DTYPE_BF16 = 30,
+    LLM_DTYPE_COUNT = 40, // bound for table sizes; values >= this are unknown
+} llm_dtype;
+
+typedef void (*kern_to_float_fn)(const void *src, float *dst, int64_t n);
+typedef void (*kern_from_float_fn)(const float *src, void *dst, int64_t n);
+
+/* Traits of one element type. `blck` elements take `size` bytes. For types we know
+ * by name but cannot compute with, to_float is NULL (kern_type_supported is false). */
+typedef struct {
+    const char *name;
+    int blck;
+    size_t size;
+    kern_to_float_fn to_float;     // decode n elements (n % blck == 0)
+    kern_from_float_fn from_float; // encode n elements (reference quantizer)
+} kern_type_traits;
+
+/* kern_type returns the traits of t, or NULL when t is not a known GGUF type. */
+const kern_type_traits *kern_type(int t);
+
+/* kern_type_name returns "Q4_1", or "unknown" for values kern_type() rejects. */
+const char *kern_type_name(int t);
+
+/* kern_type_supported: known and computable (F32, F16, BF16, Q8_0, Q4_0, Q4_1). */
+bool kern_type_supported(int t);
+
+/* kern_row_size returns the bytes of n elements of t; n must be a multiple of blck. */
+size_t kern_row_size(llm_dtype t, int64_t n);
+
+/* Half / bfloat16 conversions (round to nearest even, like the hardware). */
+float kern_half_to_float(kern_half h);
+kern_half kern_float_to_half(float f);
+float kern_bf16_to_float(kern_bf16 h);
+kern_bf16 kern_float_to_bf16(float f);
+
+/* --- matrices ----------------------------------------------------------------------- */
+
+/* A borrowed view of a row-major matrix in any supported type. */
+typedef struct {
+    llm_dtype type;
+    const void *data;  // [n_rows][row_bytes]
+    int64_t n_cols;    // elements per row (GGUF ne[0])
+    int64_t n_rows;    // GGUF ne[1]
+    size_t row_bytes;  // kern_row_size(type, n_cols)
+} kern_mat;
+
+/* kern_matmul computes, for each of n_tok activation rows x_t and each weight row r in
+ * [row0, row1):  y[t*y_stride + r - row0] = sum_{c < n_in} W[r][col0 + c] * x[t*x_stride + c].
+ * The column window [col0, col0 + n_in) lets a tensor-parallel rank use its slice of
+ * an input dimension; col0 must be a multiple of the type's block size. Each weight row
+ * is decoded once and used for all n_tok rows (weights are read once per step).
+ * scratch: at least n_in floats, private to the calling thread. */
+void kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x,
+                 int64_t x_stride, float *y, int64_t y_stride, int n_tok, int64_t row0,
+                 int64_t row1, float *scratch);
+
+/* kern_get_row decodes row r of w into out[0..n_cols). */
+void kern_get_row(const kern_mat *w, int64_t r, float *out);
+
+/* --- vector ops ---------------------------------------------------------------------- */
+
+/* dot product of two float vectors. */
+float kern_dot_f32(const float *a, const float *b, int64_t n);
+/* y += a * x */
+void kern_axpy_f32(float *y, float a, const float *x, int64_t n);
+/* out = x / rms(x) * w, rms(x) = sqrt(mean(x^2) + eps). out may equal x. */
+void kern_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps);
+/* Rotates adjacent pairs (x[2i], x[2i+1]) of each of n_heads heads of head_dim floats
+ * by angle pos * theta^(-2i/head_dim) (GGUF llama "normal" RoPE). */
+void kern_rope(float *x, int n_heads, int head_dim, int pos, float theta);
+/* In-place softmax over n floats (max-subtracted). */
+void kern_softmax(float *x, int64_t n);
+/* gate[i] = silu(gate[i]) * up[i] */
+void kern_swiglu(float *gate, const float *up, int64_t n);
+
+/* kern_simd_name says which implementation kern_dot_f32 uses ("avx2" or "scalar"). */
+const char *kern_simd_name(void);
+
+#endif

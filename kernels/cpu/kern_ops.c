@@ -1,0 +1,142 @@
+/*
+ * kern_ops.c - scalar reference ops, the row-split matmul, and run-time selection of
+ * SIMD variants. The scalar code here is the reference the SIMD code is tested against.
+ */
+#include "kern.h"
+
+#include "kern_internal.h"
+
+#include <math.h>
+#include <pthread.h>
+
+typedef float (*dot_fn)(const float *, const float *, int64_t);
+
+static dot_fn dot_impl = kern__dot_f32_scalar;
+static const char *simd_name = "scalar";
+static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
+
+static void
+simd_select(void)
+{
+#if defined(LLM_KERN_HAVE_AVX2)
+    if (kern__cpu_has_avx2()) {
+        dot_impl = kern__dot_f32_avx2;
+        simd_name = "avx2";
+    }
+#endif
+}
+
+const char *
+kern_simd_name(void)
+{
+    pthread_once(&simd_once, simd_select);
+    return simd_name;
+}
+
+float
+kern__dot_f32_scalar(const float *a, const float *b, int64_t n)
+{
+    // Four partial sums: a fixed, documented summation order for the reference.
+    float s[4] = {0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int k = 0; k < 4; k++)
+            s[k] += a[i + k] * b[i + k];
+    for (; i < n; i++)
+        s[0] += a[i] * b[i];
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+float
+kern_dot_f32(const float *a, const float *b, int64_t n)
+{
+    pthread_once(&simd_once, simd_select);
+    return dot_impl(a, b, n);
+}
+
+void
+kern_axpy_f32(float *y, float a, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+void
+kern_get_row(const kern_mat *w, int64_t r, float *out)
+{
+    const kern_type_traits *tr = kern_type((int)w->type);
+    tr->to_float((const char *)w->data + (size_t)r * w->row_bytes, out, w->n_cols);
+}
+
+void
+kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x, int64_t x_stride,
+            float *y, int64_t y_stride, int n_tok, int64_t row0, int64_t row1, float *scratch)
+{
+    const kern_type_traits *tr = kern_type((int)w->type);
+    size_t col_off = (size_t)(col0 / tr->blck) * tr->size;
+    pthread_once(&simd_once, simd_select);
+    for (int64_t r = row0; r < row1; r++) {
+        const char *row = (const char *)w->data + (size_t)r * w->row_bytes + col_off;
+        const float *wr;
+        if (w->type == LLM_DTYPE_F32) {
+            wr = (const float *)row; // usable in place: no decode
+        } else {
+            tr->to_float(row, scratch, n_in);
+            wr = scratch;
+        }
+        for (int t = 0; t < n_tok; t++)
+            y[t * y_stride + (r - row0)] = dot_impl(wr, x + t * x_stride, n_in);
+    }
+}
+
+void
+kern_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps)
+{
+    double ss = 0.0; // double: the sum of squares of a few thousand floats loses digits
+    for (int64_t i = 0; i < n; i++)
+        ss += (double)x[i] * x[i];
+    float scale = (float)(1.0 / sqrt(ss / (double)n + eps));
+    for (int64_t i = 0; i < n; i++)
+        out[i] = x[i] * scale * w[i];
+}
+
+void
+kern_rope(float *x, int n_heads, int head_dim, int pos, float theta)
+{
+    for (int i = 0; i < head_dim / 2; i++) {
+        double freq = pow((double)theta, -2.0 * i / head_dim);
+        double ang = (double)pos * freq;
+        float c = (float)cos(ang), s = (float)sin(ang);
+        for (int h = 0; h < n_heads; h++) {
+            float *p = x + h * head_dim + 2 * i;
+            float x0 = p[0], x1 = p[1];
+            p[0] = x0 * c - x1 * s;
+            p[1] = x0 * s + x1 * c;
+        }
+    }
+}
+
+void
+kern_softmax(float *x, int64_t n)
+{
+    float max = x[0];
+    for (int64_t i = 1; i < n; i++)
+        max = fmaxf(max, x[i]);
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+void
+kern_swiglu(float *gate, const float *up, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        gate[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}

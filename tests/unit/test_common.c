@@ -1,0 +1,134 @@
+/*
+ * test_common.c - pool, args, utf8, llm_err.
+ */
+#include "args.h"
+#include "llm_err.h"
+#include "pool.h"
+#include "utf8.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+typedef struct {
+    atomic_int calls;
+    atomic_int seen[8];
+    long sum[8];
+} pool_probe;
+
+static void
+probe_fn(void *ctx, int ith, int nth)
+{
+    pool_probe *p = ctx;
+    atomic_fetch_add(&p->calls, 1);
+    atomic_fetch_add(&p->seen[ith], 1);
+    p->sum[ith] += nth; // each thread writes only its own slot
+}
+
+START_TEST(test_pool_runs_each_thread_once_per_job)
+{
+    for (int n = 1; n <= 4; n++) {
+        pool *p = NULL;
+        ck_assert_int_eq(pool_new(n, &p), LLM_OK);
+        ck_assert_int_eq(pool_n_threads(p), n);
+        pool_probe probe = {0};
+        for (int job = 0; job < 1000; job++)
+            pool_run(p, probe_fn, &probe);
+        ck_assert_int_eq(atomic_load(&probe.calls), 1000 * n);
+        for (int i = 0; i < n; i++) {
+            ck_assert_int_eq(atomic_load(&probe.seen[i]), 1000);
+            ck_assert_int_eq(probe.sum[i], 1000L * n);
+        }
+        pool_free(p);
+    }
+}
+END_TEST
+
+START_TEST(test_pool_null_runs_inline_and_rejects_bad_sizes)
+{
+    pool_probe probe = {0};
+    pool_run(NULL, probe_fn, &probe);
+    ck_assert_int_eq(atomic_load(&probe.seen[0]), 1);
+    pool *p = NULL;
+    ck_assert_int_eq(pool_new(0, &p), LLM_EINVAL);
+    ck_assert_int_eq(pool_new(-3, &p), LLM_EINVAL);
+    pool_free(NULL);
+}
+END_TEST
+
+START_TEST(test_args_parse_strictly)
+{
+    int64_t v;
+    double d;
+    uint64_t u;
+    ck_assert_int_eq(args_int("42", 0, 100, &v), LLM_OK);
+    ck_assert_int_eq(v, 42);
+    ck_assert_int_eq(args_int("-1", 0, 100, &v), LLM_EINVAL);
+    ck_assert_int_eq(args_int("101", 0, 100, &v), LLM_EINVAL);
+    ck_assert_int_eq(args_int("12abc", 0, 100, &v), LLM_EINVAL);
+    ck_assert_int_eq(args_int("", 0, 100, &v), LLM_EINVAL);
+    ck_assert_int_eq(args_int(" 1", 0, 100, &v), LLM_EINVAL);
+    ck_assert_int_eq(args_int("99999999999999999999999", 0, INT64_MAX, &v), LLM_EINVAL);
+    ck_assert_int_eq(args_float("0.5", 0, 1, &d), LLM_OK);
+    ck_assert(fabs(d - 0.5) < 1e-12);
+    ck_assert_int_eq(args_float("nan", 0, 1, &d), LLM_EINVAL);
+    ck_assert_int_eq(args_float("inf", 0, 1e308, &d), LLM_EINVAL);
+    ck_assert_int_eq(args_float("1.5", 0, 1, &d), LLM_EINVAL);
+    ck_assert_int_eq(args_float("1e", 0, 1, &d), LLM_EINVAL);
+    ck_assert_int_eq(args_u64("18446744073709551615", &u), LLM_OK);
+    ck_assert(u == UINT64_MAX);
+    ck_assert_int_eq(args_u64("-1", &u), LLM_EINVAL);
+    ck_assert_int_eq(args_u64("18446744073709551616", &u), LLM_EINVAL);
+}
+END_TEST
+
+START_TEST(test_utf8_accepts_valid_and_finds_first_bad_byte)
+{
+    const char *ok[] = {"", "a", "\xc3\xa9", "\xe4\xb8\xad", "\xf0\x9f\x98\x80", "\xf4\x8f\xbf\xbf"};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+        ck_assert(utf8_valid(ok[i], strlen(ok[i]), NULL));
+    struct { const char *s; size_t at; } bad[] = {
+        {"ab\xff", 2},        {"\xc0\xaf", 0},         // overlong
+        {"x\xed\xa0\x80", 1}, // surrogate
+        {"\xf4\x90\x80\x80", 0}, // above U+10FFFF
+        {"\xe4\xb8", 0},      // truncated
+        {"\x80", 0},          // lone continuation
+        {"ok\xf0\x9f\x98", 2},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        size_t at = 99;
+        ck_assert(!utf8_valid(bad[i].s, strlen(bad[i].s), &at));
+        ck_assert_uint_eq(at, bad[i].at);
+    }
+}
+END_TEST
+
+START_TEST(test_strerror_names_every_code)
+{
+    for (int e = LLM_OK; e <= LLM_ECANCELED; e++)
+        ck_assert_str_ne(llm_strerror(e), "unknown error");
+    ck_assert_str_eq(llm_strerror(-1), "unknown error");
+    ck_assert_str_eq(llm_strerror(1000), "unknown error");
+}
+END_TEST
+
+Suite *common_suite(void);
+
+Suite *
+common_suite(void)
+{
+    Suite *s = suite_create("common");
+    TCase *tc = tcase_create("pool");
+    tcase_add_test(tc, test_pool_runs_each_thread_once_per_job);
+    tcase_add_test(tc, test_pool_null_runs_inline_and_rejects_bad_sizes);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("args");
+    tcase_add_test(tc, test_args_parse_strictly);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("utf8");
+    tcase_add_test(tc, test_utf8_accepts_valid_and_finds_first_bad_byte);
+    tcase_add_test(tc, test_strerror_names_every_code);
+    suite_add_tcase(s, tc);
+    return s;
+}

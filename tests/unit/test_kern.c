@@ -1,0 +1,237 @@
+/*
+ * test_kern.c - type traits, half/bf16 conversion, quantizers, matmul and vector ops,
+ * each against a plain double-precision reference; SIMD against scalar.
+ */
+#include "kern.h"
+#include "kern_internal.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const llm_dtype supported[] = {LLM_DTYPE_F32, LLM_DTYPE_F16, LLM_DTYPE_BF16,
+                                      LLM_DTYPE_Q8_0, LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1};
+#define N_SUPPORTED (int)(sizeof(supported) / sizeof(supported[0]))
+
+static float
+frand(unsigned *s)
+{
+    *s = *s * 1103515245u + 12345u;
+    return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+START_TEST(test_traits_name_known_types_and_reject_others)
+{
+    ck_assert_str_eq(kern_type_name(LLM_DTYPE_Q4_1), "Q4_1");
+    ck_assert_str_eq(kern_type_name(LLM_DTYPE_Q4_K), "Q4_K");
+    ck_assert(!kern_type_supported(LLM_DTYPE_Q4_K));
+    ck_assert(kern_type(99) == NULL);
+    ck_assert(kern_type(-1) == NULL);
+    ck_assert(kern_type(4) == NULL); // a hole in GGUF's numbering
+    ck_assert_str_eq(kern_type_name(99), "unknown");
+    for (int i = 0; i < N_SUPPORTED; i++)
+        ck_assert(kern_type_supported(supported[i]));
+    ck_assert_uint_eq(kern_row_size(LLM_DTYPE_Q4_1, 64), 2 * sizeof(blk_q4_1));
+    ck_assert_uint_eq(kern_row_size(LLM_DTYPE_F16, 3), 6);
+}
+END_TEST
+
+START_TEST(test_half_round_trips_every_value)
+{
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        float f = kern_half_to_float((kern_half)h);
+        if (isnan(f))
+            ck_assert(isnan(kern_half_to_float(kern_float_to_half(f))));
+        else
+            ck_assert_uint_eq(kern_float_to_half(f), h);
+    }
+}
+END_TEST
+
+START_TEST(test_half_rounds_to_nearest_even)
+{
+    ck_assert_uint_eq(kern_float_to_half(1.0f), 0x3c00);
+    // 1 + 2^-11 is halfway between 1 and 1 + 2^-10: ties to even (1.0)
+    ck_assert_uint_eq(kern_float_to_half(1.0f + ldexpf(1, -11)), 0x3c00);
+    // 1 + 3 * 2^-11 is halfway between 1+2^-10 (odd) and 1+2^-9: rounds up to even
+    ck_assert_uint_eq(kern_float_to_half(1.0f + 3 * ldexpf(1, -11)), 0x3c02);
+    ck_assert_uint_eq(kern_float_to_half(65504.0f), 0x7bff);
+    ck_assert_uint_eq(kern_float_to_half(65520.0f), 0x7c00);
+    ck_assert_uint_eq(kern_float_to_half(ldexpf(1, -24)), 0x0001);
+    ck_assert_uint_eq(kern_float_to_half(ldexpf(1, -25)), 0x0000); // tie to even zero
+    ck_assert_uint_eq(kern_float_to_half(-0.0f), 0x8000);
+    ck_assert_uint_eq(kern_bf16_to_float(kern_float_to_bf16(1.5f)) == 1.5f, 1);
+    ck_assert(isnan(kern_bf16_to_float(kern_float_to_bf16(NAN))));
+}
+END_TEST
+
+/* Quantize then decode: the error per element is bounded by half a quantization step. */
+static float
+half_err(float x)
+{
+    return fabsf(kern_half_to_float(kern_float_to_half(x)) - x);
+}
+
+START_TEST(test_quantizers_stay_within_half_a_step)
+{
+    enum { N = 256 };
+    float x[N], y[N];
+    unsigned s = 7;
+    for (int i = 0; i < N; i++)
+        x[i] = frand(&s) * (i < 32 ? 0.001f : 3.0f); // one block of tiny values
+    for (int t = 0; t < N_SUPPORTED; t++) {
+        const kern_type_traits *tr = kern_type(supported[t]);
+        void *q = malloc(kern_row_size(supported[t], N));
+        tr->from_float(x, q, N);
+        tr->to_float(q, y, N);
+        for (int b = 0; b < N / 32; b++) {
+            float lo = x[b * 32], hi = x[b * 32], amax = 0;
+            for (int j = 0; j < 32; j++) {
+                lo = fminf(lo, x[b * 32 + j]);
+                hi = fmaxf(hi, x[b * 32 + j]);
+                amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+            }
+            float step;
+            switch (supported[t]) {
+            case LLM_DTYPE_Q8_0: step = amax / 127; break;
+            case LLM_DTYPE_Q4_0: step = amax / 8; break;
+            case LLM_DTYPE_Q4_1: step = (hi - lo) / 15; break;
+            case LLM_DTYPE_F16: step = amax * ldexpf(1, -10); break;
+            case LLM_DTYPE_BF16: step = amax * ldexpf(1, -7); break;
+            default: step = 0; break;
+            }
+            // Half a step, plus what storing the scale (and Q4_1's minimum) in half
+            // precision costs: up to |q| times the scale's rounding error.
+            float tol = step * 0.5f * 1.001f;
+            if (supported[t] == LLM_DTYPE_Q4_0)
+                tol = step * 1.001f; // -8..7: the side opposite the extreme clips at 7/8
+            if (supported[t] == LLM_DTYPE_Q8_0 || supported[t] == LLM_DTYPE_Q4_0 ||
+                supported[t] == LLM_DTYPE_Q4_1)
+                tol += 127.0f * half_err(step) + half_err(lo) + 1e-9f;
+            for (int j = 0; j < 32; j++)
+                ck_assert_msg(fabsf(y[b * 32 + j] - x[b * 32 + j]) <= tol,
+                              "%s block %d elem %d: %g vs %g (tol %g)", tr->name, b, j,
+                              (double)y[b * 32 + j], (double)x[b * 32 + j], (double)tol);
+        }
+        free(q);
+    }
+}
+END_TEST
+
+START_TEST(test_matmul_matches_reference_with_column_window)
+{
+    enum { COLS = 128, ROWS = 40, TOK = 3 };
+    unsigned s = 3;
+    float w[ROWS * COLS], x[TOK * 96], wd[COLS];
+    for (int i = 0; i < ROWS * COLS; i++)
+        w[i] = frand(&s);
+    for (int i = 0; i < TOK * 96; i++)
+        x[i] = frand(&s);
+    for (int t = 0; t < N_SUPPORTED; t++) {
+        llm_dtype ty = supported[t];
+        size_t rb = kern_row_size(ty, COLS);
+        void *q = malloc(rb * ROWS);
+        for (int r = 0; r < ROWS; r++)
+            kern_type(ty)->from_float(w + r * COLS, (char *)q + r * rb, COLS);
+        kern_mat m = {ty, q, COLS, ROWS, rb};
+        float y[TOK * ROWS], scratch[COLS];
+        // rows [5, 37), columns [32, 128): a tensor-parallel style slice
+        kern_matmul(&m, 32, 96, x, 96, y, ROWS, TOK, 5, 37, scratch);
+        for (int r = 5; r < 37; r++) {
+            kern_get_row(&m, r, wd);
+            for (int k = 0; k < TOK; k++) {
+                double ref = 0;
+                for (int c = 0; c < 96; c++)
+                    ref += (double)wd[32 + c] * x[k * 96 + c];
+                ck_assert_msg(fabs(y[k * ROWS + r - 5] - ref) < 1e-4,
+                              "%s row %d tok %d: %g vs %g", kern_type_name(ty), r, k,
+                              (double)y[k * ROWS + r - 5], ref);
+            }
+        }
+        free(q);
+    }
+}
+END_TEST
+
+START_TEST(test_simd_dot_matches_scalar_at_every_length)
+{
+    float a[1100], b[1100];
+    unsigned s = 11;
+    for (int i = 0; i < 1100; i++) {
+        a[i] = frand(&s);
+        b[i] = frand(&s);
+    }
+    const int64_t lens[] = {0, 1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 1000, 1099};
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        double ref = 0;
+        for (int64_t k = 0; k < lens[i]; k++)
+            ref += (double)a[k] * b[k];
+        ck_assert(fabs(kern__dot_f32_scalar(a, b, lens[i]) - ref) < 1e-3);
+        ck_assert(fabs(kern_dot_f32(a, b, lens[i]) - ref) < 1e-3);
+#if defined(LLM_KERN_HAVE_AVX2)
+        if (kern__cpu_has_avx2())
+            ck_assert(fabs(kern__dot_f32_avx2(a, b, lens[i]) - ref) < 1e-3);
+#endif
+    }
+}
+END_TEST
+
+START_TEST(test_rmsnorm_softmax_rope_swiglu)
+{
+    float x[8] = {1, -2, 3, -4, 5, -6, 7, -8}, w[8], out[8];
+    for (int i = 0; i < 8; i++)
+        w[i] = 1.0f + i;
+    kern_rmsnorm(out, x, w, 8, 0.0f);
+    double ms = 0;
+    for (int i = 0; i < 8; i++)
+        ms += x[i] * x[i] / 8.0;
+    for (int i = 0; i < 8; i++)
+        ck_assert(fabs(out[i] - x[i] / sqrt(ms) * w[i]) < 1e-5);
+
+    float p[5] = {1000, 1001, 999, -1e30f, 1000};
+    kern_softmax(p, 5);
+    double sum = 0;
+    for (int i = 0; i < 5; i++)
+        sum += p[i];
+    ck_assert(fabs(sum - 1.0) < 1e-6);
+    ck_assert(p[1] > p[0] && p[3] == 0.0f);
+
+    // RoPE: position 0 is the identity; any position preserves each pair's norm, and
+    // pair i of a head turns by pos * theta^(-2i/d).
+    float h[8] = {1, 2, 3, 4, 5, 6, 7, 8}, h0[8];
+    memcpy(h0, h, sizeof(h));
+    kern_rope(h, 2, 4, 0, 10000.0f);
+    ck_assert(memcmp(h, h0, sizeof(h)) == 0);
+    kern_rope(h, 2, 4, 3, 10000.0f);
+    ck_assert(fabs(h[0] - (cos(3.0) * 1 - sin(3.0) * 2)) < 1e-5);
+    double ang = 3.0 * pow(10000.0, -0.5);
+    ck_assert(fabs(h[7] - (sin(ang) * 7 + cos(ang) * 8)) < 1e-5);
+
+    float g[3] = {0, 1, -1}, u[3] = {2, 2, 2};
+    kern_swiglu(g, u, 3);
+    ck_assert(fabs(g[0]) < 1e-7);
+    ck_assert(fabs(g[1] - 2.0 / (1 + exp(-1.0))) < 1e-6);
+    ck_assert(fabs(g[2] - (-2.0) / (1 + exp(1.0))) < 1e-6);
+}
+END_TEST
+
+Suite *kern_suite(void);
+
+Suite *
+kern_suite(void)
+{
+    Suite *s = suite_create("kern");
+    TCase *tc = tcase_create("types");
+    tcase_add_test(tc, test_traits_name_known_types_and_reject_others);
+    tcase_add_test(tc, test_half_round_trips_every_value);
+    tcase_add_test(tc, test_half_rounds_to_nearest_even);
+    tcase_add_test(tc, test_quantizers_stay_within_half_a_step);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("ops");
+    tcase_add_test(tc, test_matmul_matches_reference_with_column_window);
+    tcase_add_test(tc, test_simd_dot_matches_scalar_at_every_length);
+    tcase_add_test(tc, test_rmsnorm_softmax_rope_swiglu);
+    suite_add_tcase(s, tc);
+    return s;
+}

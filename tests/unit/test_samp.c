@@ -1,0 +1,139 @@
+/*
+ * test_samp.c - sampler: greedy, determinism per (seed, position), top-k / top-p
+ * limits, the distribution itself, and parameter validation.
+ */
+#include "llm_err.h"
+#include "samp.h"
+
+#include <check.h>
+#include <math.h>
+#include <string.h>
+
+START_TEST(test_greedy_takes_argmax_and_lowest_id_on_ties)
+{
+    samp_ctx *s = NULL;
+    ck_assert_int_eq(samp_ctx_new(5, &s), LLM_OK);
+    samp_params p = samp_params_default();
+    float l[5] = {0.1f, 3.0f, -1.0f, 3.0f, 2.9f};
+    ck_assert_int_eq(samp_sample(s, &p, l, 0), 1);
+    samp_ctx_free(s);
+}
+END_TEST
+
+START_TEST(test_draw_depends_only_on_seed_and_position)
+{
+    enum { V = 100 };
+    samp_ctx *a = NULL, *b = NULL;
+    ck_assert_int_eq(samp_ctx_new(V, &a), LLM_OK);
+    ck_assert_int_eq(samp_ctx_new(V, &b), LLM_OK);
+    float l[V];
+    for (int i = 0; i < V; i++)
+        l[i] = sinf((float)i);
+    samp_params p = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = 42};
+    // Same (seed, pos) from a different context, in a different order: same token.
+    int32_t fwd[50], rev[50];
+    for (int pos = 0; pos < 50; pos++)
+        fwd[pos] = samp_sample(a, &p, l, pos);
+    for (int pos = 49; pos >= 0; pos--)
+        rev[pos] = samp_sample(b, &p, l, pos);
+    int differ = 0;
+    for (int pos = 0; pos < 50; pos++) {
+        ck_assert_int_eq(fwd[pos], rev[pos]);
+        differ += pos > 0 && fwd[pos] != fwd[pos - 1];
+    }
+    ck_assert(differ > 10); // and the positions are not all the same draw
+    p.seed = 43;
+    int changed = 0;
+    for (int pos = 0; pos < 50; pos++)
+        changed += samp_sample(a, &p, l, pos) != fwd[pos];
+    ck_assert(changed > 10);
+    ck_assert(samp_uniform(1, 5) == samp_uniform(1, 5));
+    ck_assert(samp_uniform(1, 5) >= 0.0 && samp_uniform(1, 5) < 1.0);
+    samp_ctx_free(a);
+    samp_ctx_free(b);
+}
+END_TEST
+
+START_TEST(test_top_k_and_top_p_limit_the_candidates)
+{
+    enum { V = 10 };
+    samp_ctx *s = NULL;
+    ck_assert_int_eq(samp_ctx_new(V, &s), LLM_OK);
+    float l[V] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    samp_params p = {.temperature = 5.0f, .top_k = 3, .top_p = 1.0f, .seed = 1};
+    for (int pos = 0; pos < 500; pos++)
+        ck_assert_int_ge(samp_sample(s, &p, l, pos), 7);
+    p.top_k = 1;
+    for (int pos = 0; pos < 50; pos++)
+        ck_assert_int_eq(samp_sample(s, &p, l, pos), 9);
+    p.top_k = 0;
+    p.top_p = 1e-6f; // only the most likely token reaches the mass
+    for (int pos = 0; pos < 50; pos++)
+        ck_assert_int_eq(samp_sample(s, &p, l, pos), 9);
+    samp_ctx_free(s);
+}
+END_TEST
+
+/* Two tokens with logits 0 and ln 3: token 1 should come up 3/4 of the time. */
+START_TEST(test_frequencies_follow_the_softmax)
+{
+    samp_ctx *s = NULL;
+    ck_assert_int_eq(samp_ctx_new(2, &s), LLM_OK);
+    float l[2] = {0.0f, logf(3.0f)};
+    samp_params p = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = 9};
+    int ones = 0, n = 20000;
+    for (int pos = 0; pos < n; pos++)
+        ones += samp_sample(s, &p, l, pos);
+    ck_assert_msg(fabs((double)ones / n - 0.75) < 0.015, "got %d of %d", ones, n);
+    // temperature 2 flattens: p1 = 3^(1/2) / (1 + 3^(1/2))
+    p.temperature = 2.0f;
+    ones = 0;
+    for (int pos = 0; pos < n; pos++)
+        ones += samp_sample(s, &p, l, pos);
+    double want = sqrt(3.0) / (1 + sqrt(3.0));
+    ck_assert_msg(fabs((double)ones / n - want) < 0.015, "got %d of %d", ones, n);
+    samp_ctx_free(s);
+}
+END_TEST
+
+START_TEST(test_validate_rejects_bad_values)
+{
+    char err[128];
+    samp_params p = samp_params_default();
+    ck_assert_int_eq(samp_params_validate(&p, err, sizeof(err)), LLM_OK);
+    p.temperature = NAN;
+    ck_assert_int_eq(samp_params_validate(&p, err, sizeof(err)), LLM_EINVAL);
+    p.temperature = -0.5f;
+    ck_assert_int_eq(samp_params_validate(&p, err, sizeof(err)), LLM_EINVAL);
+    p.temperature = 1.0f;
+    p.top_p = 0.0f;
+    ck_assert_int_eq(samp_params_validate(&p, err, sizeof(err)), LLM_EINVAL);
+    ck_assert(strstr(err, "top_p") != NULL);
+    p.top_p = 1.5f;
+    ck_assert_int_eq(samp_params_validate(&p, err, sizeof(err)), LLM_EINVAL);
+    p.top_p = 0.9f;
+    p.top_k = -1;
+    ck_assert_int_eq(samp_params_validate(&p, err, sizeof(err)), LLM_EINVAL);
+    samp_ctx *s = NULL;
+    ck_assert_int_eq(samp_ctx_new(0, &s), LLM_EINVAL);
+    samp_ctx_free(NULL);
+}
+END_TEST
+
+Suite *samp_suite(void);
+
+Suite *
+samp_suite(void)
+{
+    Suite *s = suite_create("samp");
+    TCase *tc = tcase_create("sample");
+    tcase_add_test(tc, test_greedy_takes_argmax_and_lowest_id_on_ties);
+    tcase_add_test(tc, test_draw_depends_only_on_seed_and_position);
+    tcase_add_test(tc, test_top_k_and_top_p_limit_the_candidates);
+    tcase_add_test(tc, test_frequencies_follow_the_softmax);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("params");
+    tcase_add_test(tc, test_validate_rejects_bad_values);
+    suite_add_tcase(s, tc);
+    return s;
+}

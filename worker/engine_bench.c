@@ -1,0 +1,189 @@
+/*
+ * engine_bench.c - llm-engine-bench: single-stream engine speed on one machine.
+ *
+ *   llm-engine-bench --model M [--threads 1,2] [--prompt-tokens 512] [--decode-tokens 128]
+ *
+ * For each thread count it measures the memory bandwidth (STREAM triad, a = b + s*c,
+ * over arrays far larger than the caches), prompt processing (prefill of a fixed
+ * pseudo-random prompt, in 64-token steps) and decode (one token per step, after a
+ * short prompt), and prints a Markdown table with decode as a fraction of the bandwidth
+ * bound: bandwidth / bytes of weights read per token. Best of --reps runs.
+ */
+#include "args.h"
+#include "llm_err.h"
+#include "llm_time.h"
+#include "model.h"
+#include "pool.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STEP_TOKENS 64
+#define TRIAD_FLOATS (32u << 20) // 128 MiB per array
+
+static int
+die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("llm-engine-bench: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+typedef struct {
+    float *a, *b, *c;
+    size_t n;
+} triad_job;
+
+static void
+triad_run(void *ctx, int ith, int nth)
+{
+    triad_job *j = ctx;
+    size_t i0 = j->n * (size_t)ith / (size_t)nth, i1 = j->n * (size_t)(ith + 1) / (size_t)nth;
+    for (size_t i = i0; i < i1; i++)
+        j->a[i] = j->b[i] + 3.0f * j->c[i];
+}
+
+static double
+bench_bandwidth(pool *p, int reps)
+{
+    triad_job j = {malloc(sizeof(float) * TRIAD_FLOATS), malloc(sizeof(float) * TRIAD_FLOATS),
+                   malloc(sizeof(float) * TRIAD_FLOATS), TRIAD_FLOATS};
+    double best = 0;
+    if (j.a && j.b && j.c) {
+        for (size_t i = 0; i < j.n; i++) {
+            j.a[i] = 0;
+            j.b[i] = 1;
+            j.c[i] = 2;
+        }
+        for (int r = 0; r < reps; r++) {
+            uint64_t t0 = llm_now_ns();
+            pool_run(p, triad_run, &j);
+            double s = (double)(llm_now_ns() - t0) / 1e9;
+            double gbs = 3.0 * sizeof(float) * (double)j.n / s / 1e9;
+            best = gbs > best ? gbs : best;
+        }
+    }
+    free(j.a);
+    free(j.b);
+    free(j.c);
+    return best;
+}
+
+/* Runs n_prompt tokens of prefill then n_decode single-token steps; returns tok/s. */
+static int
+bench_model(const model *m, pool *p, int n_threads, int n_prompt, int n_decode, double *pp_tok_s,
+            double *tg_tok_s)
+{
+    const model_config *c = model_get_config(m);
+    model_shard sh = model_full_shard(m);
+    model_state *st = NULL;
+    model_kv *kv = NULL;
+    int32_t *toks = malloc(sizeof(int32_t) * (size_t)(n_prompt + n_decode));
+    float *logits = malloc(sizeof(float) * (size_t)c->vocab_size);
+    int rc = LLM_ENOMEM;
+    if (!toks || !logits)
+        goto out;
+    if ((rc = model_state_new(m, &sh, STEP_TOKENS, n_threads, &st)) != LLM_OK ||
+        (rc = model_kv_new(m, &sh, n_prompt + n_decode, &kv)) != LLM_OK)
+        goto out;
+    uint64_t x = 12345;
+    for (int i = 0; i < n_prompt + n_decode; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        toks[i] = (int32_t)((x >> 33) % (uint64_t)c->vocab_size);
+    }
+    uint64_t t0 = llm_now_ns();
+    for (int pos = 0; pos < n_prompt && rc == LLM_OK; pos += STEP_TOKENS) {
+        int n = n_prompt - pos < STEP_TOKENS ? n_prompt - pos : STEP_TOKENS;
+        rc = model_forward(m, st, kv, toks + pos, n, pos, p, NULL, NULL,
+                           pos + n == n_prompt ? logits : NULL);
+    }
+    *pp_tok_s = n_prompt / ((double)(llm_now_ns() - t0) / 1e9);
+    t0 = llm_now_ns();
+    for (int i = 0; i < n_decode && rc == LLM_OK; i++)
+        rc = model_forward(m, st, kv, toks + n_prompt + i, 1, n_prompt + i, p, NULL, NULL, logits);
+    *tg_tok_s = n_decode / ((double)(llm_now_ns() - t0) / 1e9);
+out:
+    model_state_free(st);
+    model_kv_free(kv);
+    free(toks);
+    free(logits);
+    return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *model_path = NULL, *threads = "1,2";
+    int64_t n_prompt = 512, n_decode = 128, reps = 3;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const char *a = argv[i], *v = argv[i + 1];
+        if (!strcmp(a, "--model"))
+            model_path = v;
+        else if (!strcmp(a, "--threads"))
+            threads = v;
+        else if (!strcmp(a, "--prompt-tokens") && args_int(v, 1, 8192, &n_prompt) == LLM_OK)
+            ;
+        else if (!strcmp(a, "--decode-tokens") && args_int(v, 1, 8192, &n_decode) == LLM_OK)
+            ;
+        else if (!strcmp(a, "--reps") && args_int(v, 1, 100, &reps) == LLM_OK)
+            ;
+        else
+            return die("bad option '%s %s'", a, v);
+    }
+    if (!model_path || argc % 2 == 0)
+        return die("usage: llm-engine-bench --model M [--threads 1,2] [--prompt-tokens N] "
+                   "[--decode-tokens N] [--reps N]");
+    char err[512];
+    model *m = NULL;
+    model_load_opts lo = {.willneed = true};
+    if (model_load(model_path, &lo, &m, err, sizeof(err)) != LLM_OK)
+        return die("model %s: %s", model_path, err);
+    const model_config *c = model_get_config(m);
+    if (n_prompt + n_decode > c->ctx_len) {
+        model_free(m);
+        return die("prompt + decode tokens exceed the model context %d", c->ctx_len);
+    }
+    double wbytes = (double)model_weight_bytes(m);
+    printf("model: %s (%.1f MB of weights read per token), simd: %s\n\n", model_path,
+           wbytes / 1e6, kern_simd_name());
+    printf("| threads | triad GB/s | prefill tok/s (%d-token prompt) | decode tok/s | "
+           "bandwidth bound tok/s | decode / bound |\n|---|---|---|---|---|---|\n",
+           (int)n_prompt);
+    int code = 0;
+    for (const char *s = threads; *s;) {
+        char *end;
+        long nt = strtol(s, &end, 10);
+        if (end == s || nt < 1 || nt > 256) {
+            code = die("--threads must be a comma-separated list of counts");
+            break;
+        }
+        s = *end == ',' ? end + 1 : end;
+        pool *p = NULL;
+        if (pool_new((int)nt, &p) != LLM_OK) {
+            code = die("cannot start %ld threads", nt);
+            break;
+        }
+        double bw = bench_bandwidth(p, (int)reps), pp = 0, tg = 0;
+        for (int r = 0; r < reps; r++) {
+            double a, b;
+            if (bench_model(m, p, (int)nt, (int)n_prompt, (int)n_decode, &a, &b) != LLM_OK) {
+                code = die("forward pass failed");
+                break;
+            }
+            pp = a > pp ? a : pp;
+            tg = b > tg ? b : tg;
+        }
+        pool_free(p);
+        double bound = bw * 1e9 / wbytes;
+        printf("| %ld | %.1f | %.1f | %.1f | %.0f | %.3f |\n", nt, bw, pp, tg, bound, tg / bound);
+        fflush(stdout);
+    }
+    model_free(m);
+    return code;
+}

@@ -1,0 +1,666 @@
+/*
+ * model.c - llama forward pass over GGUF weights.
+ *
+ * One step processes n_tok tokens of one sequence. Per layer it issues four parallel
+ * jobs (QKV projection, attention, output projection, FFN gate/up + SwiGLU), with the
+ * FFN down projection folded into a fifth; norms and residual adds are cheap and run on
+ * the calling thread between jobs. Matrix jobs split weight rows across threads and
+ * decode each row once for all tokens of the step. The KV cache is one contiguous
+ * [layer][pos][kv_dim] array per sequence; paging comes with the serving scheduler.
+ */
+#include "model.h"
+
+#include "llm_err.h"
+#include "log.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MODEL_MAX_LAYERS 1024
+#define MODEL_MAX_DIM 65536
+
+struct model {
+    gguf_file *gguf;
+    model_config cfg;
+    model_weights w;
+    float *norms;        // owned F32 copies of all norm vectors (any stored type)
+    tok_vocab *vocab;
+};
+
+struct model_kv {
+    int n_ctx;
+    int kv_dim;          // local KV heads * head_dim
+    int n_layers;
+    float *k;            // [n_layers][n_ctx][kv_dim]
+    float *v;            // [n_layers][n_ctx][kv_dim]
+};
+
+struct model_state {
+    model_shard shard;
+    int max_tokens;
+    int n_threads;
+    float *x;            // [max_tokens][dim] residual stream
+    float *xb;           // [max_tokens][dim] normed input of a block
+    float *q;            // [max_tokens][q_dim_local]
+    float *k;            // [max_tokens][kv_dim_local]
+    float *v;            // [max_tokens][kv_dim_local]
+    float *att_out;      // [max_tokens][q_dim_local]
+    float *proj;         // [max_tokens][dim] output of wo / w_down (partial on a TP rank)
+    float *hb;           // [max_tokens][ffn_local] gate, then SwiGLU output
+    float *hb2;          // [max_tokens][ffn_local] up
+    float *scratch;      // [n_threads][scratch_len] decoded weight rows / attention scores
+    int scratch_len;
+};
+
+static void
+set_err(char *err, size_t err_len, const char *fmt, ...)
+{
+    if (!err || !err_len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+}
+
+// --- loading -------------------------------------------------------------------------
+
+typedef struct {
+    const gguf_file *f;
+    const char *arch;
+    char *err;
+    size_t err_len;
+    int rc;
+} loader;
+
+static uint32_t
+hparam(loader *ld, const char *name, bool required, uint32_t def, uint32_t lo, uint32_t hi)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "%s.%s", ld->arch, name);
+    uint32_t v = def;
+    int rc = gguf_get_u32(ld->f, key, &v);
+    if (ld->rc != LLM_OK)
+        return def;
+    if (rc == LLM_ENOENT && !required)
+        return def;
+    if (rc == LLM_ENOENT) {
+        ld->rc = LLM_EINVAL;
+        set_err(ld->err, ld->err_len, "missing hyperparameter '%s'", key);
+    } else if (rc != LLM_OK || v < lo || v > hi) {
+        ld->rc = LLM_EINVAL;
+        set_err(ld->err, ld->err_len, "hyperparameter '%s' must be an integer in [%u, %u]", key,
+                lo, hi);
+    }
+    return v;
+}
+
+static float
+hparam_f(loader *ld, const char *name, float def, float lo, float hi)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "%s.%s", ld->arch, name);
+    float v = def;
+    int rc = gguf_get_f32(ld->f, key, &v);
+    if (ld->rc != LLM_OK || rc == LLM_ENOENT)
+        return def;
+    if (rc != LLM_OK || !(v >= lo && v <= hi)) {
+        ld->rc = LLM_EINVAL;
+        set_err(ld->err, ld->err_len, "hyperparameter '%s' must be a float in [%g, %g]", key,
+                (double)lo, (double)hi);
+    }
+    return v;
+}
+
+/* get_mat finds name and checks it is a 2-D [rows][cols] matrix (GGUF ne = {cols, rows}). */
+static void
+get_mat(loader *ld, const char *name, int64_t cols, int64_t rows, kern_mat *out)
+{
+    if (ld->rc != LLM_OK)
+        return;
+    const gguf_tensor *t = gguf_find_tensor(ld->f, name);
+    if (!t) {
+        ld->rc = LLM_EINVAL;
+        set_err(ld->err, ld->err_len, "missing tensor '%s'", name);
+        return;
+    }
+    if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != 1 || t->ne[3] != 1) {
+        ld->rc = LLM_EINVAL;
+        set_err(ld->err, ld->err_len,
+                "tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", name,
+                (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+                (long long)t->ne[3], (long long)cols, (long long)rows);
+        return;
+    }
+    out->type = t->type;
+    out->data = t->data;
+    out->n_cols = cols;
+    out->n_rows = rows;
+    out->row_bytes = kern_row_size(t->type, cols);
+}
+
+/* get_norm decodes a [dim] vector of any supported type into dst. */
+static const float *
+get_norm(loader *ld, const char *name, int dim, float *dst)
+{
+    kern_mat m = {0};
+    if (ld->rc != LLM_OK)
+        return dst;
+    const gguf_tensor *t = gguf_find_tensor(ld->f, name);
+    if (t && t->n_dims == 1 && t->ne[0] == dim) {
+        m.type = t->type;
+        m.data = t->data;
+        m.n_cols = dim;
+        m.n_rows = 1;
+        m.row_bytes = kern_row_size(t->type, dim);
+        kern_get_row(&m, 0, dst);
+    } else {
+        ld->rc = LLM_EINVAL;
+        set_err(ld->err, ld->err_len, t ? "tensor '%s' must be a vector of %d" : "missing tensor '%s'",
+                name, dim);
+    }
+    return dst;
+}
+
+static void
+load_config(loader *ld, model_config *c)
+{
+    c->n_layers = (int)hparam(ld, "block_count", true, 0, 1, MODEL_MAX_LAYERS);
+    c->dim = (int)hparam(ld, "embedding_length", true, 0, 1, MODEL_MAX_DIM);
+    c->hidden_dim = (int)hparam(ld, "feed_forward_length", true, 0, 1, 8 * MODEL_MAX_DIM);
+    c->n_heads = (int)hparam(ld, "attention.head_count", true, 0, 1, 4096);
+    c->n_kv_heads = (int)hparam(ld, "attention.head_count_kv", false, (uint32_t)c->n_heads, 1,
+                                4096);
+    c->ctx_len = (int)hparam(ld, "context_length", false, 2048, 1, 1u << 24);
+    c->rope_theta = hparam_f(ld, "rope.freq_base", 10000.0f, 1.0f, 1e12f);
+    c->norm_eps = hparam_f(ld, "attention.layer_norm_rms_epsilon", 1e-5f, 0.0f, 1.0f);
+    if (ld->rc != LLM_OK)
+        return;
+    if (c->dim % c->n_heads != 0 || c->n_heads % c->n_kv_heads != 0 ||
+        (c->dim / c->n_heads) % 2 != 0) {
+        ld->rc = LLM_EINVAL;
+        set_err(ld->err, ld->err_len,
+                "inconsistent heads: dim %d, %d heads, %d KV heads (need dim %% heads == 0, "
+                "heads %% kv_heads == 0, even head size)",
+                c->dim, c->n_heads, c->n_kv_heads);
+        return;
+    }
+    c->head_dim = c->dim / c->n_heads;
+    uint32_t rope_dim = hparam(ld, "rope.dimension_count", false, (uint32_t)c->head_dim, 1,
+                               MODEL_MAX_DIM);
+    if (ld->rc == LLM_OK && (int)rope_dim != c->head_dim) {
+        ld->rc = LLM_ENOTSUP;
+        set_err(ld->err, ld->err_len, "partial rotary embedding (%u of %d) is not supported",
+                rope_dim, c->head_dim);
+    }
+}
+
+static void
+load_weights(loader *ld, model *m)
+{
+    const model_config *c = &m->cfg;
+    model_weights *w = &m->w;
+    const gguf_tensor *emb = gguf_find_tensor(ld->f, "token_embd.weight");
+    if (!emb || emb->n_dims != 2 || emb->ne[0] != c->dim || emb->ne[1] > (1 << 24)) {
+        ld->rc = LLM_EINVAL;
+        set_err(ld->err, ld->err_len, emb ? "tensor 'token_embd.weight' must be [%d, vocab]"
+                                          : "missing tensor 'token_embd.weight'", c->dim);
+        return;
+    }
+    m->cfg.vocab_size = (int)emb->ne[1];
+    get_mat(ld, "token_embd.weight", c->dim, c->vocab_size, &w->tok_embd);
+    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    m->norms = malloc(sizeof(float) * (size_t)c->dim * (2 * (size_t)c->n_layers + 1));
+    w->layers = calloc((size_t)c->n_layers, sizeof(model_layer));
+    if (!m->norms || !w->layers) {
+        ld->rc = LLM_ENOMEM;
+        set_err(ld->err, ld->err_len, "out of memory");
+        return;
+    }
+    char name[96];
+    for (int l = 0; l < c->n_layers && ld->rc == LLM_OK; l++) {
+        model_layer *L = &w->layers[l];
+        float *norms = m->norms + (size_t)2 * l * c->dim;
+#define LAYER_TENSOR(suffix) (snprintf(name, sizeof(name), "blk.%d.%s.weight", l, suffix), name)
+        L->attn_norm = get_norm(ld, LAYER_TENSOR("attn_norm"), c->dim, norms);
+        L->ffn_norm = get_norm(ld, LAYER_TENSOR("ffn_norm"), c->dim, norms + c->dim);
+        get_mat(ld, LAYER_TENSOR("attn_q"), c->dim, q_dim, &L->wq);
+        get_mat(ld, LAYER_TENSOR("attn_k"), c->dim, kv_dim, &L->wk);
+        get_mat(ld, LAYER_TENSOR("attn_v"), c->dim, kv_dim, &L->wv);
+        get_mat(ld, LAYER_TENSOR("attn_output"), q_dim, c->dim, &L->wo);
+        get_mat(ld, LAYER_TENSOR("ffn_gate"), c->dim, c->hidden_dim, &L->w_gate);
+        get_mat(ld, LAYER_TENSOR("ffn_up"), c->dim, c->hidden_dim, &L->w_up);
+        get_mat(ld, LAYER_TENSOR("ffn_down"), c->hidden_dim, c->dim, &L->w_down);
+#undef LAYER_TENSOR
+    }
+    w->out_norm = get_norm(ld, "output_norm.weight", c->dim,
+                           m->norms + (size_t)2 * c->n_layers * c->dim);
+    if (gguf_find_tensor(ld->f, "output.weight"))
+        get_mat(ld, "output.weight", c->dim, c->vocab_size, &w->output);
+    else
+        w->output = w->tok_embd; // tied embeddings
+}
+
+int
+model_load(const char *path, const model_load_opts *opts, model **out, char *err,
+           size_t err_len)
+{
+    model *m = calloc(1, sizeof(*m));
+    if (!m) {
+        set_err(err, err_len, "out of memory");
+        return LLM_ENOMEM;
+    }
+    gguf_open_opts gopts = {.mlock = opts && opts->mlock, .willneed = opts && opts->willneed};
+    int rc = gguf_open(path, &gopts, &m->gguf, err, err_len);
+    if (rc != LLM_OK)
+        goto fail;
+    loader ld = {.f = m->gguf, .err = err, .err_len = err_len, .rc = LLM_OK};
+    gguf_str arch;
+    rc = gguf_get_str(m->gguf, "general.architecture", &arch);
+    if (rc != LLM_OK) {
+        rc = LLM_EINVAL;
+        set_err(err, err_len, "missing or malformed 'general.architecture'");
+        goto fail;
+    }
+    if (!gguf_str_eq(arch, "llama")) {
+        rc = LLM_ENOTSUP;
+        set_err(err, err_len, "architecture '%.*s' is not supported (llama is)",
+                (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+        goto fail;
+    }
+    ld.arch = "llama";
+    load_config(&ld, &m->cfg);
+    if (ld.rc == LLM_OK)
+        load_weights(&ld, m);
+    if ((rc = ld.rc) != LLM_OK)
+        goto fail;
+    if ((rc = tok_vocab_load(m->gguf, &m->vocab, err, err_len)) != LLM_OK)
+        goto fail;
+    if (tok_n_vocab(m->vocab) > m->cfg.vocab_size) {
+        rc = LLM_EINVAL;
+        set_err(err, err_len, "tokenizer has %d tokens but token_embd.weight has %d rows",
+                tok_n_vocab(m->vocab), m->cfg.vocab_size);
+        goto fail;
+    }
+    *out = m;
+    return LLM_OK;
+fail:
+    model_free(m);
+    return rc;
+}
+
+void
+model_free(model *m)
+{
+    if (!m)
+        return;
+    tok_vocab_free(m->vocab);
+    free(m->w.layers);
+    free(m->norms);
+    gguf_close(m->gguf);
+    free(m);
+}
+
+const model_config *
+model_get_config(const model *m)
+{
+    return &m->cfg;
+}
+
+const model_weights *
+model_get_weights(const model *m)
+{
+    return &m->w;
+}
+
+const tok_vocab *
+model_get_vocab(const model *m)
+{
+    return m->vocab;
+}
+
+const gguf_file *
+model_get_gguf(const model *m)
+{
+    return m->gguf;
+}
+
+model_shard
+model_full_shard(const model *m)
+{
+    model_shard s = {0, m->cfg.n_kv_heads, 0, m->cfg.hidden_dim};
+    return s;
+}
+
+uint64_t
+model_weight_bytes(const model *m)
+{
+    const model_config *c = &m->cfg;
+    uint64_t total = m->w.tok_embd.row_bytes + m->w.output.row_bytes * (uint64_t)c->vocab_size;
+    for (int l = 0; l < c->n_layers; l++) {
+        const model_layer *L = &m->w.layers[l];
+        const kern_mat *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up,
+                                  &L->w_down};
+        for (size_t i = 0; i < sizeof(mats) / sizeof(mats[0]); i++)
+            total += mats[i]->row_bytes * (uint64_t)mats[i]->n_rows;
+        total += 2 * sizeof(float) * (uint64_t)c->dim;
+    }
+    return total;
+}
+
+// --- state and cache -----------------------------------------------------------------
+
+static bool
+shard_valid(const model *m, const model_shard *s)
+{
+    const model_config *c = &m->cfg;
+    return s->kv_head0 >= 0 && s->kv_head0 < s->kv_head1 && s->kv_head1 <= c->n_kv_heads &&
+           s->ffn0 >= 0 && s->ffn0 < s->ffn1 && s->ffn1 <= c->hidden_dim;
+}
+
+int
+model_kv_new(const model *m, const model_shard *shard, int n_ctx, model_kv **out)
+{
+    if (n_ctx < 1 || !shard_valid(m, shard))
+        return LLM_EINVAL;
+    model_kv *kv = calloc(1, sizeof(*kv));
+    if (!kv)
+        return LLM_ENOMEM;
+    kv->n_ctx = n_ctx;
+    kv->n_layers = m->cfg.n_layers;
+    kv->kv_dim = (shard->kv_head1 - shard->kv_head0) * m->cfg.head_dim;
+    size_t n = (size_t)kv->n_layers * (size_t)n_ctx * (size_t)kv->kv_dim;
+    kv->k = calloc(n, sizeof(float));
+    kv->v = calloc(n, sizeof(float));
+    if (!kv->k || !kv->v) {
+        model_kv_free(kv);
+        return LLM_ENOMEM;
+    }
+    *out = kv;
+    return LLM_OK;
+}
+
+void
+model_kv_free(model_kv *kv)
+{
+    if (!kv)
+        return;
+    free(kv->k);
+    free(kv->v);
+    free(kv);
+}
+
+int
+model_kv_capacity(const model_kv *kv)
+{
+    return kv->n_ctx;
+}
+
+int
+model_state_new(const model *m, const model_shard *shard, int max_tokens, int n_threads,
+                model_state **out)
+{
+    if (max_tokens < 1 || n_threads < 1 || !shard_valid(m, shard))
+        return LLM_EINVAL;
+    const model_config *c = &m->cfg;
+    model_state *s = calloc(1, sizeof(*s));
+    if (!s)
+        return LLM_ENOMEM;
+    s->shard = *shard;
+    s->max_tokens = max_tokens;
+    s->n_threads = n_threads;
+    size_t T = (size_t)max_tokens;
+    int n_kv = shard->kv_head1 - shard->kv_head0;
+    int q_dim = n_kv * (c->n_heads / c->n_kv_heads) * c->head_dim;
+    int kv_dim = n_kv * c->head_dim;
+    int ffn = shard->ffn1 - shard->ffn0;
+    // Scratch holds one decoded weight row (up to max(dim, hidden, q_dim) floats) or
+    // one head's attention scores (up to the model's context length).
+    int sl = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
+    sl = sl > q_dim ? sl : q_dim;
+    sl = sl > c->ctx_len ? sl : c->ctx_len;
+    s->scratch_len = (sl + 15) / 16 * 16; // whole cache lines per thread: no false sharing
+    s->x = malloc(sizeof(float) * T * (size_t)c->dim);
+    s->xb = malloc(sizeof(float) * T * (size_t)c->dim);
+    s->q = malloc(sizeof(float) * T * (size_t)q_dim);
+    s->k = malloc(sizeof(float) * T * (size_t)kv_dim);
+    s->v = malloc(sizeof(float) * T * (size_t)kv_dim);
+    s->att_out = malloc(sizeof(float) * T * (size_t)q_dim);
+    s->proj = malloc(sizeof(float) * T * (size_t)c->dim);
+    s->hb = malloc(sizeof(float) * T * (size_t)ffn);
+    s->hb2 = malloc(sizeof(float) * T * (size_t)ffn);
+    s->scratch = malloc(sizeof(float) * (size_t)n_threads * (size_t)s->scratch_len);
+    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att_out || !s->proj || !s->hb ||
+        !s->hb2 || !s->scratch) {
+        model_state_free(s);
+        return LLM_ENOMEM;
+    }
+    *out = s;
+    return LLM_OK;
+}
+
+void
+model_state_free(model_state *s)
+{
+    if (!s)
+        return;
+    free(s->x);
+    free(s->xb);
+    free(s->q);
+    free(s->k);
+    free(s->v);
+    free(s->att_out);
+    free(s->proj);
+    free(s->hb);
+    free(s->hb2);
+    free(s->scratch);
+    free(s);
+}
+
+// --- parallel jobs -------------------------------------------------------------------
+
+#define MM_MAX 3
+
+/* Up to three matrices sharing one input, their rows concatenated and split evenly
+ * across threads in chunks of 16 rows (a cache line of float outputs). For the FFN
+ * (gate_up_run) the two matrices are split in step instead, so that each thread holds
+ * the gate and up values of the same rows and can apply SwiGLU without a barrier. */
+typedef struct {
+    int n;
+    const kern_mat *w[MM_MAX];
+    int64_t row0[MM_MAX], n_rows[MM_MAX];
+    float *y[MM_MAX];
+    int64_t y_stride[MM_MAX];
+    const float *x;
+    int64_t x_stride, col0, n_in;
+    int n_tok;
+    model_state *s;
+} mm_job;
+
+static void
+split_rows(int64_t total, int ith, int nth, int64_t *g0, int64_t *g1)
+{
+    int64_t chunks = (total + 15) / 16;
+    *g0 = chunks * ith / nth * 16;
+    *g1 = chunks * (ith + 1) / nth * 16;
+    if (*g1 > total)
+        *g1 = total;
+    if (*g0 > total)
+        *g0 = total;
+}
+
+static void
+mm_run(void *ctx, int ith, int nth)
+{
+    mm_job *j = ctx;
+    int64_t total = 0, g0, g1;
+    for (int i = 0; i < j->n; i++)
+        total += j->n_rows[i];
+    split_rows(total, ith, nth, &g0, &g1);
+    float *scratch = j->s->scratch + (size_t)ith * (size_t)j->s->scratch_len;
+    int64_t base = 0;
+    for (int i = 0; i < j->n; i++) {
+        int64_t a = g0 > base ? g0 - base : 0;
+        int64_t b = g1 - base < j->n_rows[i] ? g1 - base : j->n_rows[i];
+        if (a < b)
+            kern_matmul(j->w[i], j->col0, j->n_in, j->x, j->x_stride, j->y[i] + a,
+                        j->y_stride[i], j->n_tok, j->row0[i] + a, j->row0[i] + b, scratch);
+        base += j->n_rows[i];
+    }
+}
+
+/* gate_up_run: j->w[0] is the gate, j->w[1] up, with equal row ranges. */
+static void
+gate_up_run(void *ctx, int ith, int nth)
+{
+    mm_job *j = ctx;
+    int64_t g0, g1;
+    split_rows(j->n_rows[0], ith, nth, &g0, &g1);
+    if (g0 >= g1)
+        return;
+    float *scratch = j->s->scratch + (size_t)ith * (size_t)j->s->scratch_len;
+    for (int i = 0; i < 2; i++)
+        kern_matmul(j->w[i], j->col0, j->n_in, j->x, j->x_stride, j->y[i] + g0, j->y_stride[i],
+                    j->n_tok, j->row0[i] + g0, j->row0[i] + g1, scratch);
+    for (int t = 0; t < j->n_tok; t++)
+        kern_swiglu(j->y[0] + t * j->y_stride[0] + g0, j->y[1] + t * j->y_stride[1] + g0,
+                    g1 - g0);
+}
+
+typedef struct {
+    const model_config *c;
+    model_state *s;
+    model_kv *kv;
+    int layer, n_tok, pos0, n_q_local, n_kv_local;
+} att_job;
+
+/* Causal attention for each (token, local query head) pair, split across threads.
+ * Each pair reads keys/values of positions 0..pos from the cache. */
+static void
+att_run(void *ctx, int ith, int nth)
+{
+    att_job *j = ctx;
+    const model_config *c = j->c;
+    model_state *s = j->s;
+    int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
+    int q_dim = j->n_q_local * hd, kv_dim = j->n_kv_local * hd;
+    float *att = s->scratch + (size_t)ith * (size_t)s->scratch_len;
+    const float *kc = j->kv->k + (size_t)j->layer * j->kv->n_ctx * kv_dim;
+    const float *vc = j->kv->v + (size_t)j->layer * j->kv->n_ctx * kv_dim;
+    float scale = 1.0f / sqrtf((float)hd);
+    int pairs = j->n_tok * j->n_q_local;
+    for (int pi = pairs * ith / nth; pi < pairs * (ith + 1) / nth; pi++) {
+        int t = pi / j->n_q_local, h = pi % j->n_q_local, pos = j->pos0 + t;
+        const float *q = s->q + (size_t)t * q_dim + (size_t)h * hd;
+        int kvh = h / group;
+        for (int p = 0; p <= pos; p++)
+            att[p] = kern_dot_f32(q, kc + (size_t)p * kv_dim + (size_t)kvh * hd, hd) * scale;
+        kern_softmax(att, pos + 1);
+        float *out = s->att_out + (size_t)t * q_dim + (size_t)h * hd;
+        memset(out, 0, sizeof(float) * (size_t)hd);
+        for (int p = 0; p <= pos; p++)
+            kern_axpy_f32(out, att[p], vc + (size_t)p * kv_dim + (size_t)kvh * hd, hd);
+    }
+}
+
+static void
+mm1(mm_job *j, const kern_mat *w, int64_t row0, int64_t n_rows, float *y, int64_t y_stride)
+{
+    int i = j->n++;
+    j->w[i] = w;
+    j->row0[i] = row0;
+    j->n_rows[i] = n_rows;
+    j->y[i] = y;
+    j->y_stride[i] = y_stride;
+}
+
+int
+model_forward(const model *m, model_state *s, model_kv *kv, const int32_t *tokens, int n_tok,
+              int pos0, pool *p, model_allreduce_fn allreduce, void *ar_ctx, float *logits)
+{
+    const model_config *c = &m->cfg;
+    const model_weights *w = &m->w;
+    if (n_tok < 1 || n_tok > s->max_tokens || pool_n_threads(p) > s->n_threads)
+        return LLM_EINVAL;
+    if (pos0 < 0 || pos0 > kv->n_ctx - n_tok || pos0 > c->ctx_len - n_tok)
+        return LLM_ERANGE;
+    for (int t = 0; t < n_tok; t++)
+        if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
+            return LLM_EINVAL;
+
+    const model_shard *sh = &s->shard;
+    int hd = c->head_dim, group = c->n_heads / c->n_kv_heads, dim = c->dim;
+    int n_kv = sh->kv_head1 - sh->kv_head0, n_q = n_kv * group;
+    int q_dim = n_q * hd, kv_dim = n_kv * hd, ffn = sh->ffn1 - sh->ffn0;
+    int rc = LLM_OK;
+
+    for (int t = 0; t < n_tok; t++)
+        kern_get_row(&w->tok_embd, tokens[t], s->x + (size_t)t * dim);
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const model_layer *L = &w->layers[l];
+        for (int t = 0; t < n_tok; t++)
+            kern_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->attn_norm, dim,
+                         c->norm_eps);
+
+        // Q, K, V of this rank's heads in one job.
+        mm_job qkv = {.x = s->xb, .x_stride = dim, .col0 = 0, .n_in = dim, .n_tok = n_tok, .s = s};
+        mm1(&qkv, &L->wq, (int64_t)sh->kv_head0 * group * hd, q_dim, s->q, q_dim);
+        mm1(&qkv, &L->wk, (int64_t)sh->kv_head0 * hd, kv_dim, s->k, kv_dim);
+        mm1(&qkv, &L->wv, (int64_t)sh->kv_head0 * hd, kv_dim, s->v, kv_dim);
+        pool_run(p, mm_run, &qkv);
+
+        // RoPE, then append K and V at their positions.
+        float *kc = kv->k + (size_t)l * kv->n_ctx * kv_dim;
+        float *vc = kv->v + (size_t)l * kv->n_ctx * kv_dim;
+        for (int t = 0; t < n_tok; t++) {
+            kern_rope(s->q + (size_t)t * q_dim, n_q, hd, pos0 + t, c->rope_theta);
+            kern_rope(s->k + (size_t)t * kv_dim, n_kv, hd, pos0 + t, c->rope_theta);
+            memcpy(kc + (size_t)(pos0 + t) * kv_dim, s->k + (size_t)t * kv_dim,
+                   sizeof(float) * (size_t)kv_dim);
+            memcpy(vc + (size_t)(pos0 + t) * kv_dim, s->v + (size_t)t * kv_dim,
+                   sizeof(float) * (size_t)kv_dim);
+        }
+        att_job aj = {c, s, kv, l, n_tok, pos0, n_q, n_kv};
+        pool_run(p, att_run, &aj);
+
+        // Output projection over this rank's columns of wo; ranks' partials are summed.
+        mm_job wo = {.x = s->att_out, .x_stride = q_dim, .col0 = (int64_t)sh->kv_head0 * group * hd,
+                     .n_in = q_dim, .n_tok = n_tok, .s = s};
+        mm1(&wo, &L->wo, 0, dim, s->proj, dim);
+        pool_run(p, mm_run, &wo);
+        if (allreduce && (rc = allreduce(ar_ctx, s->proj, (size_t)n_tok * dim)) != LLM_OK)
+            return rc;
+        for (size_t i = 0; i < (size_t)n_tok * dim; i++)
+            s->x[i] += s->proj[i];
+
+        for (int t = 0; t < n_tok; t++)
+            kern_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->ffn_norm, dim,
+                         c->norm_eps);
+        mm_job gu = {.x = s->xb, .x_stride = dim, .col0 = 0, .n_in = dim, .n_tok = n_tok, .s = s};
+        mm1(&gu, &L->w_gate, sh->ffn0, ffn, s->hb, ffn);
+        mm1(&gu, &L->w_up, sh->ffn0, ffn, s->hb2, ffn);
+        pool_run(p, gate_up_run, &gu);
+
+        mm_job down = {.x = s->hb, .x_stride = ffn, .col0 = sh->ffn0, .n_in = ffn,
+                       .n_tok = n_tok, .s = s};
+        mm1(&down, &L->w_down, 0, dim, s->proj, dim);
+        pool_run(p, mm_run, &down);
+        if (allreduce && (rc = allreduce(ar_ctx, s->proj, (size_t)n_tok * dim)) != LLM_OK)
+            return rc;
+        for (size_t i = 0; i < (size_t)n_tok * dim; i++)
+            s->x[i] += s->proj[i];
+    }
+
+    if (logits) {
+        float *last = s->xb + (size_t)(n_tok - 1) * dim;
+        kern_rmsnorm(last, s->x + (size_t)(n_tok - 1) * dim, w->out_norm, dim, c->norm_eps);
+        mm_job out = {.x = last, .x_stride = dim, .col0 = 0, .n_in = dim, .n_tok = 1, .s = s};
+        mm1(&out, &w->output, 0, c->vocab_size, logits, c->vocab_size);
+        pool_run(p, mm_run, &out);
+    }
+    return LLM_OK;
+}

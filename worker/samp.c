@@ -1,0 +1,183 @@
+/*
+ * samp.c - greedy / temperature / top-k / top-p sampling with position-keyed draws.
+ */
+#include "samp.h"
+
+#include "llm_err.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct {
+    float logit;
+    int32_t id;
+} cand;
+
+struct samp_ctx {
+    int n_vocab;
+    cand *c; // [n_vocab]
+};
+
+samp_params
+samp_params_default(void)
+{
+    samp_params p = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .seed = 0};
+    return p;
+}
+
+static int
+fail(char *err, size_t err_len, const char *fmt, ...)
+{
+    if (err && err_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_len, fmt, ap);
+        va_end(ap);
+    }
+    return LLM_EINVAL;
+}
+
+int
+samp_params_validate(const samp_params *p, char *err, size_t err_len)
+{
+    if (!(p->temperature >= 0.0f && p->temperature <= 100.0f))
+        return fail(err, err_len, "temperature must be a number in [0, 100]");
+    if (p->top_k < 0)
+        return fail(err, err_len, "top_k must be >= 0 (0 disables it)");
+    if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
+        return fail(err, err_len, "top_p must be in (0, 1]");
+    return LLM_OK;
+}
+
+int
+samp_ctx_new(int n_vocab, samp_ctx **out)
+{
+    if (n_vocab < 1)
+        return LLM_EINVAL;
+    samp_ctx *s = calloc(1, sizeof(*s));
+    if (!s)
+        return LLM_ENOMEM;
+    s->n_vocab = n_vocab;
+    s->c = malloc(sizeof(cand) * (size_t)n_vocab);
+    if (!s->c) {
+        free(s);
+        return LLM_ENOMEM;
+    }
+    *out = s;
+    return LLM_OK;
+}
+
+void
+samp_ctx_free(samp_ctx *s)
+{
+    if (!s)
+        return;
+    free(s->c);
+    free(s);
+}
+
+static uint64_t
+splitmix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+double
+samp_uniform(uint64_t seed, int64_t pos)
+{
+    uint64_t r = splitmix64(seed ^ splitmix64((uint64_t)pos));
+    return (double)(r >> 11) * (1.0 / 9007199254740992.0); // 53 random bits
+}
+
+// Descending logit, then ascending id: a total order, so the result is deterministic.
+static int
+cand_cmp(const void *a, const void *b)
+{
+    const cand *x = a, *y = b;
+    if (x->logit != y->logit)
+        return x->logit < y->logit ? 1 : -1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+static int32_t
+argmax(const float *logits, int n)
+{
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (logits[i] > logits[best])
+            best = i;
+    return best;
+}
+
+/* keep_top moves the k best candidates to the front, sorted (partial selection via a
+ * bounded insertion into the first k slots: O(n k) for the small k used in practice,
+ * a full sort otherwise). */
+static void
+keep_top(cand *c, int n, int k)
+{
+    if (k >= n || k > 256) {
+        qsort(c, (size_t)n, sizeof(cand), cand_cmp);
+        return;
+    }
+    qsort(c, (size_t)k, sizeof(cand), cand_cmp);
+    for (int i = k; i < n; i++) {
+        if (cand_cmp(&c[i], &c[k - 1]) >= 0)
+            continue;
+        int j = k - 1;
+        cand x = c[i];
+        while (j > 0 && cand_cmp(&x, &c[j - 1]) < 0) {
+            c[j] = c[j - 1];
+            j--;
+        }
+        c[j] = x;
+    }
+}
+
+int32_t
+samp_sample(samp_ctx *s, const samp_params *p, const float *logits, int64_t pos)
+{
+    int n = s->n_vocab;
+    if (p->temperature == 0.0f)
+        return argmax(logits, n);
+    for (int i = 0; i < n; i++) {
+        s->c[i].logit = logits[i];
+        s->c[i].id = i;
+    }
+    int k = p->top_k > 0 && p->top_k < n ? p->top_k : n;
+    keep_top(s->c, n, k);
+    // Softmax over the kept candidates at the given temperature (max first: stable).
+    double sum = 0.0;
+    float max = s->c[0].logit;
+    for (int i = 0; i < k; i++) {
+        double e = exp(((double)s->c[i].logit - max) / p->temperature);
+        s->c[i].logit = (float)e; // reuse the field for the unnormalized probability
+        sum += e;
+    }
+    // Top-p: the smallest prefix whose mass reaches top_p.
+    int m = k;
+    if (p->top_p < 1.0f) {
+        double acc = 0.0;
+        for (int i = 0; i < k; i++) {
+            acc += s->c[i].logit;
+            if (acc >= p->top_p * sum) {
+                m = i + 1;
+                break;
+            }
+        }
+        sum = 0.0;
+        for (int i = 0; i < m; i++)
+            sum += s->c[i].logit;
+    }
+    double u = samp_uniform(p->seed, pos) * sum, acc = 0.0;
+    for (int i = 0; i < m; i++) {
+        acc += s->c[i].logit;
+        if (u < acc)
+            return s->c[i].id;
+    }
+    return s->c[m - 1].id;
+}
