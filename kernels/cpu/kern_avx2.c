@@ -1,6 +1,7 @@
 /*
- * kern_avx2.c - AVX2 + FMA variants, compiled with -mavx2 -mfma and only called after
- * kern__cpu_has_avx2() said yes, so a CPU without them never executes one (no SIGILL).
+ * kern_avx2.c - AVX2 + FMA + F16C variants, compiled with -mavx2 -mfma -mf16c and called
+ * only after kern__cpu_has_avx2() said yes, so a CPU without them never runs one (no
+ * SIGILL; kern_simd_name() then says "scalar").
  */
 #include "kern_internal.h"
 
@@ -10,7 +11,8 @@ bool
 kern__cpu_has_avx2(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
 }
 
 float
@@ -36,4 +38,89 @@ kern__dot_f32_avx2(const float *a, const float *b, int64_t n)
     for (; i < n; i++)
         r += a[i] * b[i];
     return r;
+}
+
+/* Eight 4-bit or 8-bit quants widened to floats. */
+static inline __m256
+u8x8_to_ps(__m128i v)
+{
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+}
+
+static inline __m256
+i8x8_to_ps(__m128i v)
+{
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+}
+
+static inline float
+hsum_ps(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Sum over blocks of d * dot(q, x) [+ m * sum(x)]: the per-block scale multiplies the
+ * block's partial dot, held in a vector accumulator until the end of the row. */
+static inline void
+q4_block(const uint8_t *qs, const float *x, __m256 d, __m256 *acc, __m256 *xsum)
+{
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0f));               // elements 0..15
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0f)); // 16..31
+    __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
+    __m256 x2 = _mm256_loadu_ps(x + 16), x3 = _mm256_loadu_ps(x + 24);
+    __m256 p = _mm256_mul_ps(u8x8_to_ps(lo), x0);
+    p = _mm256_fmadd_ps(u8x8_to_ps(_mm_srli_si128(lo, 8)), x1, p);
+    p = _mm256_fmadd_ps(u8x8_to_ps(hi), x2, p);
+    p = _mm256_fmadd_ps(u8x8_to_ps(_mm_srli_si128(hi, 8)), x3, p);
+    *acc = _mm256_fmadd_ps(d, p, *acc);
+    *xsum = _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3));
+}
+
+float
+kern__row_dot_q4_0_avx2(const void *w, const float *x, int64_t n)
+{
+    const blk_q4_0 *b = w;
+    __m256 acc = _mm256_setzero_ps(), off = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK4_0; i++) {
+        float d = _cvtsh_ss(b[i].d);
+        __m256 xs;
+        q4_block(b[i].qs, x + i * QK4_0, _mm256_set1_ps(d), &acc, &xs);
+        off = _mm256_fmadd_ps(_mm256_set1_ps(-8.0f * d), xs, off); // the -8 of each quant
+    }
+    return hsum_ps(_mm256_add_ps(acc, off));
+}
+
+float
+kern__row_dot_q4_1_avx2(const void *w, const float *x, int64_t n)
+{
+    const blk_q4_1 *b = w;
+    __m256 acc = _mm256_setzero_ps(), off = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK4_1; i++) {
+        __m256 xs;
+        q4_block(b[i].qs, x + i * QK4_1, _mm256_set1_ps(_cvtsh_ss(b[i].d)), &acc, &xs);
+        off = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].m)), xs, off);
+    }
+    return hsum_ps(_mm256_add_ps(acc, off));
+}
+
+float
+kern__row_dot_q8_0_avx2(const void *w, const float *x, int64_t n)
+{
+    const blk_q8_0 *b = w;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const float *xb = x + i * QK8_0;
+        __m128i q0 = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m128i q1 = _mm_loadu_si128((const __m128i *)(b[i].qs + 16));
+        __m256 p = _mm256_mul_ps(i8x8_to_ps(q0), _mm256_loadu_ps(xb));
+        p = _mm256_fmadd_ps(i8x8_to_ps(_mm_srli_si128(q0, 8)), _mm256_loadu_ps(xb + 8), p);
+        p = _mm256_fmadd_ps(i8x8_to_ps(q1), _mm256_loadu_ps(xb + 16), p);
+        p = _mm256_fmadd_ps(i8x8_to_ps(_mm_srli_si128(q1, 8)), _mm256_loadu_ps(xb + 24), p);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), p, acc);
+    }
+    return hsum_ps(acc);
 }

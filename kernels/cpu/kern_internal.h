@@ -8,11 +8,25 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "kern.h"
+
+/* dot of one encoded weight row (n elements of some type) with n floats. */
+typedef float (*kern_row_dot_fn)(const void *w, const float *x, int64_t n);
+
 /* Scalar reference implementations (kern_ops.c). */
 float kern__dot_f32_scalar(const float *a, const float *b, int64_t n);
+/* The definition of a row dot: decode 32 elements at a time, then multiply. Any
+ * supported type; n a multiple of 32. */
+float kern__row_dot_ref(llm_dtype t, const void *w, const float *x, int64_t n);
+/* The fused variant kern_matmul uses for type t on this CPU, or NULL (then it decodes
+ * each row to float first). */
+kern_row_dot_fn kern__row_dot(llm_dtype t);
 
 /* AVX2 + FMA variants (kern_avx2.c, built with -mavx2 -mfma on x86-64 only). */
 bool kern__cpu_has_avx2(void);
 float kern__dot_f32_avx2(const float *a, const float *b, int64_t n);
+float kern__row_dot_q4_0_avx2(const void *w, const float *x, int64_t n);
+float kern__row_dot_q4_1_avx2(const void *w, const float *x, int64_t n);
+float kern__row_dot_q8_0_avx2(const void *w, const float *x, int64_t n);
 
 #endif

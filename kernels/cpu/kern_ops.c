@@ -12,8 +12,13 @@
 typedef float (*dot_fn)(const float *, const float *, int64_t);
 
 static dot_fn dot_impl = kern__dot_f32_scalar;
+static kern_row_dot_fn row_dot_impl[LLM_DTYPE_COUNT]; // fused decode+dot, NULL = none
 static const char *simd_name = "scalar";
 static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
+
+// A fused row dot reads each weight byte once and keeps nothing in memory; below this
+// many tokens per step it beats decoding the row once and reusing it.
+#define ROW_DOT_MAX_TOKENS 3
 
 static void
 simd_select(void)
@@ -21,9 +26,32 @@ simd_select(void)
 #if defined(LLM_KERN_HAVE_AVX2)
     if (kern__cpu_has_avx2()) {
         dot_impl = kern__dot_f32_avx2;
+        row_dot_impl[LLM_DTYPE_Q4_0] = kern__row_dot_q4_0_avx2;
+        row_dot_impl[LLM_DTYPE_Q4_1] = kern__row_dot_q4_1_avx2;
+        row_dot_impl[LLM_DTYPE_Q8_0] = kern__row_dot_q8_0_avx2;
         simd_name = "avx2";
     }
 #endif
+}
+
+kern_row_dot_fn
+kern__row_dot(llm_dtype t)
+{
+    pthread_once(&simd_once, simd_select);
+    return (unsigned)t < LLM_DTYPE_COUNT ? row_dot_impl[t] : NULL;
+}
+
+float
+kern__row_dot_ref(llm_dtype t, const void *w, const float *x, int64_t n)
+{
+    const kern_type_traits *tr = kern_type((int)t);
+    size_t chunk_bytes = (size_t)(32 / tr->blck) * tr->size;
+    float buf[32], sum = 0.0f;
+    for (int64_t i = 0; i < n; i += 32) {
+        tr->to_float((const char *)w + (size_t)(i / 32) * chunk_bytes, buf, 32);
+        sum += kern__dot_f32_scalar(buf, x + i, 32);
+    }
+    return sum;
 }
 
 const char *
@@ -75,6 +103,15 @@ kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x, int64
     const kern_type_traits *tr = kern_type((int)w->type);
     size_t col_off = (size_t)(col0 / tr->blck) * tr->size;
     pthread_once(&simd_once, simd_select);
+    kern_row_dot_fn fused = row_dot_impl[w->type];
+    if (fused && n_tok <= ROW_DOT_MAX_TOKENS && n_in % 32 == 0) {
+        for (int64_t r = row0; r < row1; r++) {
+            const char *row = (const char *)w->data + (size_t)r * w->row_bytes + col_off;
+            for (int t = 0; t < n_tok; t++)
+                y[t * y_stride + (r - row0)] = fused(row, x + t * x_stride, n_in);
+        }
+        return;
+    }
     for (int64_t r = row0; r < row1; r++) {
         const char *row = (const char *)w->data + (size_t)r * w->row_bytes + col_off;
         const float *wr;

@@ -177,6 +177,39 @@ START_TEST(test_simd_dot_matches_scalar_at_every_length)
 }
 END_TEST
 
+/* Fused row dots (whatever this CPU selected) against the reference definition. */
+START_TEST(test_fused_row_dots_match_the_reference)
+{
+    enum { N = 576 };
+    float w[N], x[N];
+    unsigned s = 21;
+    for (int i = 0; i < N; i++) {
+        w[i] = frand(&s) * 2.0f;
+        x[i] = frand(&s);
+    }
+    for (int t = 0; t < N_SUPPORTED; t++) {
+        llm_dtype ty = supported[t];
+        void *q = malloc(kern_row_size(ty, N));
+        kern_type(ty)->from_float(w, q, N);
+        float ref = kern__row_dot_ref(ty, q, x, N);
+        kern_row_dot_fn fused = kern__row_dot(ty);
+        if (fused)
+            ck_assert_msg(fabsf(fused(q, x, N) - ref) <= 1e-4f * (1 + fabsf(ref)), "%s: %g vs %g",
+                          kern_type_name(ty), (double)fused(q, x, N), (double)ref);
+        // and kern_matmul's one-token path (fused or not) agrees too
+        kern_mat m = {ty, q, N, 1, kern_row_size(ty, N)};
+        float y, scratch[N];
+        kern_matmul(&m, 0, N, x, N, &y, 1, 1, 0, 1, scratch);
+        ck_assert(fabsf(y - ref) <= 1e-4f * (1 + fabsf(ref)));
+        free(q);
+    }
+#if defined(LLM_KERN_HAVE_AVX2)
+    if (kern__cpu_has_avx2())
+        ck_assert_ptr_nonnull(kern__row_dot(LLM_DTYPE_Q4_1));
+#endif
+}
+END_TEST
+
 START_TEST(test_rmsnorm_softmax_rope_swiglu)
 {
     float x[8] = {1, -2, 3, -4, 5, -6, 7, -8}, w[8], out[8];
@@ -231,6 +264,7 @@ kern_suite(void)
     tc = tcase_create("ops");
     tcase_add_test(tc, test_matmul_matches_reference_with_column_window);
     tcase_add_test(tc, test_simd_dot_matches_scalar_at_every_length);
+    tcase_add_test(tc, test_fused_row_dots_match_the_reference);
     tcase_add_test(tc, test_rmsnorm_softmax_rope_swiglu);
     suite_add_tcase(s, tc);
     return s;
