@@ -5,6 +5,7 @@
 
 #include "llm_err.h"
 #include "llm_time.h"
+#include "utf8.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -63,11 +64,35 @@ stop_prefix_tail(const gen_text *t, const char *s, size_t n)
     return best;
 }
 
+/* sanitize copies s[0..n) to out, replacing each byte that does not start a complete,
+ * valid UTF-8 sequence with U+FFFD: a model can emit any bytes, but what leaves the
+ * engine is text. out must hold 3 * n bytes. Returns the bytes written. */
+static size_t
+sanitize(const char *s, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+        if (len <= n - i && utf8_valid(s + i, len, NULL)) {
+            memcpy(out + o, s + i, len);
+            o += len;
+            i += len;
+        } else {
+            memcpy(out + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        }
+    }
+    return o;
+}
+
 static int
 release(gen_text *t, size_t n, gen_text_fn cb, void *ctx)
 {
     int rc = LLM_OK;
-    if (n > 0 && cb && cb(ctx, t->pending, n) != 0)
+    char out[3 * sizeof(t->pending)];
+    if (n > 0 && cb && cb(ctx, out, sanitize(t->pending, n, out)) != 0)
         rc = LLM_ECANCELED;
     memmove(t->pending, t->pending + n, t->n_pending - n);
     t->n_pending -= n;

@@ -3,7 +3,8 @@
  * and turn tokens into text safely for streaming.
  *
  * Text is released to the callback only when it is final: never half a UTF-8
- * character, never the start of what may turn out to be a stop string. A stop string
+ * character, never the start of what may turn out to be a stop string, and always
+ * valid UTF-8 (bytes that cannot form a character become U+FFFD). A stop string
  * ends the generation and is not emitted itself (OpenAI semantics).
  * What it does not do: batching across sequences (the serving scheduler will own the
  * batch and reuse gen_text for the text side).

@@ -101,9 +101,18 @@ parse_args(int argc, char **argv, cli_opts *o)
             o->mlock = true;
             continue;
         }
-        if (i + 1 >= argc || strncmp(a, "--", 2) != 0)
+        static const char *const valued[] = {
+            "--model", "--prompt", "--system", "--max-tokens", "--temperature", "--top-k",
+            "--top-p", "--seed", "--stop", "--threads", "--ctx", "--dump-json",
+            "--dump-logits", "--log-level"};
+        bool known = false;
+        for (size_t k = 0; k < sizeof(valued) / sizeof(valued[0]); k++)
+            known = known || !strcmp(a, valued[k]);
+        if (!known)
             return die(2, "%s '%s' (see --help)",
-                       strncmp(a, "--", 2) ? "unexpected argument" : "missing value for", a);
+                       strncmp(a, "--", 2) ? "unexpected argument" : "unknown option", a);
+        if (i + 1 >= argc)
+            return die(2, "missing value for '%s' (see --help)", a);
         const char *v = argv[++i];
         int64_t n;
         uint64_t u;
@@ -157,8 +166,6 @@ parse_args(int argc, char **argv, cli_opts *o)
             if (lvl < 0)
                 return die(2, "--log-level must be debug, info, warn, error or off");
             log_set_level((log_level)lvl);
-        } else {
-            return die(2, "unknown option '%s' (see --help)", a);
         }
     }
     if (!o->model_path)
@@ -173,41 +180,49 @@ parse_args(int argc, char **argv, cli_opts *o)
     return 0;
 }
 
+/* The streamed text, kept for --dump-json so the dump is exactly what was printed. */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    bool oom;
+} text_log;
+
 static int
 print_text(void *ctx, const char *text, size_t len)
 {
-    (void)ctx;
+    text_log *t = ctx;
     fwrite(text, 1, len, stdout);
     fflush(stdout);
+    if (t->len + len + 1 > t->cap && !t->oom) {
+        size_t cap = (t->cap ? t->cap : 256) * 2 + len;
+        char *b = realloc(t->buf, cap);
+        if (!b) {
+            t->oom = true;
+            return 0; // printing goes on; only the dump is lost, and reported
+        }
+        t->buf = b;
+        t->cap = cap;
+    }
+    if (!t->oom) {
+        memcpy(t->buf + t->len, text, len);
+        t->len += len;
+    }
     return 0;
 }
 
-/* json_str writes s as a JSON string; invalid UTF-8 bytes become U+FFFD. */
+/* json_str writes s (valid UTF-8: gen_text guarantees it) as a JSON string. */
 static void
 json_str(FILE *f, const char *s, size_t n)
 {
     fputc('"', f);
-    for (size_t i = 0; i < n;) {
+    for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        size_t bad = 0;
-        if (c >= 0x80) {
-            size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
-            if (len <= n - i && utf8_valid(s + i, len, &bad)) {
-                fwrite(s + i, 1, len, f);
-                i += len;
-            } else {
-                fputs("\\ufffd", f);
-                i++;
-            }
-            continue;
-        }
         if (c == '"' || c == '\\')
             fprintf(f, "\\%c", c);
         else if (c < 0x20)
             fprintf(f, "\\u%04x", c);
         else
             fputc(c, f);
-        i++;
     }
     fputc('"', f);
 }
@@ -222,26 +237,21 @@ json_ids(FILE *f, const int32_t *ids, int n)
 }
 
 static int
-dump_json(const char *path, const model *m, const int32_t *prompt, int n_prompt,
+dump_json(const char *path, const text_log *text, const int32_t *prompt, int n_prompt,
           const gen_result *r)
 {
-    char *text = NULL;
-    size_t len = 0;
-    if (tok_decode(model_get_vocab(m), r->ids, (size_t)r->n_ids, false, &text, &len) != LLM_OK)
+    if (text->oom)
         return LLM_ENOMEM;
     FILE *f = fopen(path, "w");
-    if (!f) {
-        free(text);
+    if (!f)
         return LLM_EIO;
-    }
     fputs("{\"prompt_ids\":", f);
     json_ids(f, prompt, n_prompt);
     fputs(",\"generated_ids\":", f);
     json_ids(f, r->ids, r->n_ids);
     fputs(",\"text\":", f);
-    json_str(f, text, len);
+    json_str(f, text->buf ? text->buf : "", text->len);
     fprintf(f, ",\"finish_reason\":\"%s\"}\n", gen_finish_name(r->finish));
-    free(text);
     return fclose(f) == 0 ? LLM_OK : LLM_EIO;
 }
 
@@ -299,6 +309,7 @@ main(int argc, char **argv)
     int32_t *prompt = NULL;
     size_t n_prompt = 0;
     gen_result res = {0};
+    text_log text = {0};
     float *logits = NULL;
     int rc;
 
@@ -347,7 +358,7 @@ main(int argc, char **argv)
              o.model_path, n_prompt, o.max_tokens, o.threads, kern_simd_name());
     gen_params gp = {.max_tokens = o.max_tokens, .samp = o.samp, .stop = o.stop,
                      .n_stop = o.n_stop};
-    rc = gen_run(m, st, kv, p, sc, prompt, (int)n_prompt, STEP_TOKENS, &gp, print_text, NULL,
+    rc = gen_run(m, st, kv, p, sc, prompt, (int)n_prompt, STEP_TOKENS, &gp, print_text, &text,
                  logits, &res);
     if (rc != LLM_OK) {
         code = die(1, "generation failed: %s", llm_strerror(rc));
@@ -361,7 +372,8 @@ main(int argc, char **argv)
              "decode_tok_s=%.1f",
              n_prompt, res.n_ids, gen_finish_name(res.finish), pf > 0 ? n_prompt / pf : 0.0,
              dc > 0 ? res.n_ids / dc : 0.0);
-    if (o.dump_json && (rc = dump_json(o.dump_json, m, prompt, (int)n_prompt, &res)) != LLM_OK) {
+    if (o.dump_json &&
+        (rc = dump_json(o.dump_json, &text, prompt, (int)n_prompt, &res)) != LLM_OK) {
         code = die(1, "writing %s: %s", o.dump_json, llm_strerror(rc));
         goto out;
     }
@@ -377,6 +389,7 @@ main(int argc, char **argv)
         }
     }
 out:
+    free(text.buf);
     gen_result_fini(&res);
     free(logits);
     free(prompt);

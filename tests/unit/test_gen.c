@@ -94,10 +94,23 @@ START_TEST(test_utf8_character_split_across_tokens_is_held_whole)
     ck_assert_str_eq(s.out, "caf\xc3\xa9 ");
     ck_assert(!push(&t, &s, "\x98\x80!"));
     ck_assert_str_eq(s.out, "caf\xc3\xa9 \xf0\x9f\x98\x80!");
-    // a dangling lead byte at the very end is flushed as is
+    // a dangling lead byte at the very end is flushed as U+FFFD
     ck_assert(!push(&t, &s, "\xe4"));
     ck_assert_int_eq(gen_text_flush(&t, collect, &s), LLM_OK);
-    ck_assert_uint_eq(s.n, strlen("caf\xc3\xa9 \xf0\x9f\x98\x80!") + 1);
+    ck_assert_str_eq(s.out, "caf\xc3\xa9 \xf0\x9f\x98\x80!\xef\xbf\xbd");
+}
+END_TEST
+
+START_TEST(test_bytes_that_cannot_form_text_become_replacement_characters)
+{
+    gen_text t;
+    sink s = {0};
+    ck_assert_int_eq(gen_text_init(&t, NULL, 0), LLM_OK);
+    ck_assert(!push(&t, &s, "a\xe3"));
+    ck_assert(!push(&t, &s, "\xe3" "b"));     // the first lead never got its continuation
+    ck_assert(!push(&t, &s, "\xff\x80" "c")); // never valid anywhere
+    ck_assert_int_eq(gen_text_flush(&t, collect, &s), LLM_OK);
+    ck_assert_str_eq(s.out, "a\xef\xbf\xbd\xef\xbf\xbd" "b" "\xef\xbf\xbd\xef\xbf\xbd" "c");
 }
 END_TEST
 
@@ -162,6 +175,7 @@ gen_suite(void)
     tcase_add_test(tc, test_held_prefix_is_released_when_it_does_not_match);
     tcase_add_test(tc, test_earliest_stop_wins);
     tcase_add_test(tc, test_utf8_character_split_across_tokens_is_held_whole);
+    tcase_add_test(tc, test_bytes_that_cannot_form_text_become_replacement_characters);
     tcase_add_test(tc, test_flush_releases_a_held_stop_prefix);
     tcase_add_test(tc, test_callback_can_cancel);
     tcase_add_test(tc, test_init_rejects_bad_stop_lists);

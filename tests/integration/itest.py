@@ -1,0 +1,107 @@
+"""itest.py - shared helpers for the Python integration tests under tests/integration/.
+
+Argument parsing (every script takes the binaries and the model as paths, so CTest can pass
+its build's), running a binary with a time limit, spotting sanitizer reports, making tiny
+models with `llm-gguf tiny`, and pass/fail bookkeeping that ends in the summary line
+`N passed, M failed[, K skipped]`. Exit status: 0 all passed, 1 something failed, 77 nothing
+failed but something was skipped because a required file (the default model) is absent.
+What it does not do: know what any test checks.
+"""
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+
+SKIP = 77
+TINY_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1"]
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "Sanitizer:DEADLYSIGNAL", "SUMMARY: UndefinedBehaviorSanitizer")
+
+
+def parser(description):
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--worker", required=True, help="path to llm-worker")
+    ap.add_argument("--gguf-tool", required=True, help="path to llm-gguf")
+    ap.add_argument("--model", required=True, help="the default model (GGUF)")
+    ap.add_argument("--ref", help="path to ref_llama.py (default: ../reference/ beside this file)",
+                    default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                         "..", "reference", "ref_llama.py"))
+    ap.add_argument("--threads", type=int, default=2)
+    return ap
+
+
+def check_binaries(args):
+    """Missing binaries are a build failure, not a skip."""
+    for p in (args.worker, args.gguf_tool):
+        if not os.access(p, os.X_OK):
+            print(f"FAIL: binary {p} is missing or not executable")
+            print("0 passed, 1 failed")
+            sys.exit(1)
+
+
+def load_ref(path):
+    spec = importlib.util.spec_from_file_location("ref_llama", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class Proc:
+    """Result of run(): rc is the exit code, -N for signal N, None for a timeout."""
+    def __init__(self, rc, out, err, cmd):
+        self.rc, self.out, self.err, self.cmd = rc, out, err, cmd
+
+    def err_lines(self):
+        return [l for l in self.err.splitlines() if l.strip()]
+
+    def sanitizer(self):
+        return any(m in self.err for m in SANITIZER_MARKS)
+
+    def describe(self):
+        cmd = " ".join(str(c) if not isinstance(c, bytes) else repr(c) for c in self.cmd)
+        return f"`{cmd}` rc={self.rc} stderr={self.err[-2000:]!r}"
+
+
+def run(cmd, timeout_s=300, log_level="error"):
+    """Runs cmd (a list; elements may be bytes) and captures stdout as bytes, stderr as text."""
+    env = dict(os.environ, LLM_LOG_LEVEL=log_level)
+    try:
+        p = subprocess.run(cmd, capture_output=True, timeout=timeout_s, env=env)
+        return Proc(p.returncode, p.stdout, p.stderr.decode("utf-8", "replace"), cmd)
+    except subprocess.TimeoutExpired as e:
+        return Proc(None, e.stdout or b"", (e.stderr or b"").decode("utf-8", "replace"), cmd)
+
+
+def make_tiny(gguf_tool, out_dir, dtype, seed=1, untied=False):
+    path = os.path.join(out_dir, f"tiny-{dtype}-s{seed}{'-untied' if untied else ''}.gguf")
+    if not os.path.exists(path):
+        p = run([gguf_tool, "tiny", path, "--type", dtype, "--seed", str(seed)]
+                + (["--untied"] if untied else []), 120)
+        if p.rc != 0 or not os.path.exists(path):
+            raise RuntimeError(f"llm-gguf tiny failed: {p.describe()}")
+    return path
+
+
+class Results:
+    def __init__(self):
+        self.passed = self.failed = self.skipped = 0
+
+    def check(self, name, ok, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"PASS {name}" + (f"  ({detail})" if detail else ""))
+        else:
+            self.failed += 1
+            print(f"FAIL {name}: {detail}")
+        sys.stdout.flush()
+        return ok
+
+    def skip(self, name, why):
+        self.skipped += 1
+        print(f"SKIP {name}: {why}")
+
+    def finish(self):
+        line = f"{self.passed} passed, {self.failed} failed"
+        print(line + (f", {self.skipped} skipped" if self.skipped else ""))
+        return 1 if self.failed else SKIP if self.skipped else 0

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""test_cli.py - llm-worker's command line: the known answer, flag validation, seeds.
+
+The default model must answer "What is the capital of France?" with Paris (greedy, ChatML).
+Invalid flags exit 2 and runtime failures exit 1, each with exactly one `llm-worker: error:`
+line that names the culprit. A non-UTF-8 prompt is refused. Sampling with one seed is
+reproducible and different seeds give different text. --max-tokens 0 prints nothing.
+Flag and seed checks use a tiny Q8_0 model so they stay fast.
+"""
+import json
+import os
+import re
+import sys
+import tempfile
+
+import itest
+
+FRANCE = "What is the capital of France?"
+PREFIX = "llm-worker: error:"
+
+
+def expect_error(res, name, p, codes, regex):
+    lines = p.err_lines()
+    ok = (p.rc in codes and not p.sanitizer() and len(lines) == 1 and lines[0].startswith(PREFIX)
+          and re.search(regex, lines[0][len(PREFIX):], re.I) is not None and p.out == b"")
+    return res.check(name, ok, lines[0] if ok else
+                     f"want exit {'/'.join(map(str, codes))}, one '{PREFIX}' line matching "
+                     f"/{regex}/ and no stdout: {p.describe()} stdout={p.out[:200]!r}")
+
+
+def main():
+    ap = itest.parser(__doc__.split("\n")[0])
+    args = ap.parse_args()
+    itest.check_binaries(args)
+    res = itest.Results()
+    with tempfile.TemporaryDirectory(prefix="llm-cli-") as tmp:
+        tiny = itest.make_tiny(args.gguf_tool, tmp, "Q8_0")
+        W = lambda *a, model=tiny: itest.run([args.worker, "--model", model, "--threads",
+                                              str(args.threads), *a])
+        js = os.path.join(tmp, "out.json")
+
+        # The known answer, and stdout == dump-json text.
+        if not os.path.exists(args.model):
+            res.skip("known answer", f"{args.model} is absent (scripts/setup.sh fetches it)")
+        else:
+            p = W("--chat", "--prompt", FRANCE, "--temperature", "0", "--max-tokens", "32",
+                  "--dump-json", js, model=args.model)
+            out = p.out.decode("utf-8", "replace")
+            res.check("greedy chat answer contains Paris", p.rc == 0 and "Paris" in out,
+                      repr(out) if p.rc == 0 else p.describe())
+            if p.rc == 0:
+                dump = json.load(open(js, encoding="utf-8"))
+                # The CLI may end the stream with one newline for the terminal.
+                res.check("stdout equals dump-json text", out in (dump["text"], dump["text"] + "\n"),
+                          f"{dump['text']!r} vs {out!r}")
+            # A stop string ends the answer before it and is not printed (OpenAI semantics).
+            p = W("--chat", "--prompt", FRANCE, "--temperature", "0", "--max-tokens", "32",
+                  "--stop", "Paris", "--dump-json", js, model=args.model)
+            out = p.out.decode("utf-8", "replace")
+            ok = p.rc == 0 and "Paris" not in out
+            if ok:
+                ok = json.load(open(js, encoding="utf-8"))["finish_reason"] == "stop"
+            res.check("--stop Paris stops before Paris with finish_reason stop", ok,
+                      repr(out) if p.rc == 0 else p.describe())
+
+        # Flag validation: exit 2, an error that names the flag, nothing on stdout.
+        bad_flags = [
+            (["--temperature", "-1"], "temperature"), (["--temperature", "nan"], "temperature"),
+            (["--temperature", "inf"], "temperature"), (["--temperature", "0.5x"], "temperature"),
+            (["--top-p", "0"], "top-p|top_p"), (["--top-p", "1.5"], "top-p|top_p"),
+            (["--top-k", "-3"], "top-k|top_k"), (["--max-tokens", "-1"], "max-tokens|max_tokens"),
+            (["--max-tokens", "abc"], "max-tokens|max_tokens"),
+            (["--max-tokens", "99999999999999999999"], "max-tokens|max_tokens"),
+            (["--threads", "0"], "threads"), (["--seed", "abc"], "seed"),
+            (["--bogus-flag", "1"], "unknown.*--bogus-flag|--bogus-flag.*unknown"),
+            (["--bogus-flag"], "--bogus-flag"), (["--max-tokens"], "max-tokens|max_tokens"),
+        ]
+        for extra, regex in bad_flags:
+            expect_error(res, f"flag {' '.join(extra)}", W("--prompt", "hi", *extra), (2,), regex)
+        p = itest.run([args.worker, "--prompt", "hi"])
+        expect_error(res, "missing --model", p, (2,), "model")
+        missing = os.path.join(tmp, "no-such-model.gguf")
+        expect_error(res, "nonexistent model file", W("--prompt", "hi", model=missing), (1,),
+                     re.escape(missing) + "|no such file|not found")
+        expect_error(res, "non-UTF-8 prompt", W("--prompt", b"\xff\xfe"), (1, 2), "utf-?8")
+        expect_error(res, "truncated UTF-8 prompt", W("--prompt", b"caf\xc3"), (1, 2), "utf-?8")
+
+        # --max-tokens 0 prints nothing.
+        p = W("--prompt", "hi", "--max-tokens", "0", "--dump-json", js)
+        ok = p.rc == 0 and p.out == b"" and not p.sanitizer()
+        if ok:
+            ok = json.load(open(js, encoding="utf-8"))["generated_ids"] == []
+        res.check("--max-tokens 0 prints nothing", ok, p.describe() + f" stdout={p.out!r}")
+
+        # Seeds: reproducible, and different seeds differ (six seeds of 24 tokens at
+        # temperature 1 over a random model's near-uniform distribution: a collision of
+        # all five with the first is astronomically unlikely).
+        def sample(seed, model=tiny, prompt="Once upon a time"):
+            p = W("--prompt", prompt, "--temperature", "1", "--top-p", "0.95", "--max-tokens",
+                  "24", "--seed", str(seed), "--dump-json", js, model=model)
+            if p.rc != 0 or p.sanitizer():
+                return None, p.describe(), None
+            dump = json.load(open(js, encoding="utf-8"))
+            return dump["generated_ids"], p.out, dump["text"]
+        for label, model in [("tiny", tiny), ("default", args.model)]:
+            if not os.path.exists(model):
+                res.skip(f"{label} seeds", f"{model} is absent")
+                continue
+            a, b = sample(42, model), sample(42, model)
+            res.check(f"{label}: same seed twice is identical", a[0] is not None and a == b,
+                      f"{a[1]!r}" if a == b else f"{a} vs {b}")
+            others = [sample(s, model)[0] for s in (1, 2, 3, 4, 5)]
+            n_diff = sum(o != a[0] for o in others)
+            # A random model emits byte tokens that do not form UTF-8; the stream must still
+            # be valid UTF-8 (what the HTTP/SSE front end will send) and match the dump.
+            if a[0] is not None:
+                out = a[1].decode("utf-8", "replace")
+                res.check(f"{label}: sampled stdout is valid UTF-8 and equals dump-json text",
+                          out.encode() == a[1] and out in (a[2], a[2] + "\n"),
+                          f"stdout {a[1]!r}, text {a[2]!r}")
+            res.check(f"{label}: different seeds differ", n_diff > 0,
+                      f"{n_diff} of 5 other seeds differ from seed 42's {a[0]}")
+    return res.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
