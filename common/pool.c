@@ -10,11 +10,15 @@
 #include "llm_err.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 
-#define POOL_SPIN_POLLS 200000
+#define POOL_SPIN_POLLS 100000
+// Yield the core every so often while spinning: when threads outnumber cores (tests,
+// busy hosts) the thread we wait for may need this very core to make progress.
+#define POOL_YIELD_EVERY 256
 
 struct pool {
     int n_threads;
@@ -47,7 +51,8 @@ pool_main(void *argp)
         int polls = 0;
         while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen &&
                !atomic_load_explicit(&p->stop, memory_order_relaxed) && polls < POOL_SPIN_POLLS)
-            polls++;
+            if (++polls % POOL_YIELD_EVERY == 0)
+                sched_yield();
         if (g == seen) {
             pthread_mutex_lock(&p->mu);
             while ((g = atomic_load(&p->gen)) == seen && !atomic_load(&p->stop))
@@ -147,7 +152,8 @@ pool_run(pool *p, pool_fn fn, void *ctx)
 
     int polls = 0;
     while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0 && polls < POOL_SPIN_POLLS)
-        polls++;
+        if (++polls % POOL_YIELD_EVERY == 0)
+            sched_yield();
     if (atomic_load(&p->pending) > 0) {
         pthread_mutex_lock(&p->mu);
         while (atomic_load(&p->pending) > 0)

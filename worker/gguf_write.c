@@ -228,7 +228,7 @@ align_up(size_t x)
 static bool
 write_all(FILE *fp, const void *p, size_t n)
 {
-    return fwrite(p, 1, n, fp) == n;
+    return n == 0 || fwrite(p, 1, n, fp) == n; // fwrite(NULL, 1, 0) is undefined
 }
 
 static bool

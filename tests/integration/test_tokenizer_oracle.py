@@ -6,13 +6,14 @@ pre-tokenizer, Sequence[Digits(individual_digits=True), ByteLevel(add_prefix_spa
 use_regex=True)], with a ByteLevel decoder. Both tokenize a corpus of hand-picked strings
 (English, code, numbers, CJK, emoji, accents, RTL, white-space runs, CR LF, tabs) and a
 few hundred random strings built from a fixed-seed mixture of such pieces and of random
-assigned code points. Checks, per string:
-  - the ids are equal (parse_special off; the oracle then has no added tokens);
-  - our decode gives back the input, less the bytes the vocabulary has no token for
-    (SmolLM2 lacks 21 byte tokens; both tokenizers drop those bytes);
-random byte strings (invalid UTF-8 included) must round-trip the same way; and for a
-few chat-formatted strings, the ids with parse_special on against the oracle
-with the control tokens added. Our ids come from tests/tools/tok_dump (hex lines in,
+assigned code points. Checks:
+  - per string, the ids are equal (parse_special off; the oracle then has no added
+    tokens), and our decode gives back the input less the bytes the vocabulary has no
+    token for (SmolLM2 lacks 21 byte tokens; both tokenizers drop those bytes);
+  - random byte strings (invalid UTF-8 included), which the oracle cannot take, round-trip
+    through our encode and decode the same way;
+  - a few chat-formatted strings give the oracle's ids with parse_special on (the oracle
+    then has the control tokens added). Our ids come from tests/tools/tok_dump (hex lines in,
 "ids<TAB>decoded-hex" lines out).
 
 Usage: .venv/bin/python tests/integration/test_tokenizer_oracle.py --tok-dump PATH --model GGUF

@@ -120,6 +120,7 @@ common_suite(void)
 {
     Suite *s = suite_create("common");
     TCase *tc = tcase_create("pool");
+    tcase_set_timeout(tc, 60); // 4 threads on 2 cores under ASan: slow but bounded
     tcase_add_test(tc, test_pool_runs_each_thread_once_per_job);
     tcase_add_test(tc, test_pool_null_runs_inline_and_rejects_bad_sizes);
     suite_add_tcase(s, tc);
