@@ -3,7 +3,9 @@
  */
 #include "llm_err.h"
 
+#include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 
 static const char *const err_names[] = {
     [LLM_OK] = "ok",
@@ -26,4 +28,15 @@ llm_strerror(int err)
     if (err < 0 || (size_t)err >= sizeof(err_names) / sizeof(err_names[0]) || !err_names[err])
         return "unknown error";
     return err_names[err];
+}
+
+void
+llm_errf(char *err, size_t err_len, const char *fmt, ...)
+{
+    if (!err || !err_len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
 }

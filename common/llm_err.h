@@ -28,4 +28,17 @@ typedef enum {
  * values outside the enum). Thread-safe. */
 const char *llm_strerror(int err);
 
+#include <stddef.h>
+
+#if defined(__GNUC__)
+#define LLM_ERRF_FORMAT __attribute__((format(printf, 3, 4)))
+#else
+#define LLM_ERRF_FORMAT
+#endif
+
+/* llm_errf formats a one-line error message into err[0..err_len) for a caller that
+ * asked for one (err may be NULL or err_len 0: then it does nothing). This is how
+ * modules hand a human-readable reason back with an llm_err code. */
+void llm_errf(char *err, size_t err_len, const char *fmt, ...) LLM_ERRF_FORMAT;
+
 #endif

@@ -458,23 +458,13 @@ gguf_parse(gguf_file *f, char *err, size_t err_len)
     return r.rc;
 }
 
-static void
-set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || !err_len)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 int
 gguf_open_memory(const void *buf, size_t len, gguf_file **out, char *err, size_t err_len)
 {
     gguf_file *f = calloc(1, sizeof(*f));
     if (!f) {
-        set_err(err, err_len, "out of memory");
+        llm_errf(err, err_len, "out of memory");
         return LLM_ENOMEM;
     }
     f->base = buf;
@@ -494,17 +484,17 @@ gguf_open(const char *path, const gguf_open_opts *opts, gguf_file **out, char *e
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        set_err(err, err_len, "cannot open: %s", strerror(errno));
+        llm_errf(err, err_len, "cannot open: %s", strerror(errno));
         return LLM_EIO;
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        set_err(err, err_len, "not a regular file");
+        llm_errf(err, err_len, "not a regular file");
         close(fd);
         return LLM_EIO;
     }
     if (st.st_size < 8) {
-        set_err(err, err_len, "truncated file: %lld bytes is too short for a GGUF header",
+        llm_errf(err, err_len, "truncated file: %lld bytes is too short for a GGUF header",
                 (long long)st.st_size);
         close(fd);
         return LLM_EINVAL;
@@ -512,7 +502,7 @@ gguf_open(const char *path, const gguf_open_opts *opts, gguf_file **out, char *e
     void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd); // the mapping keeps the file open
     if (map == MAP_FAILED) {
-        set_err(err, err_len, "cannot mmap: %s", strerror(errno));
+        llm_errf(err, err_len, "cannot mmap: %s", strerror(errno));
         return LLM_EIO;
     }
     gguf_file *f = NULL;

@@ -14,7 +14,6 @@
 #include "log.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,16 +54,6 @@ struct model_state {
     int scratch_len;
 };
 
-static void
-set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || !err_len)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 // --- loading -------------------------------------------------------------------------
 
@@ -89,10 +78,10 @@ hparam(loader *ld, const char *name, bool required, uint32_t def, uint32_t lo, u
         return def;
     if (rc == LLM_ENOENT) {
         ld->rc = LLM_EINVAL;
-        set_err(ld->err, ld->err_len, "missing hyperparameter '%s'", key);
+        llm_errf(ld->err, ld->err_len, "missing hyperparameter '%s'", key);
     } else if (rc != LLM_OK || v < lo || v > hi) {
         ld->rc = LLM_EINVAL;
-        set_err(ld->err, ld->err_len, "hyperparameter '%s' must be an integer in [%u, %u]", key,
+        llm_errf(ld->err, ld->err_len, "hyperparameter '%s' must be an integer in [%u, %u]", key,
                 lo, hi);
     }
     return v;
@@ -109,7 +98,7 @@ hparam_f(loader *ld, const char *name, float def, float lo, float hi)
         return def;
     if (rc != LLM_OK || !(v >= lo && v <= hi)) {
         ld->rc = LLM_EINVAL;
-        set_err(ld->err, ld->err_len, "hyperparameter '%s' must be a float in [%g, %g]", key,
+        llm_errf(ld->err, ld->err_len, "hyperparameter '%s' must be a float in [%g, %g]", key,
                 (double)lo, (double)hi);
     }
     return v;
@@ -124,12 +113,12 @@ get_mat(loader *ld, const char *name, int64_t cols, int64_t rows, kern_mat *out)
     const gguf_tensor *t = gguf_find_tensor(ld->f, name);
     if (!t) {
         ld->rc = LLM_EINVAL;
-        set_err(ld->err, ld->err_len, "missing tensor '%s'", name);
+        llm_errf(ld->err, ld->err_len, "missing tensor '%s'", name);
         return;
     }
     if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != 1 || t->ne[3] != 1) {
         ld->rc = LLM_EINVAL;
-        set_err(ld->err, ld->err_len,
+        llm_errf(ld->err, ld->err_len,
                 "tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", name,
                 (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
                 (long long)t->ne[3], (long long)cols, (long long)rows);
@@ -159,7 +148,7 @@ get_norm(loader *ld, const char *name, int dim, float *dst)
         kern_get_row(&m, 0, dst);
     } else {
         ld->rc = LLM_EINVAL;
-        set_err(ld->err, ld->err_len, t ? "tensor '%s' must be a vector of %d" : "missing tensor '%s'",
+        llm_errf(ld->err, ld->err_len, t ? "tensor '%s' must be a vector of %d" : "missing tensor '%s'",
                 name, dim);
     }
     return dst;
@@ -182,7 +171,7 @@ load_config(loader *ld, model_config *c)
     if (c->dim % c->n_heads != 0 || c->n_heads % c->n_kv_heads != 0 ||
         (c->dim / c->n_heads) % 2 != 0) {
         ld->rc = LLM_EINVAL;
-        set_err(ld->err, ld->err_len,
+        llm_errf(ld->err, ld->err_len,
                 "inconsistent heads: dim %d, %d heads, %d KV heads (need dim %% heads == 0, "
                 "heads %% kv_heads == 0, even head size)",
                 c->dim, c->n_heads, c->n_kv_heads);
@@ -193,7 +182,7 @@ load_config(loader *ld, model_config *c)
                                MODEL_MAX_DIM);
     if (ld->rc == LLM_OK && (int)rope_dim != c->head_dim) {
         ld->rc = LLM_ENOTSUP;
-        set_err(ld->err, ld->err_len, "partial rotary embedding (%u of %d) is not supported",
+        llm_errf(ld->err, ld->err_len, "partial rotary embedding (%u of %d) is not supported",
                 rope_dim, c->head_dim);
     }
 }
@@ -206,7 +195,7 @@ load_weights(loader *ld, model *m)
     const gguf_tensor *emb = gguf_find_tensor(ld->f, "token_embd.weight");
     if (!emb || emb->n_dims != 2 || emb->ne[0] != c->dim || emb->ne[1] > (1 << 24)) {
         ld->rc = LLM_EINVAL;
-        set_err(ld->err, ld->err_len, emb ? "tensor 'token_embd.weight' must be [%d, vocab]"
+        llm_errf(ld->err, ld->err_len, emb ? "tensor 'token_embd.weight' must be [%d, vocab]"
                                           : "missing tensor 'token_embd.weight'", c->dim);
         return;
     }
@@ -217,7 +206,7 @@ load_weights(loader *ld, model *m)
     w->layers = calloc((size_t)c->n_layers, sizeof(model_layer));
     if (!m->norms || !w->layers) {
         ld->rc = LLM_ENOMEM;
-        set_err(ld->err, ld->err_len, "out of memory");
+        llm_errf(ld->err, ld->err_len, "out of memory");
         return;
     }
     char name[96];
@@ -250,7 +239,7 @@ model_load(const char *path, const model_load_opts *opts, model **out, char *err
 {
     model *m = calloc(1, sizeof(*m));
     if (!m) {
-        set_err(err, err_len, "out of memory");
+        llm_errf(err, err_len, "out of memory");
         return LLM_ENOMEM;
     }
     gguf_open_opts gopts = {.mlock = opts && opts->mlock, .willneed = opts && opts->willneed};
@@ -262,12 +251,12 @@ model_load(const char *path, const model_load_opts *opts, model **out, char *err
     rc = gguf_get_str(m->gguf, "general.architecture", &arch);
     if (rc != LLM_OK) {
         rc = LLM_EINVAL;
-        set_err(err, err_len, "missing or malformed 'general.architecture'");
+        llm_errf(err, err_len, "missing or malformed 'general.architecture'");
         goto fail;
     }
     if (!gguf_str_eq(arch, "llama")) {
         rc = LLM_ENOTSUP;
-        set_err(err, err_len, "architecture '%.*s' is not supported (llama is)",
+        llm_errf(err, err_len, "architecture '%.*s' is not supported (llama is)",
                 (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
         goto fail;
     }
@@ -281,7 +270,7 @@ model_load(const char *path, const model_load_opts *opts, model **out, char *err
         goto fail;
     if (tok_n_vocab(m->vocab) > m->cfg.vocab_size) {
         rc = LLM_EINVAL;
-        set_err(err, err_len, "tokenizer has %d tokens but token_embd.weight has %d rows",
+        llm_errf(err, err_len, "tokenizer has %d tokens but token_embd.weight has %d rows",
                 tok_n_vocab(m->vocab), m->cfg.vocab_size);
         goto fail;
     }

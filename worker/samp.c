@@ -6,8 +6,6 @@
 #include "llm_err.h"
 
 #include <math.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 
 typedef struct {
@@ -27,28 +25,21 @@ samp_params_default(void)
     return p;
 }
 
-static int
-fail(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return LLM_EINVAL;
-}
 
 int
 samp_params_validate(const samp_params *p, char *err, size_t err_len)
 {
+    const char *why = NULL;
     if (!(p->temperature >= 0.0f && p->temperature <= 100.0f))
-        return fail(err, err_len, "temperature must be a number in [0, 100]");
-    if (p->top_k < 0)
-        return fail(err, err_len, "top_k must be >= 0 (0 disables it)");
-    if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
-        return fail(err, err_len, "top_p must be in (0, 1]");
-    return LLM_OK;
+        why = "temperature must be a number in [0, 100]";
+    else if (p->top_k < 0)
+        why = "top_k must be >= 0 (0 disables it)";
+    else if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
+        why = "top_p must be in (0, 1]";
+    if (!why)
+        return LLM_OK;
+    llm_errf(err, err_len, "%s", why);
+    return LLM_EINVAL;
 }
 
 int

@@ -20,7 +20,6 @@
 #include "tok.h"
 
 #include <assert.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,16 +45,6 @@ static const char *const eog_names[] = {
 /* ------------------------------------------------------------------------------------ */
 /* small helpers                                                                         */
 
-static void
-set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err == NULL || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 // FNV-1a: short keys, no need for anything stronger; the table sizes are powers of two.
 static uint64_t
@@ -246,7 +235,7 @@ get_opt_id(const gguf_file *f, const char *key, int32_t n_vocab, int32_t *out, c
         return LLM_OK;
     }
     if (rc != LLM_OK || u >= (uint32_t)n_vocab) {
-        set_err(err, err_len, "%s: not a token id below n_vocab=%d", key, (int)n_vocab);
+        llm_errf(err, err_len, "%s: not a token id below n_vocab=%d", key, (int)n_vocab);
         return LLM_EINVAL;
     }
     *out = (int32_t)u;
@@ -262,7 +251,7 @@ get_opt_bool(const gguf_file *f, const char *key, bool def, bool *out, char *err
         return LLM_OK;
     }
     if (rc != LLM_OK) {
-        set_err(err, err_len, "%s: not a bool", key);
+        llm_errf(err, err_len, "%s: not a bool", key);
         return LLM_EINVAL;
     }
     return LLM_OK;
@@ -283,12 +272,12 @@ get_array(const gguf_file *f, const char *key, gguf_type want, uint64_t n, uint6
     bool numeric = et <= GGUF_TYPE_FLOAT32 || (et >= GGUF_TYPE_UINT64 && et <= GGUF_TYPE_FLOAT64);
     bool type_ok = want == GGUF_TYPE_STRING ? et == GGUF_TYPE_STRING : numeric;
     if (rc != LLM_OK || !type_ok) {
-        set_err(err, err_len, "%s: not an array of %s", key,
+        llm_errf(err, err_len, "%s: not an array of %s", key,
                 want == GGUF_TYPE_STRING ? "strings" : "numbers");
         return LLM_EINVAL;
     }
     if (n != 0 && len != n) {
-        set_err(err, err_len, "%s: %llu entries for %llu tokens", key, (unsigned long long)len,
+        llm_errf(err, err_len, "%s: %llu entries for %llu tokens", key, (unsigned long long)len,
                 (unsigned long long)n);
         return LLM_EINVAL;
     }
@@ -309,7 +298,7 @@ load_texts(tok_vocab *v, const gguf_file *f, char *err, size_t err_len)
         return LLM_ENOMEM;
     for (size_t i = 0; i < n; i++) {
         if (gguf_get_arr_str(f, key, i, &s) != LLM_OK) {
-            set_err(err, err_len, "%s[%zu]: unreadable", key, i);
+            llm_errf(err, err_len, "%s[%zu]: unreadable", key, i);
             return LLM_EINVAL;
         }
         v->text_off[i] = total;
@@ -363,7 +352,7 @@ load_types_scores(tok_vocab *v, const gguf_file *f, char *err, size_t err_len)
         }
         free(raw);
         if (rc != LLM_OK) {
-            set_err(err, err_len, "tokenizer.ggml.token_type: a value is not a type 0..6");
+            llm_errf(err, err_len, "tokenizer.ggml.token_type: a value is not a type 0..6");
             return LLM_EINVAL;
         }
     } else if (rc != LLM_ENOENT) {
@@ -374,7 +363,7 @@ load_types_scores(tok_vocab *v, const gguf_file *f, char *err, size_t err_len)
         return LLM_OK; // BPE ranks come from the merges, not from scores
     rc = get_array(f, "tokenizer.ggml.scores", GGUF_TYPE_COUNT, n, NULL, err, err_len);
     if (rc == LLM_ENOENT) {
-        set_err(err, err_len, "missing tokenizer.ggml.scores (needed by llama vocabularies)");
+        llm_errf(err, err_len, "missing tokenizer.ggml.scores (needed by llama vocabularies)");
         return LLM_EINVAL;
     }
     if (rc != LLM_OK)
@@ -382,7 +371,7 @@ load_types_scores(tok_vocab *v, const gguf_file *f, char *err, size_t err_len)
     if ((v->score = malloc(n * sizeof(float))) == NULL)
         return LLM_ENOMEM;
     if (gguf_get_arr_f32(f, "tokenizer.ggml.scores", v->score, n) != LLM_OK) {
-        set_err(err, err_len, "tokenizer.ggml.scores: unreadable");
+        llm_errf(err, err_len, "tokenizer.ggml.scores: unreadable");
         return LLM_EINVAL;
     }
     return LLM_OK;
@@ -398,13 +387,13 @@ load_merges(tok_vocab *v, const gguf_file *f, char *err, size_t err_len)
     uint64_t n;
     int rc = get_array(f, key, GGUF_TYPE_STRING, 0, &n, err, err_len);
     if (rc == LLM_ENOENT) {
-        set_err(err, err_len, "missing %s (needed by gpt2 vocabularies)", key);
+        llm_errf(err, err_len, "missing %s (needed by gpt2 vocabularies)", key);
         return LLM_EINVAL;
     }
     if (rc != LLM_OK)
         return rc;
     if (n > INT32_MAX) {
-        set_err(err, err_len, "%s: too many entries", key);
+        llm_errf(err, err_len, "%s: too many entries", key);
         return LLM_EINVAL;
     }
     size_t cap = table_size_for((size_t)n);
@@ -419,13 +408,13 @@ load_merges(tok_vocab *v, const gguf_file *f, char *err, size_t err_len)
     for (uint64_t r = 0; r < n; r++) {
         gguf_str s;
         if (gguf_get_arr_str(f, key, r, &s) != LLM_OK) {
-            set_err(err, err_len, "%s[%llu]: unreadable", key, (unsigned long long)r);
+            llm_errf(err, err_len, "%s[%llu]: unreadable", key, (unsigned long long)r);
             rc = LLM_EINVAL;
             goto out;
         }
         const char *sp = s.len > 1 ? memchr(s.ptr + 1, ' ', (size_t)s.len - 1) : NULL;
         if (sp == NULL) {
-            set_err(err, err_len, "%s[%llu]: '%.*s' is not 'left right'", key,
+            llm_errf(err, err_len, "%s[%llu]: '%.*s' is not 'left right'", key,
                     (unsigned long long)r, (int)(s.len > 40 ? 40 : s.len), s.ptr);
             rc = LLM_EINVAL;
             goto out;
@@ -719,7 +708,7 @@ load_chat(tok_vocab *v, const gguf_file *f, char *err, size_t err_len)
         return LLM_OK;
     }
     if (rc != LLM_OK) {
-        set_err(err, err_len, "tokenizer.chat_template: not a string");
+        llm_errf(err, err_len, "tokenizer.chat_template: not a string");
         return LLM_EINVAL;
     }
     size_t n = (size_t)t.len;
@@ -742,7 +731,7 @@ load_kind(tok_vocab *v, const gguf_file *f, char *err, size_t err_len)
     gguf_str s;
     int rc = gguf_get_str(f, "tokenizer.ggml.model", &s);
     if (rc != LLM_OK) {
-        set_err(err, err_len,
+        llm_errf(err, err_len,
                 rc == LLM_ENOENT ? "missing tokenizer.ggml.model"
                                  : "tokenizer.ggml.model: not a string");
         return LLM_EINVAL;
@@ -752,7 +741,7 @@ load_kind(tok_vocab *v, const gguf_file *f, char *err, size_t err_len)
     } else if (gguf_str_eq(s, "llama")) {
         v->kind = TOK_KIND_SPM;
     } else {
-        set_err(err, err_len, "tokenizer.ggml.model '%.*s' not supported (gpt2, llama)",
+        llm_errf(err, err_len, "tokenizer.ggml.model '%.*s' not supported (gpt2, llama)",
                 (int)(s.len > 40 ? 40 : s.len), s.ptr);
         return LLM_ENOTSUP;
     }
@@ -764,7 +753,7 @@ load_kind(tok_vocab *v, const gguf_file *f, char *err, size_t err_len)
         return LLM_OK;
     }
     if (rc != LLM_OK) {
-        set_err(err, err_len, "tokenizer.ggml.pre: not a string");
+        llm_errf(err, err_len, "tokenizer.ggml.pre: not a string");
         return LLM_EINVAL;
     }
     for (size_t i = 0; i < sizeof(pre_table) / sizeof(pre_table[0]); i++) {
@@ -773,7 +762,7 @@ load_kind(tok_vocab *v, const gguf_file *f, char *err, size_t err_len)
             return LLM_OK;
         }
     }
-    set_err(err, err_len, "tokenizer.ggml.pre '%.*s' not supported", (int)(s.len > 40 ? 40 : s.len),
+    llm_errf(err, err_len, "tokenizer.ggml.pre '%.*s' not supported", (int)(s.len > 40 ? 40 : s.len),
             s.ptr);
     return LLM_ENOTSUP;
 }
@@ -793,13 +782,13 @@ tok_vocab_load(const gguf_file *f, tok_vocab **out, char *err, size_t err_len)
         goto out;
     rc = get_array(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, 0, &n, err, err_len);
     if (rc == LLM_ENOENT) {
-        set_err(err, err_len, "missing tokenizer.ggml.tokens");
+        llm_errf(err, err_len, "missing tokenizer.ggml.tokens");
         rc = LLM_EINVAL;
     }
     if (rc != LLM_OK)
         goto out;
     if (n == 0 || n > INT32_MAX) {
-        set_err(err, err_len, "tokenizer.ggml.tokens: %llu tokens", (unsigned long long)n);
+        llm_errf(err, err_len, "tokenizer.ggml.tokens: %llu tokens", (unsigned long long)n);
         rc = LLM_EINVAL;
         goto out;
     }
@@ -816,7 +805,7 @@ tok_vocab_load(const gguf_file *f, tok_vocab **out, char *err, size_t err_len)
         goto out;
 out:
     if (rc == LLM_ENOMEM)
-        set_err(err, err_len, "out of memory loading the vocabulary");
+        llm_errf(err, err_len, "out of memory loading the vocabulary");
     if (rc != LLM_OK) {
         tok_vocab_free(v);
         return rc;
