@@ -8,6 +8,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 int
@@ -50,4 +52,16 @@ args_float(const char *s, double lo, double hi, double *out)
         return LLM_EINVAL;
     *out = v;
     return LLM_OK;
+}
+
+int
+args_die(const char *prog, int code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s: error: %s\n", prog, msg); // one write: the line stays whole
+    return code;
 }

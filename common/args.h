@@ -7,6 +7,8 @@
 
 #include <stdint.h>
 
+#include "log.h" // LLM_PRINTF_LIKE
+
 /* args_int parses a base-10 integer in [lo, hi]. LLM_OK or LLM_EINVAL. */
 int args_int(const char *s, int64_t lo, int64_t hi, int64_t *out);
 
@@ -15,5 +17,9 @@ int args_u64(const char *s, uint64_t *out);
 
 /* args_float parses a finite float in [lo, hi]. LLM_OK or LLM_EINVAL. */
 int args_float(const char *s, double lo, double hi, double *out);
+
+/* args_die prints "PROG: error: MESSAGE" as one line on stderr and returns code, so a
+ * binary can `return args_die(...)` from main or its option parser. */
+int args_die(const char *prog, int code, const char *fmt, ...) LLM_PRINTF_LIKE(3, 4);
 
 #endif

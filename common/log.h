@@ -35,14 +35,14 @@ int log_parse_level(const char *name);
 void log_write(log_level level, const char *file, int line, const char *fmt, ...)
     LLM_PRINTF_LIKE(4, 5);
 
-#define LOG_AT(lvl, ...)                                         \
-    do {                                                         \
-        if ((lvl) >= log_get_level())                            \
-            log_write((lvl), __FILE__, __LINE__, __VA_ARGS__);   \
+#define LOG_AT(lvl, ...)                                                                           \
+    do {                                                                                           \
+        if ((lvl) >= log_get_level())                                                              \
+            log_write((lvl), __FILE__, __LINE__, __VA_ARGS__);                                     \
     } while (0)
 #define LOG_DEBUG(...) LOG_AT(LOG_LEVEL_DEBUG, __VA_ARGS__)
-#define LOG_INFO(...)  LOG_AT(LOG_LEVEL_INFO, __VA_ARGS__)
-#define LOG_WARN(...)  LOG_AT(LOG_LEVEL_WARN, __VA_ARGS__)
+#define LOG_INFO(...) LOG_AT(LOG_LEVEL_INFO, __VA_ARGS__)
+#define LOG_WARN(...) LOG_AT(LOG_LEVEL_WARN, __VA_ARGS__)
 #define LOG_ERROR(...) LOG_AT(LOG_LEVEL_ERROR, __VA_ARGS__)
 
 #endif

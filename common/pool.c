@@ -22,11 +22,11 @@
 
 struct pool {
     int n_threads;
-    pthread_t *threads;     // [n_threads - 1] helpers
-    pool_fn fn;             // current job, valid while pending > 0
+    pthread_t *threads; // [n_threads - 1] helpers
+    pool_fn fn;         // current job, valid while pending > 0
     void *ctx;
-    atomic_uint gen;        // bumped once per job
-    atomic_int pending;     // helpers still running the current job
+    atomic_uint gen;    // bumped once per job
+    atomic_int pending; // helpers still running the current job
     atomic_bool stop;
     pthread_mutex_t mu;
     pthread_cond_t cv_work; // helpers wait here for gen to move

@@ -23,18 +23,6 @@
 #define STEP_TOKENS 64
 #define TRIAD_FLOATS (32u << 20) // 128 MiB per array
 
-static int
-die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("llm-engine-bench: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return 1;
-}
-
 typedef struct {
     float *a, *b, *c;
     size_t n;
@@ -134,24 +122,26 @@ main(int argc, char **argv)
         else if (!strcmp(a, "--reps") && args_int(v, 1, 100, &reps) == LLM_OK)
             ;
         else
-            return die("bad option '%s %s'", a, v);
+            return args_die("llm-engine-bench", 1, "bad option '%s %s'", a, v);
     }
     if (!model_path || argc % 2 == 0)
-        return die("usage: llm-engine-bench --model M [--threads 1,2] [--prompt-tokens N] "
-                   "[--decode-tokens N] [--reps N]");
+        return args_die("llm-engine-bench", 1,
+                        "usage: llm-engine-bench --model M [--threads 1,2] [--prompt-tokens N] "
+                        "[--decode-tokens N] [--reps N]");
     char err[512];
     model *m = NULL;
     model_load_opts lo = {.willneed = true};
     if (model_load(model_path, &lo, &m, err, sizeof(err)) != LLM_OK)
-        return die("model %s: %s", model_path, err);
+        return args_die("llm-engine-bench", 1, "model %s: %s", model_path, err);
     const model_config *c = model_get_config(m);
     if (n_prompt + n_decode > c->ctx_len) {
         model_free(m);
-        return die("prompt + decode tokens exceed the model context %d", c->ctx_len);
+        return args_die("llm-engine-bench", 1, "prompt + decode tokens exceed the model context %d",
+                        c->ctx_len);
     }
     double wbytes = (double)model_weight_bytes(m);
-    printf("model: %s (%.1f MB of weights read per token), simd: %s\n\n", model_path,
-           wbytes / 1e6, kern_simd_name());
+    printf("model: %s (%.1f MB of weights read per token), simd: %s\n\n", model_path, wbytes / 1e6,
+           kern_simd_name());
     printf("| threads | triad GB/s | prefill tok/s (%d-token prompt) | decode tok/s | "
            "bandwidth bound tok/s | decode / bound |\n|---|---|---|---|---|---|\n",
            (int)n_prompt);
@@ -160,20 +150,21 @@ main(int argc, char **argv)
         char *end;
         long nt = strtol(s, &end, 10);
         if (end == s || nt < 1 || nt > 256) {
-            code = die("--threads must be a comma-separated list of counts");
+            code = args_die("llm-engine-bench", 1,
+                            "--threads must be a comma-separated list of counts");
             break;
         }
         s = *end == ',' ? end + 1 : end;
         pool *p = NULL;
         if (pool_new((int)nt, &p) != LLM_OK) {
-            code = die("cannot start %ld threads", nt);
+            code = args_die("llm-engine-bench", 1, "cannot start %ld threads", nt);
             break;
         }
         double bw = bench_bandwidth(p, (int)reps), pp = 0, tg = 0;
         for (int r = 0; r < reps; r++) {
             double a, b;
             if (bench_model(m, p, (int)nt, (int)n_prompt, (int)n_decode, &a, &b) != LLM_OK) {
-                code = die("forward pass failed");
+                code = args_die("llm-engine-bench", 1, "forward pass failed");
                 break;
             }
             pp = a > pp ? a : pp;

@@ -100,8 +100,7 @@ release(gen_text *t, size_t n, gen_text_fn cb, void *ctx)
 }
 
 int
-gen_text_push(gen_text *t, const char *bytes, size_t len, gen_text_fn cb, void *ctx,
-              bool *stopped)
+gen_text_push(gen_text *t, const char *bytes, size_t len, gen_text_fn cb, void *ctx, bool *stopped)
 {
     *stopped = false;
     while (len > 0) {
@@ -156,9 +155,9 @@ gen_result_fini(gen_result *r)
 }
 
 int
-gen_run(const model *m, model_state *s, model_kv *kv, pool *p, samp_ctx *sc,
-        const int32_t *prompt, int n_prompt, int max_step_tokens, const gen_params *gp,
-        gen_text_fn cb, void *cb_ctx, float *prompt_logits, gen_result *out)
+gen_run(const model *m, model_state *s, model_kv *kv, pool *p, samp_ctx *sc, const int32_t *prompt,
+        int n_prompt, int max_step_tokens, const gen_params *gp, gen_text_fn cb, void *cb_ctx,
+        float *prompt_logits, gen_result *out)
 {
     const model_config *c = model_get_config(m);
     const tok_vocab *v = model_get_vocab(m);

@@ -55,14 +55,14 @@ int gen_text_push(gen_text *t, const char *bytes, size_t len, gen_text_fn cb, vo
 int gen_text_flush(gen_text *t, gen_text_fn cb, void *ctx);
 
 typedef struct {
-    int max_tokens;           // >= 0
+    int max_tokens; // >= 0
     samp_params samp;
-    const char *const *stop;  // borrowed
+    const char *const *stop; // borrowed
     int n_stop;
 } gen_params;
 
 typedef struct {
-    int32_t *ids;             // generated ids (malloc'ed; free with gen_result_fini)
+    int32_t *ids; // generated ids (malloc'ed; free with gen_result_fini)
     int n_ids;
     gen_finish finish;
     uint64_t prefill_ns, decode_ns;

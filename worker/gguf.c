@@ -30,10 +30,10 @@
 typedef struct {
     gguf_str key;
     gguf_type type;
-    gguf_type arr_type;    // arrays only
-    uint64_t arr_n;        // arrays only
-    const uint8_t *val;    // scalar value, or first array element
-    uint64_t *str_off;     // string arrays: offset of element i from val
+    gguf_type arr_type; // arrays only
+    uint64_t arr_n;     // arrays only
+    const uint8_t *val; // scalar value, or first array element
+    uint64_t *str_off;  // string arrays: offset of element i from val
 } gguf_kv;
 
 struct gguf_file {
@@ -46,7 +46,7 @@ struct gguf_file {
     gguf_kv *kv;
     uint64_t n_tensors;
     gguf_tensor *tensors;
-    uint64_t *kv_index;     // open-addressing hashes of names: entry = index + 1, 0 = empty
+    uint64_t *kv_index; // open-addressing hashes of names: entry = index + 1, 0 = empty
     uint64_t kv_index_cap;
     uint64_t *tensor_index;
     uint64_t tensor_index_cap;
@@ -92,24 +92,30 @@ rd_take(rd *r, uint64_t n, const char *what)
     return q;
 }
 
+// Reads a little-endian unsigned integer of n_bytes (4 or 8); 0 once the reader failed.
+static uint64_t
+rd_uint(rd *r, unsigned n_bytes, const char *what)
+{
+    uint8_t b[8] = {0};
+    const uint8_t *q = rd_take(r, n_bytes, what);
+    if (q)
+        memcpy(b, q, n_bytes);
+    uint64_t v = 0;
+    for (unsigned i = n_bytes; i-- > 0;)
+        v = (v << 8) | b[i];
+    return v;
+}
+
 static uint32_t
 rd_u32(rd *r, const char *what)
 {
-    uint32_t v = 0;
-    const uint8_t *q = rd_take(r, 4, what);
-    if (q)
-        memcpy(&v, q, 4);
-    return v;
+    return (uint32_t)rd_uint(r, 4, what);
 }
 
 static uint64_t
 rd_u64(rd *r, const char *what)
 {
-    uint64_t v = 0;
-    const uint8_t *q = rd_take(r, 8, what);
-    if (q)
-        memcpy(&v, q, 8);
-    return v;
+    return rd_uint(r, 8, what);
 }
 
 static gguf_str
@@ -135,10 +141,10 @@ static uint64_t
 type_size(gguf_type t)
 {
     static const uint8_t sizes[GGUF_TYPE_COUNT] = {
-        [GGUF_TYPE_UINT8] = 1, [GGUF_TYPE_INT8] = 1,    [GGUF_TYPE_UINT16] = 2,
-        [GGUF_TYPE_INT16] = 2, [GGUF_TYPE_UINT32] = 4,  [GGUF_TYPE_INT32] = 4,
-        [GGUF_TYPE_FLOAT32] = 4, [GGUF_TYPE_BOOL] = 1,  [GGUF_TYPE_UINT64] = 8,
-        [GGUF_TYPE_INT64] = 8, [GGUF_TYPE_FLOAT64] = 8,
+        [GGUF_TYPE_UINT8] = 1,   [GGUF_TYPE_INT8] = 1,    [GGUF_TYPE_UINT16] = 2,
+        [GGUF_TYPE_INT16] = 2,   [GGUF_TYPE_UINT32] = 4,  [GGUF_TYPE_INT32] = 4,
+        [GGUF_TYPE_FLOAT32] = 4, [GGUF_TYPE_BOOL] = 1,    [GGUF_TYPE_UINT64] = 8,
+        [GGUF_TYPE_INT64] = 8,   [GGUF_TYPE_FLOAT64] = 8,
     };
     return (unsigned)t < GGUF_TYPE_COUNT ? sizes[t] : 0;
 }
@@ -190,8 +196,8 @@ parse_kv(gguf_file *f, rd *r, uint64_t i)
             }
             kv->str_off = malloc((kv->arr_n ? kv->arr_n : 1) * sizeof(uint64_t));
             if (!kv->str_off) {
-                rd_fail(r, LLM_ENOMEM, "out of memory indexing metadata '%.*s'",
-                        (int)kv->key.len, kv->key.ptr);
+                rd_fail(r, LLM_ENOMEM, "out of memory indexing metadata '%.*s'", (int)kv->key.len,
+                        kv->key.ptr);
                 return;
             }
             for (uint64_t j = 0; j < kv->arr_n && r->rc == LLM_OK; j++) {
@@ -224,8 +230,8 @@ parse_kv(gguf_file *f, rd *r, uint64_t i)
         }
         kv->val = rd_take(r, es, "metadata value");
         if (kv->type == GGUF_TYPE_BOOL && kv->val && *kv->val > 1)
-            rd_fail(r, LLM_EINVAL, "metadata '%.*s': bool value %u", (int)kv->key.len,
-                    kv->key.ptr, (unsigned)*kv->val);
+            rd_fail(r, LLM_EINVAL, "metadata '%.*s': bool value %u", (int)kv->key.len, kv->key.ptr,
+                    (unsigned)*kv->val);
     }
 }
 
@@ -271,8 +277,8 @@ parse_tensor(gguf_file *f, rd *r, uint64_t i)
         return;
     }
     if (!kern_type_supported((int)type)) {
-        rd_fail(r, LLM_ENOTSUP, "tensor '%.*s': tensor type %s is not supported",
-                (int)t->name.len, t->name.ptr, tr->name);
+        rd_fail(r, LLM_ENOTSUP, "tensor '%.*s': tensor type %s is not supported", (int)t->name.len,
+                t->name.ptr, tr->name);
         return;
     }
     t->type = (llm_dtype)type;
@@ -296,8 +302,8 @@ name_at(const void *base, size_t stride, size_t name_off, uint64_t i)
  * an open-addressing table twice their number. LLM_EINVAL with *dup set on a repeated
  * name: lookups by name would be ambiguous, so a file with one is malformed. */
 static int
-build_name_index(const void *base, size_t stride, size_t name_off, uint64_t n,
-                 uint64_t **out, uint64_t *out_cap, uint64_t *dup)
+build_name_index(const void *base, size_t stride, size_t name_off, uint64_t n, uint64_t **out,
+                 uint64_t *out_cap, uint64_t *dup)
 {
     uint64_t cap = 16;
     while (cap < n * 2)
@@ -324,8 +330,8 @@ build_name_index(const void *base, size_t stride, size_t name_off, uint64_t n,
 }
 
 static int64_t
-index_lookup(const uint64_t *index, uint64_t cap, const void *base, size_t stride,
-             size_t name_off, const char *name)
+index_lookup(const uint64_t *index, uint64_t cap, const void *base, size_t stride, size_t name_off,
+             const char *name)
 {
     if (!index)
         return -1;
@@ -355,8 +361,7 @@ parse_header(gguf_file *f, rd *r)
     if (r->rc != LLM_OK)
         return;
     if (f->version != 2 && f->version != 3) {
-        rd_fail(r, LLM_ENOTSUP, "unsupported GGUF version %u (2 and 3 are supported)",
-                f->version);
+        rd_fail(r, LLM_ENOTSUP, "unsupported GGUF version %u (2 and 3 are supported)", f->version);
         return;
     }
     f->n_tensors = rd_u64(r, "tensor count");
@@ -379,8 +384,7 @@ parse_header(gguf_file *f, rd *r)
     f->kv = calloc(f->n_kv ? f->n_kv : 1, sizeof(gguf_kv));
     f->tensors = calloc(f->n_tensors ? f->n_tensors : 1, sizeof(gguf_tensor));
     if (!f->kv || !f->tensors) {
-        rd_fail(r, LLM_ENOMEM, "out of memory for %llu tensors",
-                (unsigned long long)f->n_tensors);
+        rd_fail(r, LLM_ENOMEM, "out of memory for %llu tensors", (unsigned long long)f->n_tensors);
         return;
     }
     for (uint64_t i = 0; i < f->n_kv && r->rc == LLM_OK; i++)
@@ -388,8 +392,8 @@ parse_header(gguf_file *f, rd *r)
     if (r->rc != LLM_OK)
         return;
     uint64_t dup = 0;
-    int rc = build_name_index(f->kv, sizeof(gguf_kv), offsetof(gguf_kv, key), f->n_kv,
-                              &f->kv_index, &f->kv_index_cap, &dup);
+    int rc = build_name_index(f->kv, sizeof(gguf_kv), offsetof(gguf_kv, key), f->n_kv, &f->kv_index,
+                              &f->kv_index_cap, &dup);
     if (rc != LLM_OK) {
         rd_fail(r, rc, "duplicate metadata key '%.*s'", (int)f->kv[dup].key.len,
                 f->kv[dup].key.ptr);
@@ -458,7 +462,6 @@ gguf_parse(gguf_file *f, char *err, size_t err_len)
     return r.rc;
 }
 
-
 int
 gguf_open_memory(const void *buf, size_t len, gguf_file **out, char *err, size_t err_len)
 {
@@ -479,8 +482,7 @@ gguf_open_memory(const void *buf, size_t len, gguf_file **out, char *err, size_t
 }
 
 int
-gguf_open(const char *path, const gguf_open_opts *opts, gguf_file **out, char *err,
-          size_t err_len)
+gguf_open(const char *path, const gguf_open_opts *opts, gguf_file **out, char *err, size_t err_len)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -495,7 +497,7 @@ gguf_open(const char *path, const gguf_open_opts *opts, gguf_file **out, char *e
     }
     if (st.st_size < 8) {
         llm_errf(err, err_len, "truncated file: %lld bytes is too short for a GGUF header",
-                (long long)st.st_size);
+                 (long long)st.st_size);
         close(fd);
         return LLM_EINVAL;
     }
@@ -601,17 +603,65 @@ read_num(gguf_type t, const uint8_t *p, int64_t *iv, uint64_t *uv, double *dv, i
 {
     // kind: 0 signed, 1 unsigned, 2 float
     switch (t) {
-    case GGUF_TYPE_UINT8: *uv = p[0]; *kind = 1; return true;
-    case GGUF_TYPE_INT8: *iv = (int8_t)p[0]; *kind = 0; return true;
-    case GGUF_TYPE_BOOL: *uv = p[0]; *kind = 1; return true;
-    case GGUF_TYPE_UINT16: { uint16_t v; memcpy(&v, p, 2); *uv = v; *kind = 1; return true; }
-    case GGUF_TYPE_INT16: { int16_t v; memcpy(&v, p, 2); *iv = v; *kind = 0; return true; }
-    case GGUF_TYPE_UINT32: { uint32_t v; memcpy(&v, p, 4); *uv = v; *kind = 1; return true; }
-    case GGUF_TYPE_INT32: { int32_t v; memcpy(&v, p, 4); *iv = v; *kind = 0; return true; }
-    case GGUF_TYPE_UINT64: memcpy(uv, p, 8); *kind = 1; return true;
-    case GGUF_TYPE_INT64: memcpy(iv, p, 8); *kind = 0; return true;
-    case GGUF_TYPE_FLOAT32: { float v; memcpy(&v, p, 4); *dv = v; *kind = 2; return true; }
-    case GGUF_TYPE_FLOAT64: memcpy(dv, p, 8); *kind = 2; return true;
+    case GGUF_TYPE_UINT8:
+        *uv = p[0];
+        *kind = 1;
+        return true;
+    case GGUF_TYPE_INT8:
+        *iv = (int8_t)p[0];
+        *kind = 0;
+        return true;
+    case GGUF_TYPE_BOOL:
+        *uv = p[0];
+        *kind = 1;
+        return true;
+    case GGUF_TYPE_UINT16: {
+        uint16_t v;
+        memcpy(&v, p, 2);
+        *uv = v;
+        *kind = 1;
+        return true;
+    }
+    case GGUF_TYPE_INT16: {
+        int16_t v;
+        memcpy(&v, p, 2);
+        *iv = v;
+        *kind = 0;
+        return true;
+    }
+    case GGUF_TYPE_UINT32: {
+        uint32_t v;
+        memcpy(&v, p, 4);
+        *uv = v;
+        *kind = 1;
+        return true;
+    }
+    case GGUF_TYPE_INT32: {
+        int32_t v;
+        memcpy(&v, p, 4);
+        *iv = v;
+        *kind = 0;
+        return true;
+    }
+    case GGUF_TYPE_UINT64:
+        memcpy(uv, p, 8);
+        *kind = 1;
+        return true;
+    case GGUF_TYPE_INT64:
+        memcpy(iv, p, 8);
+        *kind = 0;
+        return true;
+    case GGUF_TYPE_FLOAT32: {
+        float v;
+        memcpy(&v, p, 4);
+        *dv = v;
+        *kind = 2;
+        return true;
+    }
+    case GGUF_TYPE_FLOAT64:
+        memcpy(dv, p, 8);
+        *kind = 2;
+        return true;
     default: return false;
     }
 }
@@ -811,7 +861,7 @@ gguf_tensor_at(const gguf_file *f, uint64_t i)
 const gguf_tensor *
 gguf_find_tensor(const gguf_file *f, const char *name)
 {
-    int64_t i = index_lookup(f->tensor_index, f->tensor_index_cap, f->tensors,
-                             sizeof(gguf_tensor), offsetof(gguf_tensor, name), name);
+    int64_t i = index_lookup(f->tensor_index, f->tensor_index_cap, f->tensors, sizeof(gguf_tensor),
+                             offsetof(gguf_tensor, name), name);
     return i < 0 ? NULL : &f->tensors[i];
 }

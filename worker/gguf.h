@@ -56,9 +56,9 @@ typedef struct {
     uint32_t n_dims;
     int64_t ne[GGUF_MAX_DIMS]; // ne[0] is the contiguous (row) dimension; unused dims are 1
     llm_dtype type;
-    uint64_t offset;           // relative to the start of the data section
+    uint64_t offset; // relative to the start of the data section
     uint64_t n_bytes;
-    const void *data;          // borrowed, valid until gguf_close()
+    const void *data; // borrowed, valid until gguf_close()
 } gguf_tensor;
 
 typedef struct {

@@ -17,18 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int
-die(int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("llm-gguf: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return code;
-}
-
 static const char *
 type_name(gguf_type t)
 {
@@ -73,7 +61,7 @@ cmd_info(const char *path)
     char err[512];
     gguf_file *f = NULL;
     if (gguf_open(path, NULL, &f, err, sizeof(err)) != LLM_OK)
-        return die(1, "%s: %s", path, err);
+        return args_die("llm-gguf", 1, "%s: %s", path, err);
     printf("version %u, %" PRIu64 " metadata keys, %" PRIu64 " tensors, alignment %" PRIu64 "\n",
            gguf_version(f), gguf_kv_count(f), gguf_tensor_count(f), gguf_alignment(f));
     for (uint64_t i = 0; i < gguf_kv_count(f); i++) {
@@ -100,33 +88,34 @@ cmd_dequant(const char *path, const char *name, const char *out)
     char err[512];
     gguf_file *f = NULL;
     if (gguf_open(path, NULL, &f, err, sizeof(err)) != LLM_OK)
-        return die(1, "%s: %s", path, err);
+        return args_die("llm-gguf", 1, "%s: %s", path, err);
     int code = 0;
     const gguf_tensor *t = gguf_find_tensor(f, name);
     FILE *fp = NULL;
     float *row = NULL;
     if (!t) {
-        code = die(1, "%s: no tensor named '%s'", path, name);
+        code = args_die("llm-gguf", 1, "%s: no tensor named '%s'", path, name);
         goto done;
     }
-    kern_mat m = {t->type, t->data, t->ne[0], (int64_t)(t->n_bytes / kern_row_size(t->type, t->ne[0])),
+    kern_mat m = {t->type, t->data, t->ne[0],
+                  (int64_t)(t->n_bytes / kern_row_size(t->type, t->ne[0])),
                   kern_row_size(t->type, t->ne[0])};
     row = malloc(sizeof(float) * (size_t)m.n_cols);
     fp = fopen(out, "wb");
     if (!row || !fp) {
-        code = die(1, "cannot write %s", out);
+        code = args_die("llm-gguf", 1, "cannot write %s", out);
         goto done;
     }
     for (int64_t r = 0; r < m.n_rows; r++) {
         kern_get_row(&m, r, row);
         if (fwrite(row, sizeof(float), (size_t)m.n_cols, fp) != (size_t)m.n_cols) {
-            code = die(1, "writing %s failed", out);
+            code = args_die("llm-gguf", 1, "writing %s failed", out);
             goto done;
         }
     }
 done:
     if (fp && fclose(fp) != 0 && code == 0)
-        code = die(1, "writing %s failed", out);
+        code = args_die("llm-gguf", 1, "writing %s failed", out);
     free(row);
     gguf_close(f);
     return code;
@@ -147,22 +136,23 @@ cmd_tiny(int argc, char **argv)
                 if (kern_type(k) && !strcmp(kern_type_name(k), tn))
                     t = k;
             if (t < 0 || !kern_type_supported(t))
-                return die(2, "--type must be F32, F16, BF16, Q8_0, Q4_0 or Q4_1, got '%s'", tn);
+                return args_die("llm-gguf", 2,
+                                "--type must be F32, F16, BF16, Q8_0, Q4_0 or Q4_1, got '%s'", tn);
             o.type = (llm_dtype)t;
         } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
             if (args_u64(argv[++i], &o.seed) != LLM_OK)
-                return die(2, "--seed must be an unsigned integer");
+                return args_die("llm-gguf", 2, "--seed must be an unsigned integer");
         } else if (!out && argv[i][0] != '-') {
             out = argv[i];
         } else {
-            return die(2, "tiny: unexpected argument '%s'", argv[i]);
+            return args_die("llm-gguf", 2, "tiny: unexpected argument '%s'", argv[i]);
         }
     }
     if (!out)
-        return die(2, "tiny: missing output path");
+        return args_die("llm-gguf", 2, "tiny: missing output path");
     int rc = tiny_model_write(out, &o);
     if (rc != LLM_OK)
-        return die(1, "writing %s: %s", out, llm_strerror(rc));
+        return args_die("llm-gguf", 1, "writing %s: %s", out, llm_strerror(rc));
     return 0;
 }
 

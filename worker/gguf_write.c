@@ -23,10 +23,10 @@ typedef struct {
 } wr_tensor;
 
 struct gguf_writer {
-    uint8_t *kv;       // serialized key/value pairs
+    uint8_t *kv; // serialized key/value pairs
     size_t kv_len, kv_cap;
     uint64_t n_kv;
-    char **keys;       // for duplicate detection
+    char **keys; // for duplicate detection
     wr_tensor *tensors;
     uint64_t n_tensors;
 };
@@ -158,8 +158,8 @@ begin_arr(gguf_writer *w, const char *key, gguf_type elem, size_t n)
 }
 
 int
-gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *const *v,
-                        const size_t *lens, size_t n)
+gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *const *v, const size_t *lens,
+                        size_t n)
 {
     int rc = begin_arr(w, key, GGUF_TYPE_STRING, n);
     for (size_t i = 0; i < n && rc == LLM_OK; i++)

@@ -64,18 +64,6 @@ usage(FILE *out)
             GEN_MAX_STOP);
 }
 
-static int
-die(int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("llm-worker: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return code;
-}
-
 /* parse_args fills o; returns 0, or the exit code after printing the error. */
 static int
 parse_args(int argc, char **argv, cli_opts *o)
@@ -102,17 +90,17 @@ parse_args(int argc, char **argv, cli_opts *o)
             continue;
         }
         static const char *const valued[] = {
-            "--model", "--prompt", "--system", "--max-tokens", "--temperature", "--top-k",
-            "--top-p", "--seed", "--stop", "--threads", "--ctx", "--dump-json",
-            "--dump-logits", "--log-level"};
+            "--model", "--prompt",    "--system",      "--max-tokens", "--temperature",
+            "--top-k", "--top-p",     "--seed",        "--stop",       "--threads",
+            "--ctx",   "--dump-json", "--dump-logits", "--log-level"};
         bool known = false;
         for (size_t k = 0; k < sizeof(valued) / sizeof(valued[0]); k++)
             known = known || !strcmp(a, valued[k]);
         if (!known)
-            return die(2, "%s '%s' (see --help)",
-                       strncmp(a, "--", 2) ? "unexpected argument" : "unknown option", a);
+            return args_die("llm-worker", 2, "%s '%s' (see --help)",
+                            strncmp(a, "--", 2) ? "unexpected argument" : "unknown option", a);
         if (i + 1 >= argc)
-            return die(2, "missing value for '%s' (see --help)", a);
+            return args_die("llm-worker", 2, "missing value for '%s' (see --help)", a);
         const char *v = argv[++i];
         int64_t n;
         uint64_t u;
@@ -125,37 +113,42 @@ parse_args(int argc, char **argv, cli_opts *o)
             o->system = v;
         } else if (!strcmp(a, "--max-tokens")) {
             if (args_int(v, 0, 1 << 24, &n) != LLM_OK)
-                return die(2, "--max-tokens must be an integer in [0, 16777216], got '%s'", v);
+                return args_die("llm-worker", 2,
+                                "--max-tokens must be an integer in [0, 16777216], got '%s'", v);
             o->max_tokens = (int)n;
         } else if (!strcmp(a, "--temperature")) {
             if (args_float(v, 0.0, 100.0, &d) != LLM_OK)
-                return die(2, "--temperature must be a number in [0, 100], got '%s'", v);
+                return args_die("llm-worker", 2,
+                                "--temperature must be a number in [0, 100], got '%s'", v);
             o->samp.temperature = (float)d;
         } else if (!strcmp(a, "--top-k")) {
             if (args_int(v, 0, 1 << 24, &n) != LLM_OK)
-                return die(2, "--top-k must be an integer >= 0, got '%s'", v);
+                return args_die("llm-worker", 2, "--top-k must be an integer >= 0, got '%s'", v);
             o->samp.top_k = (int)n;
         } else if (!strcmp(a, "--top-p")) {
             if (args_float(v, 0.0, 1.0, &d) != LLM_OK || d <= 0.0)
-                return die(2, "--top-p must be a number in (0, 1], got '%s'", v);
+                return args_die("llm-worker", 2, "--top-p must be a number in (0, 1], got '%s'", v);
             o->samp.top_p = (float)d;
         } else if (!strcmp(a, "--seed")) {
             if (args_u64(v, &u) != LLM_OK)
-                return die(2, "--seed must be an unsigned 64-bit integer, got '%s'", v);
+                return args_die("llm-worker", 2,
+                                "--seed must be an unsigned 64-bit integer, got '%s'", v);
             o->samp.seed = u;
         } else if (!strcmp(a, "--stop")) {
             if (o->n_stop == GEN_MAX_STOP)
-                return die(2, "at most %d --stop strings", GEN_MAX_STOP);
+                return args_die("llm-worker", 2, "at most %d --stop strings", GEN_MAX_STOP);
             if (!*v || strlen(v) > GEN_MAX_STOP_LEN)
-                return die(2, "--stop must be 1..%d bytes", GEN_MAX_STOP_LEN);
+                return args_die("llm-worker", 2, "--stop must be 1..%d bytes", GEN_MAX_STOP_LEN);
             o->stop[o->n_stop++] = v;
         } else if (!strcmp(a, "--threads")) {
             if (args_int(v, 1, 256, &n) != LLM_OK)
-                return die(2, "--threads must be an integer in [1, 256], got '%s'", v);
+                return args_die("llm-worker", 2,
+                                "--threads must be an integer in [1, 256], got '%s'", v);
             o->threads = (int)n;
         } else if (!strcmp(a, "--ctx")) {
             if (args_int(v, 1, 1 << 24, &n) != LLM_OK)
-                return die(2, "--ctx must be an integer in [1, 16777216], got '%s'", v);
+                return args_die("llm-worker", 2,
+                                "--ctx must be an integer in [1, 16777216], got '%s'", v);
             o->ctx = (int)n;
         } else if (!strcmp(a, "--dump-json")) {
             o->dump_json = v;
@@ -164,19 +157,22 @@ parse_args(int argc, char **argv, cli_opts *o)
         } else if (!strcmp(a, "--log-level")) {
             int lvl = log_parse_level(v);
             if (lvl < 0)
-                return die(2, "--log-level must be debug, info, warn, error or off");
+                return args_die("llm-worker", 2,
+                                "--log-level must be debug, info, warn, error or off");
             log_set_level((log_level)lvl);
         }
     }
     if (!o->model_path)
-        return die(2, "--model is required (see --help)");
+        return args_die("llm-worker", 2, "--model is required (see --help)");
     if (!o->prompt)
-        return die(2, "--prompt is required (see --help)");
+        return args_die("llm-worker", 2, "--prompt is required (see --help)");
     size_t bad = 0;
     if (!utf8_valid(o->prompt, strlen(o->prompt), &bad))
-        return die(2, "--prompt is not valid UTF-8 (bad byte at offset %zu)", bad);
+        return args_die("llm-worker", 2, "--prompt is not valid UTF-8 (bad byte at offset %zu)",
+                        bad);
     if (o->system && !utf8_valid(o->system, strlen(o->system), &bad))
-        return die(2, "--system is not valid UTF-8 (bad byte at offset %zu)", bad);
+        return args_die("llm-worker", 2, "--system is not valid UTF-8 (bad byte at offset %zu)",
+                        bad);
     return 0;
 }
 
@@ -315,31 +311,34 @@ main(int argc, char **argv)
 
     model_load_opts lo = {.mlock = o.mlock, .willneed = true};
     if ((rc = model_load(o.model_path, &lo, &m, err, sizeof(err))) != LLM_OK) {
-        code = die(1, "model %s: %s", o.model_path, err);
+        code = args_die("llm-worker", 1, "model %s: %s", o.model_path, err);
         goto out;
     }
     const model_config *c = model_get_config(m);
     const tok_vocab *v = model_get_vocab(m);
     int n_ctx = o.ctx ? o.ctx : (c->ctx_len < 4096 ? c->ctx_len : 4096);
     if (n_ctx > c->ctx_len) {
-        code = die(2, "--ctx %d exceeds the model's context length %d", n_ctx, c->ctx_len);
+        code = args_die("llm-worker", 2, "--ctx %d exceeds the model's context length %d", n_ctx,
+                        c->ctx_len);
         goto out;
     }
     rc = build_prompt(&o, v, &prompt, &n_prompt);
     if (rc == LLM_ENOTSUP) {
-        code = die(1, "the model's chat template is not supported; run without --chat");
+        code = args_die("llm-worker", 1,
+                        "the model's chat template is not supported; run without --chat");
         goto out;
     } else if (rc != LLM_OK) {
-        code = die(1, "tokenizing the prompt: %s", llm_strerror(rc));
+        code = args_die("llm-worker", 1, "tokenizing the prompt: %s", llm_strerror(rc));
         goto out;
     }
     if (n_prompt == 0) {
-        code = die(2, "the prompt is empty");
+        code = args_die("llm-worker", 2, "the prompt is empty");
         goto out;
     }
     if (n_prompt > (size_t)n_ctx) {
-        code = die(1, "prompt of %zu tokens does not fit the context of %d tokens", n_prompt,
-                   n_ctx);
+        code =
+            args_die("llm-worker", 1, "prompt of %zu tokens does not fit the context of %d tokens",
+                     n_prompt, n_ctx);
         goto out;
     }
     model_shard shard = model_full_shard(m);
@@ -347,21 +346,21 @@ main(int argc, char **argv)
         (rc = model_state_new(m, &shard, STEP_TOKENS, o.threads, &st)) != LLM_OK ||
         (rc = model_kv_new(m, &shard, n_ctx, &kv)) != LLM_OK ||
         (rc = samp_ctx_new(c->vocab_size, &sc)) != LLM_OK) {
-        code = die(1, "allocating the run state: %s", llm_strerror(rc));
+        code = args_die("llm-worker", 1, "allocating the run state: %s", llm_strerror(rc));
         goto out;
     }
     if (o.dump_logits && !(logits = malloc(sizeof(float) * (size_t)c->vocab_size))) {
-        code = die(1, "out of memory");
+        code = args_die("llm-worker", 1, "out of memory");
         goto out;
     }
     LOG_INFO("event=generate model=%s prompt_tokens=%zu max_tokens=%d threads=%d simd=%s",
              o.model_path, n_prompt, o.max_tokens, o.threads, kern_simd_name());
-    gen_params gp = {.max_tokens = o.max_tokens, .samp = o.samp, .stop = o.stop,
-                     .n_stop = o.n_stop};
+    gen_params gp = {
+        .max_tokens = o.max_tokens, .samp = o.samp, .stop = o.stop, .n_stop = o.n_stop};
     rc = gen_run(m, st, kv, p, sc, prompt, (int)n_prompt, STEP_TOKENS, &gp, print_text, &text,
                  logits, &res);
     if (rc != LLM_OK) {
-        code = die(1, "generation failed: %s", llm_strerror(rc));
+        code = args_die("llm-worker", 1, "generation failed: %s", llm_strerror(rc));
         goto out;
     }
     if (res.n_ids > 0)
@@ -374,17 +373,17 @@ main(int argc, char **argv)
              dc > 0 ? res.n_ids / dc : 0.0);
     if (o.dump_json &&
         (rc = dump_json(o.dump_json, &text, prompt, (int)n_prompt, &res)) != LLM_OK) {
-        code = die(1, "writing %s: %s", o.dump_json, llm_strerror(rc));
+        code = args_die("llm-worker", 1, "writing %s: %s", o.dump_json, llm_strerror(rc));
         goto out;
     }
     if (o.dump_logits) {
         FILE *f = fopen(o.dump_logits, "wb");
-        bool ok = f && fwrite(logits, sizeof(float), (size_t)c->vocab_size, f) ==
-                           (size_t)c->vocab_size;
+        bool ok =
+            f && fwrite(logits, sizeof(float), (size_t)c->vocab_size, f) == (size_t)c->vocab_size;
         if (f)
             ok = (fclose(f) == 0) && ok;
         if (!ok) {
-            code = die(1, "writing %s failed", o.dump_logits);
+            code = args_die("llm-worker", 1, "writing %s failed", o.dump_logits);
             goto out;
         }
     }

@@ -25,35 +25,34 @@ struct model {
     gguf_file *gguf;
     model_config cfg;
     model_weights w;
-    float *norms;        // owned F32 copies of all norm vectors (any stored type)
+    float *norms; // owned F32 copies of all norm vectors (any stored type)
     tok_vocab *vocab;
 };
 
 struct model_kv {
     int n_ctx;
-    int kv_dim;          // local KV heads * head_dim
+    int kv_dim; // local KV heads * head_dim
     int n_layers;
-    float *k;            // [n_layers][n_ctx][kv_dim]
-    float *v;            // [n_layers][n_ctx][kv_dim]
+    float *k; // [n_layers][n_ctx][kv_dim]
+    float *v; // [n_layers][n_ctx][kv_dim]
 };
 
 struct model_state {
     model_shard shard;
     int max_tokens;
     int n_threads;
-    float *x;            // [max_tokens][dim] residual stream
-    float *xb;           // [max_tokens][dim] normed input of a block
-    float *q;            // [max_tokens][q_dim_local]
-    float *k;            // [max_tokens][kv_dim_local]
-    float *v;            // [max_tokens][kv_dim_local]
-    float *att_out;      // [max_tokens][q_dim_local]
-    float *proj;         // [max_tokens][dim] output of wo / w_down (partial on a TP rank)
-    float *hb;           // [max_tokens][ffn_local] gate, then SwiGLU output
-    float *hb2;          // [max_tokens][ffn_local] up
-    float *scratch;      // [n_threads][scratch_len] decoded weight rows / attention scores
+    float *x;       // [max_tokens][dim] residual stream
+    float *xb;      // [max_tokens][dim] normed input of a block
+    float *q;       // [max_tokens][q_dim_local]
+    float *k;       // [max_tokens][kv_dim_local]
+    float *v;       // [max_tokens][kv_dim_local]
+    float *att_out; // [max_tokens][q_dim_local]
+    float *proj;    // [max_tokens][dim] output of wo / w_down (partial on a TP rank)
+    float *hb;      // [max_tokens][ffn_local] gate, then SwiGLU output
+    float *hb2;     // [max_tokens][ffn_local] up
+    float *scratch; // [n_threads][scratch_len] decoded weight rows / attention scores
     int scratch_len;
 };
-
 
 // --- loading -------------------------------------------------------------------------
 
@@ -82,7 +81,7 @@ hparam(loader *ld, const char *name, bool required, uint32_t def, uint32_t lo, u
     } else if (rc != LLM_OK || v < lo || v > hi) {
         ld->rc = LLM_EINVAL;
         llm_errf(ld->err, ld->err_len, "hyperparameter '%s' must be an integer in [%u, %u]", key,
-                lo, hi);
+                 lo, hi);
     }
     return v;
 }
@@ -99,7 +98,7 @@ hparam_f(loader *ld, const char *name, float def, float lo, float hi)
     if (rc != LLM_OK || !(v >= lo && v <= hi)) {
         ld->rc = LLM_EINVAL;
         llm_errf(ld->err, ld->err_len, "hyperparameter '%s' must be a float in [%g, %g]", key,
-                (double)lo, (double)hi);
+                 (double)lo, (double)hi);
     }
     return v;
 }
@@ -119,9 +118,9 @@ get_mat(loader *ld, const char *name, int64_t cols, int64_t rows, kern_mat *out)
     if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != 1 || t->ne[3] != 1) {
         ld->rc = LLM_EINVAL;
         llm_errf(ld->err, ld->err_len,
-                "tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", name,
-                (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
-                (long long)t->ne[3], (long long)cols, (long long)rows);
+                 "tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", name,
+                 (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
+                 (long long)cols, (long long)rows);
         return;
     }
     out->type = t->type;
@@ -148,8 +147,8 @@ get_norm(loader *ld, const char *name, int dim, float *dst)
         kern_get_row(&m, 0, dst);
     } else {
         ld->rc = LLM_EINVAL;
-        llm_errf(ld->err, ld->err_len, t ? "tensor '%s' must be a vector of %d" : "missing tensor '%s'",
-                name, dim);
+        llm_errf(ld->err, ld->err_len,
+                 t ? "tensor '%s' must be a vector of %d" : "missing tensor '%s'", name, dim);
     }
     return dst;
 }
@@ -161,8 +160,8 @@ load_config(loader *ld, model_config *c)
     c->dim = (int)hparam(ld, "embedding_length", true, 0, 1, MODEL_MAX_DIM);
     c->hidden_dim = (int)hparam(ld, "feed_forward_length", true, 0, 1, 8 * MODEL_MAX_DIM);
     c->n_heads = (int)hparam(ld, "attention.head_count", true, 0, 1, 4096);
-    c->n_kv_heads = (int)hparam(ld, "attention.head_count_kv", false, (uint32_t)c->n_heads, 1,
-                                4096);
+    c->n_kv_heads =
+        (int)hparam(ld, "attention.head_count_kv", false, (uint32_t)c->n_heads, 1, 4096);
     c->ctx_len = (int)hparam(ld, "context_length", false, 2048, 1, 1u << 24);
     c->rope_theta = hparam_f(ld, "rope.freq_base", 10000.0f, 1.0f, 1e12f);
     c->norm_eps = hparam_f(ld, "attention.layer_norm_rms_epsilon", 1e-5f, 0.0f, 1.0f);
@@ -172,18 +171,18 @@ load_config(loader *ld, model_config *c)
         (c->dim / c->n_heads) % 2 != 0) {
         ld->rc = LLM_EINVAL;
         llm_errf(ld->err, ld->err_len,
-                "inconsistent heads: dim %d, %d heads, %d KV heads (need dim %% heads == 0, "
-                "heads %% kv_heads == 0, even head size)",
-                c->dim, c->n_heads, c->n_kv_heads);
+                 "inconsistent heads: dim %d, %d heads, %d KV heads (need dim %% heads == 0, "
+                 "heads %% kv_heads == 0, even head size)",
+                 c->dim, c->n_heads, c->n_kv_heads);
         return;
     }
     c->head_dim = c->dim / c->n_heads;
-    uint32_t rope_dim = hparam(ld, "rope.dimension_count", false, (uint32_t)c->head_dim, 1,
-                               MODEL_MAX_DIM);
+    uint32_t rope_dim =
+        hparam(ld, "rope.dimension_count", false, (uint32_t)c->head_dim, 1, MODEL_MAX_DIM);
     if (ld->rc == LLM_OK && (int)rope_dim != c->head_dim) {
         ld->rc = LLM_ENOTSUP;
         llm_errf(ld->err, ld->err_len, "partial rotary embedding (%u of %d) is not supported",
-                rope_dim, c->head_dim);
+                 rope_dim, c->head_dim);
     }
 }
 
@@ -195,8 +194,10 @@ load_weights(loader *ld, model *m)
     const gguf_tensor *emb = gguf_find_tensor(ld->f, "token_embd.weight");
     if (!emb || emb->n_dims != 2 || emb->ne[0] != c->dim || emb->ne[1] > (1 << 24)) {
         ld->rc = LLM_EINVAL;
-        llm_errf(ld->err, ld->err_len, emb ? "tensor 'token_embd.weight' must be [%d, vocab]"
-                                          : "missing tensor 'token_embd.weight'", c->dim);
+        llm_errf(ld->err, ld->err_len,
+                 emb ? "tensor 'token_embd.weight' must be [%d, vocab]"
+                     : "missing tensor 'token_embd.weight'",
+                 c->dim);
         return;
     }
     m->cfg.vocab_size = (int)emb->ne[1];
@@ -225,8 +226,8 @@ load_weights(loader *ld, model *m)
         get_mat(ld, LAYER_TENSOR("ffn_down"), c->hidden_dim, c->dim, &L->w_down);
 #undef LAYER_TENSOR
     }
-    w->out_norm = get_norm(ld, "output_norm.weight", c->dim,
-                           m->norms + (size_t)2 * c->n_layers * c->dim);
+    w->out_norm =
+        get_norm(ld, "output_norm.weight", c->dim, m->norms + (size_t)2 * c->n_layers * c->dim);
     if (gguf_find_tensor(ld->f, "output.weight"))
         get_mat(ld, "output.weight", c->dim, c->vocab_size, &w->output);
     else
@@ -234,8 +235,7 @@ load_weights(loader *ld, model *m)
 }
 
 int
-model_load(const char *path, const model_load_opts *opts, model **out, char *err,
-           size_t err_len)
+model_load(const char *path, const model_load_opts *opts, model **out, char *err, size_t err_len)
 {
     model *m = calloc(1, sizeof(*m));
     if (!m) {
@@ -257,7 +257,7 @@ model_load(const char *path, const model_load_opts *opts, model **out, char *err
     if (!gguf_str_eq(arch, "llama")) {
         rc = LLM_ENOTSUP;
         llm_errf(err, err_len, "architecture '%.*s' is not supported (llama is)",
-                (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+                 (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
         goto fail;
     }
     ld.arch = "llama";
@@ -271,7 +271,7 @@ model_load(const char *path, const model_load_opts *opts, model **out, char *err
     if (tok_n_vocab(m->vocab) > m->cfg.vocab_size) {
         rc = LLM_EINVAL;
         llm_errf(err, err_len, "tokenizer has %d tokens but token_embd.weight has %d rows",
-                tok_n_vocab(m->vocab), m->cfg.vocab_size);
+                 tok_n_vocab(m->vocab), m->cfg.vocab_size);
         goto fail;
     }
     *out = m;
@@ -331,8 +331,7 @@ model_weight_bytes(const model *m)
     uint64_t total = m->w.tok_embd.row_bytes + m->w.output.row_bytes * (uint64_t)c->vocab_size;
     for (int l = 0; l < c->n_layers; l++) {
         const model_layer *L = &m->w.layers[l];
-        const kern_mat *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up,
-                                  &L->w_down};
+        const kern_mat *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
         for (size_t i = 0; i < sizeof(mats) / sizeof(mats[0]); i++)
             total += mats[i]->row_bytes * (uint64_t)mats[i]->n_rows;
         total += 2 * sizeof(float) * (uint64_t)c->dim;
@@ -495,8 +494,8 @@ mm_run(void *ctx, int ith, int nth)
         int64_t a = g0 > base ? g0 - base : 0;
         int64_t b = g1 - base < j->n_rows[i] ? g1 - base : j->n_rows[i];
         if (a < b)
-            kern_matmul(j->w[i], j->col0, j->n_in, j->x, j->x_stride, j->y[i] + a,
-                        j->y_stride[i], j->n_tok, j->row0[i] + a, j->row0[i] + b, scratch);
+            kern_matmul(j->w[i], j->col0, j->n_in, j->x, j->x_stride, j->y[i] + a, j->y_stride[i],
+                        j->n_tok, j->row0[i] + a, j->row0[i] + b, scratch);
         base += j->n_rows[i];
     }
 }
@@ -515,8 +514,7 @@ gate_up_run(void *ctx, int ith, int nth)
         kern_matmul(j->w[i], j->col0, j->n_in, j->x, j->x_stride, j->y[i] + g0, j->y_stride[i],
                     j->n_tok, j->row0[i] + g0, j->row0[i] + g1, scratch);
     for (int t = 0; t < j->n_tok; t++)
-        kern_swiglu(j->y[0] + t * j->y_stride[0] + g0, j->y[1] + t * j->y_stride[1] + g0,
-                    g1 - g0);
+        kern_swiglu(j->y[0] + t * j->y_stride[0] + g0, j->y[1] + t * j->y_stride[1] + g0, g1 - g0);
 }
 
 typedef struct {
@@ -617,8 +615,12 @@ model_forward(const model *m, model_state *s, model_kv *kv, const int32_t *token
         pool_run(p, att_run, &aj);
 
         // Output projection over this rank's columns of wo; ranks' partials are summed.
-        mm_job wo = {.x = s->att_out, .x_stride = q_dim, .col0 = (int64_t)sh->kv_head0 * group * hd,
-                     .n_in = q_dim, .n_tok = n_tok, .s = s};
+        mm_job wo = {.x = s->att_out,
+                     .x_stride = q_dim,
+                     .col0 = (int64_t)sh->kv_head0 * group * hd,
+                     .n_in = q_dim,
+                     .n_tok = n_tok,
+                     .s = s};
         mm1(&wo, &L->wo, 0, dim, s->proj, dim);
         pool_run(p, mm_run, &wo);
         if (allreduce && (rc = allreduce(ar_ctx, s->proj, (size_t)n_tok * dim)) != LLM_OK)
@@ -634,8 +636,8 @@ model_forward(const model *m, model_state *s, model_kv *kv, const int32_t *token
         mm1(&gu, &L->w_up, sh->ffn0, ffn, s->hb2, ffn);
         pool_run(p, gate_up_run, &gu);
 
-        mm_job down = {.x = s->hb, .x_stride = ffn, .col0 = sh->ffn0, .n_in = ffn,
-                       .n_tok = n_tok, .s = s};
+        mm_job down = {
+            .x = s->hb, .x_stride = ffn, .col0 = sh->ffn0, .n_in = ffn, .n_tok = n_tok, .s = s};
         mm1(&down, &L->w_down, 0, dim, s->proj, dim);
         pool_run(p, mm_run, &down);
         if (allreduce && (rc = allreduce(ar_ctx, s->proj, (size_t)n_tok * dim)) != LLM_OK)

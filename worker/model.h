@@ -29,13 +29,13 @@ typedef struct model_kv model_kv;
 
 typedef struct {
     int n_layers;
-    int dim;          // residual stream width
-    int hidden_dim;   // FFN inner width
-    int n_heads;      // query heads
-    int n_kv_heads;   // key/value heads (grouped-query attention)
-    int head_dim;     // dim / n_heads
+    int dim;        // residual stream width
+    int hidden_dim; // FFN inner width
+    int n_heads;    // query heads
+    int n_kv_heads; // key/value heads (grouped-query attention)
+    int head_dim;   // dim / n_heads
     int vocab_size;
-    int ctx_len;      // trained context length
+    int ctx_len; // trained context length
     float rope_theta;
     float norm_eps;
 } model_config;
@@ -53,10 +53,10 @@ typedef struct {
 } model_layer;
 
 typedef struct {
-    kern_mat tok_embd;      // [vocab_size][dim]
-    model_layer *layers;    // [n_layers]
-    const float *out_norm;  // [dim]
-    kern_mat output;        // [vocab_size][dim]; tok_embd when the file ties them
+    kern_mat tok_embd;     // [vocab_size][dim]
+    model_layer *layers;   // [n_layers]
+    const float *out_norm; // [dim]
+    kern_mat output;       // [vocab_size][dim]; tok_embd when the file ties them
 } model_weights;
 
 /* The slice of the model one tensor-parallel rank computes. A rank owns whole KV
@@ -107,9 +107,8 @@ void model_state_free(model_state *s);
  * receives the vocab_size logits of the last token. allreduce may be NULL (one rank).
  * Returns LLM_OK, LLM_EINVAL (n_tok outside 1..max_tokens, a token id out of range) or
  * LLM_ERANGE (positions past the cache), or what allreduce returned. */
-int model_forward(const model *m, model_state *s, model_kv *kv, const int32_t *tokens,
-                  int n_tok, int pos0, pool *p, model_allreduce_fn allreduce, void *ar_ctx,
-                  float *logits);
+int model_forward(const model *m, model_state *s, model_kv *kv, const int32_t *tokens, int n_tok,
+                  int pos0, pool *p, model_allreduce_fn allreduce, void *ar_ctx, float *logits);
 
 /* model_weight_bytes is the bytes of weights read per decoded token (all matrices, one
  * embedding row, norms): the numerator of the memory-bandwidth bound. */

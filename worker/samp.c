@@ -25,7 +25,6 @@ samp_params_default(void)
     return p;
 }
 
-
 int
 samp_params_validate(const samp_params *p, char *err, size_t err_len)
 {

@@ -11,14 +11,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { TINY_DIM = 64, TINY_FFN = 128, TINY_LAYERS = 2, TINY_HEADS = 4, TINY_KV_HEADS = 2,
-       TINY_CTX = 256 };
+enum {
+    TINY_DIM = 64,
+    TINY_FFN = 128,
+    TINY_LAYERS = 2,
+    TINY_HEADS = 4,
+    TINY_KV_HEADS = 2,
+    TINY_CTX = 256
+};
 
 // Merges over GPT-2 byte symbols ("Ġ" is the space byte); each result is a new token.
 static const char *const tiny_merges[] = {
-    "Ġ t", "h e", "Ġ a", "i n", "e r", "o n", "Ġt he", "r e", "a n", "Ġ s", "e n", "a t",
-    "o r", "Ġ w", "Ġ c", "i s", "i t", "Ġ o", "e s", "a l", "Ġ b", "Ġ f", "Ġ p", "Ġ m",
-    "in g", "Ġ in", "Ġ d", "e d", "Ġ h", "o u", "Ġ is", "Ġ l", "Ġ y", "l l", "a r", "Ġa n",
+    "Ġ t",  "h e",  "Ġ a", "i n", "e r", "o n", "Ġt he", "r e", "a n", "Ġ s", "e n", "a t",
+    "o r",  "Ġ w",  "Ġ c", "i s", "i t", "Ġ o", "e s",   "a l", "Ġ b", "Ġ f", "Ġ p", "Ġ m",
+    "in g", "Ġ in", "Ġ d", "e d", "Ġ h", "o u", "Ġ is",  "Ġ l", "Ġ y", "l l", "a r", "Ġa n",
 };
 
 static const char tiny_template[] =
@@ -109,8 +115,8 @@ add_vocab(gguf_writer *w)
     }
     for (int i = 0; i < N_MERGES; i++) {
         const char *sp = strchr(tiny_merges[i], ' ');
-        snprintf(merged[i], sizeof(merged[i]), "%.*s%s", (int)(sp - tiny_merges[i]),
-                 tiny_merges[i], sp + 1);
+        snprintf(merged[i], sizeof(merged[i]), "%.*s%s", (int)(sp - tiny_merges[i]), tiny_merges[i],
+                 sp + 1);
         tokens[N_SPECIAL + 256 + i] = merged[i];
         types[N_SPECIAL + 256 + i] = 1;
     }
@@ -144,26 +150,44 @@ tiny_model_write(const char *path, const tiny_model_opts *opts)
     if (rc != LLM_OK)
         return rc;
     uint64_t rng = opts->seed;
-    const int hd = TINY_DIM / TINY_HEADS, n_vocab = 3 + 256 + (int)(sizeof(tiny_merges) /
-                                                                     sizeof(tiny_merges[0]));
-    if (rc == LLM_OK) rc = gguf_writer_set_str(w, "general.architecture", "llama");
-    if (rc == LLM_OK) rc = gguf_writer_set_str(w, "general.name", "tiny-random-llama");
-    if (rc == LLM_OK) rc = gguf_writer_set_u32(w, "llama.block_count", TINY_LAYERS);
-    if (rc == LLM_OK) rc = gguf_writer_set_u32(w, "llama.context_length", TINY_CTX);
-    if (rc == LLM_OK) rc = gguf_writer_set_u32(w, "llama.embedding_length", TINY_DIM);
-    if (rc == LLM_OK) rc = gguf_writer_set_u32(w, "llama.feed_forward_length", TINY_FFN);
-    if (rc == LLM_OK) rc = gguf_writer_set_u32(w, "llama.attention.head_count", TINY_HEADS);
-    if (rc == LLM_OK) rc = gguf_writer_set_u32(w, "llama.attention.head_count_kv", TINY_KV_HEADS);
-    if (rc == LLM_OK) rc = gguf_writer_set_f32(w, "llama.rope.freq_base", 10000.0f);
-    if (rc == LLM_OK) rc = gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    if (rc == LLM_OK) rc = gguf_writer_set_u32(w, "llama.rope.dimension_count", hd);
-    if (rc == LLM_OK) rc = add_vocab(w);
+    const int hd = TINY_DIM / TINY_HEADS,
+              n_vocab = 3 + 256 + (int)(sizeof(tiny_merges) / sizeof(tiny_merges[0]));
+    if (rc == LLM_OK)
+        rc = gguf_writer_set_str(w, "general.architecture", "llama");
+    if (rc == LLM_OK)
+        rc = gguf_writer_set_str(w, "general.name", "tiny-random-llama");
+    if (rc == LLM_OK)
+        rc = gguf_writer_set_u32(w, "llama.block_count", TINY_LAYERS);
+    if (rc == LLM_OK)
+        rc = gguf_writer_set_u32(w, "llama.context_length", TINY_CTX);
+    if (rc == LLM_OK)
+        rc = gguf_writer_set_u32(w, "llama.embedding_length", TINY_DIM);
+    if (rc == LLM_OK)
+        rc = gguf_writer_set_u32(w, "llama.feed_forward_length", TINY_FFN);
+    if (rc == LLM_OK)
+        rc = gguf_writer_set_u32(w, "llama.attention.head_count", TINY_HEADS);
+    if (rc == LLM_OK)
+        rc = gguf_writer_set_u32(w, "llama.attention.head_count_kv", TINY_KV_HEADS);
+    if (rc == LLM_OK)
+        rc = gguf_writer_set_f32(w, "llama.rope.freq_base", 10000.0f);
+    if (rc == LLM_OK)
+        rc = gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    if (rc == LLM_OK)
+        rc = gguf_writer_set_u32(w, "llama.rope.dimension_count", hd);
+    if (rc == LLM_OK)
+        rc = add_vocab(w);
 
     llm_dtype t = opts->type;
-    if (rc == LLM_OK) rc = add_matrix(w, "token_embd.weight", t, TINY_DIM, n_vocab, 1.0f, &rng);
+    if (rc == LLM_OK)
+        rc = add_matrix(w, "token_embd.weight", t, TINY_DIM, n_vocab, 1.0f, &rng);
     char name[64];
     for (int l = 0; l < TINY_LAYERS && rc == LLM_OK; l++) {
-        struct { const char *n; int64_t cols, rows; float scale; bool norm; } ts[] = {
+        struct {
+            const char *n;
+            int64_t cols, rows;
+            float scale;
+            bool norm;
+        } ts[] = {
             {"attn_norm", TINY_DIM, 1, 0, true},
             {"attn_q", TINY_DIM, TINY_DIM, 0.25f, false},
             {"attn_k", TINY_DIM, TINY_KV_HEADS * hd, 0.25f, false},

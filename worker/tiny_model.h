@@ -16,9 +16,9 @@
 #include "kern.h"
 
 typedef struct {
-    llm_dtype type;  // type of every matrix (norms stay F32); must be supported
+    llm_dtype type; // type of every matrix (norms stay F32); must be supported
     uint64_t seed;
-    bool untied;     // write a separate output.weight instead of tying to token_embd
+    bool untied; // write a separate output.weight instead of tying to token_embd
 } tiny_model_opts;
 
 /* tiny_model_write writes the model to path. LLM_EINVAL (unsupported type), LLM_ENOMEM

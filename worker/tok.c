@@ -45,7 +45,6 @@ static const char *const eog_names[] = {
 /* ------------------------------------------------------------------------------------ */
 /* small helpers                                                                         */
 
-
 // FNV-1a: short keys, no need for anything stronger; the table sizes are powers of two.
 static uint64_t
 hash_bytes(const void *p, size_t n)
@@ -273,12 +272,12 @@ get_array(const gguf_file *f, const char *key, gguf_type want, uint64_t n, uint6
     bool type_ok = want == GGUF_TYPE_STRING ? et == GGUF_TYPE_STRING : numeric;
     if (rc != LLM_OK || !type_ok) {
         llm_errf(err, err_len, "%s: not an array of %s", key,
-                want == GGUF_TYPE_STRING ? "strings" : "numbers");
+                 want == GGUF_TYPE_STRING ? "strings" : "numbers");
         return LLM_EINVAL;
     }
     if (n != 0 && len != n) {
         llm_errf(err, err_len, "%s: %llu entries for %llu tokens", key, (unsigned long long)len,
-                (unsigned long long)n);
+                 (unsigned long long)n);
         return LLM_EINVAL;
     }
     if (n_out != NULL)
@@ -415,7 +414,7 @@ load_merges(tok_vocab *v, const gguf_file *f, char *err, size_t err_len)
         const char *sp = s.len > 1 ? memchr(s.ptr + 1, ' ', (size_t)s.len - 1) : NULL;
         if (sp == NULL) {
             llm_errf(err, err_len, "%s[%llu]: '%.*s' is not 'left right'", key,
-                    (unsigned long long)r, (int)(s.len > 40 ? 40 : s.len), s.ptr);
+                     (unsigned long long)r, (int)(s.len > 40 ? 40 : s.len), s.ptr);
             rc = LLM_EINVAL;
             goto out;
         }
@@ -732,8 +731,8 @@ load_kind(tok_vocab *v, const gguf_file *f, char *err, size_t err_len)
     int rc = gguf_get_str(f, "tokenizer.ggml.model", &s);
     if (rc != LLM_OK) {
         llm_errf(err, err_len,
-                rc == LLM_ENOENT ? "missing tokenizer.ggml.model"
-                                 : "tokenizer.ggml.model: not a string");
+                 rc == LLM_ENOENT ? "missing tokenizer.ggml.model"
+                                  : "tokenizer.ggml.model: not a string");
         return LLM_EINVAL;
     }
     if (gguf_str_eq(s, "gpt2")) {
@@ -742,7 +741,7 @@ load_kind(tok_vocab *v, const gguf_file *f, char *err, size_t err_len)
         v->kind = TOK_KIND_SPM;
     } else {
         llm_errf(err, err_len, "tokenizer.ggml.model '%.*s' not supported (gpt2, llama)",
-                (int)(s.len > 40 ? 40 : s.len), s.ptr);
+                 (int)(s.len > 40 ? 40 : s.len), s.ptr);
         return LLM_ENOTSUP;
     }
     if (v->kind != TOK_KIND_BPE)
@@ -762,8 +761,8 @@ load_kind(tok_vocab *v, const gguf_file *f, char *err, size_t err_len)
             return LLM_OK;
         }
     }
-    llm_errf(err, err_len, "tokenizer.ggml.pre '%.*s' not supported", (int)(s.len > 40 ? 40 : s.len),
-            s.ptr);
+    llm_errf(err, err_len, "tokenizer.ggml.pre '%.*s' not supported",
+             (int)(s.len > 40 ? 40 : s.len), s.ptr);
     return LLM_ENOTSUP;
 }
 

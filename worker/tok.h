@@ -44,9 +44,9 @@ void tok_vocab_free(tok_vocab *v);
 
 tok_kind tok_vocab_kind(const tok_vocab *v);
 int32_t tok_n_vocab(const tok_vocab *v);
-int32_t tok_bos(const tok_vocab *v);    // -1 if none
-int32_t tok_eos(const tok_vocab *v);    // -1 if none
-bool tok_add_bos(const tok_vocab *v);   // tokenizer.ggml.add_bos_token
+int32_t tok_bos(const tok_vocab *v);  // -1 if none
+int32_t tok_eos(const tok_vocab *v);  // -1 if none
+bool tok_add_bos(const tok_vocab *v); // tokenizer.ggml.add_bos_token
 /* tok_is_eog: true for tokens that end a generation (eos, eot, <|im_end|>, ...). */
 bool tok_is_eog(const tok_vocab *v, int32_t id);
 /* tok_find returns the id of the token whose text is exactly s, or -1. */
@@ -54,15 +54,15 @@ int32_t tok_find(const tok_vocab *v, const char *s);
 
 /* tok_encode tokenizes len bytes of text (any bytes). No BOS is added here.
  * *ids is malloc'ed (free with free()); LLM_OK or LLM_ENOMEM. */
-int tok_encode(const tok_vocab *v, const char *text, size_t len, bool parse_special,
-               int32_t **ids, size_t *n_ids);
+int tok_encode(const tok_vocab *v, const char *text, size_t len, bool parse_special, int32_t **ids,
+               size_t *n_ids);
 
 /* tok_token_bytes gives the bytes token id decodes to (a control token gives its text
  * only if render_special). The bytes may be a partial UTF-8 sequence. *len is set even
  * when cap is too small (then LLM_ERANGE and nothing useful in buf). LLM_EINVAL for an
  * id out of range. For SPM, a leading space marker is kept as a space. */
-int tok_token_bytes(const tok_vocab *v, int32_t id, bool render_special, char *buf,
-                    size_t cap, size_t *len);
+int tok_token_bytes(const tok_vocab *v, int32_t id, bool render_special, char *buf, size_t cap,
+                    size_t *len);
 
 /* tok_decode concatenates the bytes of ids (SPM: drops the one space the encoder put in
  * front when add_space_prefix is on). *out is malloc'ed and NUL-terminated (free()),
@@ -74,7 +74,7 @@ int tok_decode(const tok_vocab *v, const int32_t *ids, size_t n_ids, bool render
  * with the template's default system prompt when the first message is not a system
  * one), ending with the assistant header when add_assistant. *out is malloc'ed and
  * NUL-terminated. LLM_ENOTSUP if the model's template is not one we know. */
-int tok_chat_apply(const tok_vocab *v, const tok_chat_msg *msgs, size_t n_msgs,
-                   bool add_assistant, char **out);
+int tok_chat_apply(const tok_vocab *v, const tok_chat_msg *msgs, size_t n_msgs, bool add_assistant,
+                   char **out);
 
 #endif

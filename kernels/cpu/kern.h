@@ -90,10 +90,10 @@ kern_bf16 kern_float_to_bf16(float f);
 /* A borrowed view of a row-major matrix in any supported type. */
 typedef struct {
     llm_dtype type;
-    const void *data;  // [n_rows][row_bytes]
-    int64_t n_cols;    // elements per row (GGUF ne[0])
-    int64_t n_rows;    // GGUF ne[1]
-    size_t row_bytes;  // kern_row_size(type, n_cols)
+    const void *data; // [n_rows][row_bytes]
+    int64_t n_cols;   // elements per row (GGUF ne[0])
+    int64_t n_rows;   // GGUF ne[1]
+    size_t row_bytes; // kern_row_size(type, n_cols)
 } kern_mat;
 
 /* kern_matmul computes, for each of n_tok activation rows x_t and each weight row r in
@@ -102,9 +102,8 @@ typedef struct {
  * an input dimension; col0 must be a multiple of the type's block size. Each weight row
  * is decoded once and used for all n_tok rows (weights are read once per step).
  * scratch: at least n_in floats, private to the calling thread. */
-void kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x,
-                 int64_t x_stride, float *y, int64_t y_stride, int n_tok, int64_t row0,
-                 int64_t row1, float *scratch);
+void kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x, int64_t x_stride,
+                 float *y, int64_t y_stride, int n_tok, int64_t row0, int64_t row1, float *scratch);
 
 /* kern_get_row decodes row r of w into out[0..n_cols). */
 void kern_get_row(const kern_mat *w, int64_t r, float *out);

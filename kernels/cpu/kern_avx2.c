@@ -68,7 +68,7 @@ static inline void
 q4_block(const uint8_t *qs, const float *x, __m256 d, __m256 *acc, __m256 *xsum)
 {
     __m128i q = _mm_loadu_si128((const __m128i *)qs);
-    __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0f));               // elements 0..15
+    __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0f));                    // elements 0..15
     __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0f)); // 16..31
     __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
     __m256 x2 = _mm256_loadu_ps(x + 16), x3 = _mm256_loadu_ps(x + 24);

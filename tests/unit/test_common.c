@@ -85,15 +85,20 @@ END_TEST
 
 START_TEST(test_utf8_accepts_valid_and_finds_first_bad_byte)
 {
-    const char *ok[] = {"", "a", "\xc3\xa9", "\xe4\xb8\xad", "\xf0\x9f\x98\x80", "\xf4\x8f\xbf\xbf"};
+    const char *ok[] = {
+        "", "a", "\xc3\xa9", "\xe4\xb8\xad", "\xf0\x9f\x98\x80", "\xf4\x8f\xbf\xbf"};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
         ck_assert(utf8_valid(ok[i], strlen(ok[i]), NULL));
-    struct { const char *s; size_t at; } bad[] = {
-        {"ab\xff", 2},        {"\xc0\xaf", 0},         // overlong
-        {"x\xed\xa0\x80", 1}, // surrogate
+    struct {
+        const char *s;
+        size_t at;
+    } bad[] = {
+        {"ab\xff", 2},
+        {"\xc0\xaf", 0},         // overlong
+        {"x\xed\xa0\x80", 1},    // surrogate
         {"\xf4\x90\x80\x80", 0}, // above U+10FFFF
-        {"\xe4\xb8", 0},      // truncated
-        {"\x80", 0},          // lone continuation
+        {"\xe4\xb8", 0},         // truncated
+        {"\x80", 0},             // lone continuation
         {"ok\xf0\x9f\x98", 2},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

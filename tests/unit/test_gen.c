@@ -107,10 +107,17 @@ START_TEST(test_bytes_that_cannot_form_text_become_replacement_characters)
     sink s = {0};
     ck_assert_int_eq(gen_text_init(&t, NULL, 0), LLM_OK);
     ck_assert(!push(&t, &s, "a\xe3"));
-    ck_assert(!push(&t, &s, "\xe3" "b"));     // the first lead never got its continuation
-    ck_assert(!push(&t, &s, "\xff\x80" "c")); // never valid anywhere
+    ck_assert(!push(&t, &s,
+                    "\xe3"
+                    "b")); // the first lead never got its continuation
+    ck_assert(!push(&t, &s,
+                    "\xff\x80"
+                    "c")); // never valid anywhere
     ck_assert_int_eq(gen_text_flush(&t, collect, &s), LLM_OK);
-    ck_assert_str_eq(s.out, "a\xef\xbf\xbd\xef\xbf\xbd" "b" "\xef\xbf\xbd\xef\xbf\xbd" "c");
+    ck_assert_str_eq(s.out, "a\xef\xbf\xbd\xef\xbf\xbd"
+                            "b"
+                            "\xef\xbf\xbd\xef\xbf\xbd"
+                            "c");
 }
 END_TEST
 

@@ -18,8 +18,8 @@ test_tmp_path(char *buf, size_t n, const char *tag)
 {
     static int counter;
     const char *dir = getenv("TMPDIR");
-    snprintf(buf, n, "%s/llm-test-%d-%d-%s", dir && *dir ? dir : "/tmp", (int)getpid(),
-             counter++, tag);
+    snprintf(buf, n, "%s/llm-test-%d-%d-%s", dir && *dir ? dir : "/tmp", (int)getpid(), counter++,
+             tag);
 }
 
 /* test_tiny_model writes a tiny model of the given type and returns its path in buf. */

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const llm_dtype supported[] = {LLM_DTYPE_F32, LLM_DTYPE_F16, LLM_DTYPE_BF16,
+static const llm_dtype supported[] = {LLM_DTYPE_F32,  LLM_DTYPE_F16,  LLM_DTYPE_BF16,
                                       LLM_DTYPE_Q8_0, LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1};
 #define N_SUPPORTED (int)(sizeof(supported) / sizeof(supported[0]))
 
@@ -144,9 +144,8 @@ START_TEST(test_matmul_matches_reference_with_column_window)
                 double ref = 0;
                 for (int c = 0; c < 96; c++)
                     ref += (double)wd[32 + c] * x[k * 96 + c];
-                ck_assert_msg(fabs(y[k * ROWS + r - 5] - ref) < 1e-4,
-                              "%s row %d tok %d: %g vs %g", kern_type_name(ty), r, k,
-                              (double)y[k * ROWS + r - 5], ref);
+                ck_assert_msg(fabs(y[k * ROWS + r - 5] - ref) < 1e-4, "%s row %d tok %d: %g vs %g",
+                              kern_type_name(ty), r, k, (double)y[k * ROWS + r - 5], ref);
             }
         }
         free(q);

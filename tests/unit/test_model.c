@@ -13,7 +13,7 @@
 #include <math.h>
 #include <pthread.h>
 
-static const llm_dtype all_types[] = {LLM_DTYPE_F32, LLM_DTYPE_F16, LLM_DTYPE_BF16,
+static const llm_dtype all_types[] = {LLM_DTYPE_F32,  LLM_DTYPE_F16,  LLM_DTYPE_BF16,
                                       LLM_DTYPE_Q8_0, LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1};
 #define N_TYPES (int)(sizeof(all_types) / sizeof(all_types[0]))
 
