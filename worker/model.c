@@ -48,6 +48,7 @@ struct model_state {
     float *v;       // [max_tokens][kv_dim_local]
     float *att_out; // [max_tokens][q_dim_local]
     float *proj;    // [max_tokens][dim] output of wo / w_down (partial on a TP rank)
+    float *rope;    // [max_tokens][head_dim] cos/sin of each position's RoPE angles
     float *hb;      // [max_tokens][ffn_local] gate, then SwiGLU output
     float *hb2;     // [max_tokens][ffn_local] up
     float *scratch; // [n_threads][scratch_len] decoded weight rows / attention scores
@@ -405,10 +406,12 @@ model_state_new(const model *m, const model_shard *shard, int max_tokens, int n_
     int q_dim = n_kv * (c->n_heads / c->n_kv_heads) * c->head_dim;
     int kv_dim = n_kv * c->head_dim;
     int ffn = shard->ffn1 - shard->ffn0;
-    // Scratch holds one decoded weight row (up to max(dim, hidden, q_dim) floats) or
-    // one head's attention scores (up to the model's context length).
-    int sl = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
-    sl = sl > q_dim ? sl : q_dim;
+    // Scratch holds the decoded weight rows of a matmul (inputs are at most
+    // max(dim, hidden, q_dim) wide) or one head's attention scores (up to the model's
+    // context length).
+    int in = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
+    in = in > q_dim ? in : q_dim;
+    int sl = KERN_MATMUL_SCRATCH(in);
     sl = sl > c->ctx_len ? sl : c->ctx_len;
     s->scratch_len = (sl + 15) / 16 * 16; // whole cache lines per thread: no false sharing
     s->x = malloc(sizeof(float) * T * (size_t)c->dim);
@@ -418,11 +421,12 @@ model_state_new(const model *m, const model_shard *shard, int max_tokens, int n_
     s->v = malloc(sizeof(float) * T * (size_t)kv_dim);
     s->att_out = malloc(sizeof(float) * T * (size_t)q_dim);
     s->proj = malloc(sizeof(float) * T * (size_t)c->dim);
+    s->rope = malloc(sizeof(float) * T * (size_t)c->head_dim);
     s->hb = malloc(sizeof(float) * T * (size_t)ffn);
     s->hb2 = malloc(sizeof(float) * T * (size_t)ffn);
     s->scratch = malloc(sizeof(float) * (size_t)n_threads * (size_t)s->scratch_len);
-    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att_out || !s->proj || !s->hb ||
-        !s->hb2 || !s->scratch) {
+    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att_out || !s->proj || !s->rope ||
+        !s->hb || !s->hb2 || !s->scratch) {
         model_state_free(s);
         return LLM_ENOMEM;
     }
@@ -442,6 +446,7 @@ model_state_free(model_state *s)
     free(s->v);
     free(s->att_out);
     free(s->proj);
+    free(s->rope);
     free(s->hb);
     free(s->hb2);
     free(s->scratch);
@@ -543,13 +548,10 @@ att_run(void *ctx, int ith, int nth)
         int t = pi / j->n_q_local, h = pi % j->n_q_local, pos = j->pos0 + t;
         const float *q = s->q + (size_t)t * q_dim + (size_t)h * hd;
         int kvh = h / group;
-        for (int p = 0; p <= pos; p++)
-            att[p] = kern_dot_f32(q, kc + (size_t)p * kv_dim + (size_t)kvh * hd, hd) * scale;
+        kern_attn_scores(att, q, kc + (size_t)kvh * hd, kv_dim, pos + 1, hd, scale);
         kern_softmax(att, pos + 1);
         float *out = s->att_out + (size_t)t * q_dim + (size_t)h * hd;
-        memset(out, 0, sizeof(float) * (size_t)hd);
-        for (int p = 0; p <= pos; p++)
-            kern_axpy_f32(out, att[p], vc + (size_t)p * kv_dim + (size_t)kvh * hd, hd);
+        kern_attn_values(out, att, vc + (size_t)kvh * hd, kv_dim, pos + 1, hd);
     }
 }
 
@@ -584,8 +586,10 @@ model_forward(const model *m, model_state *s, model_kv *kv, const int32_t *token
     int q_dim = n_q * hd, kv_dim = n_kv * hd, ffn = sh->ffn1 - sh->ffn0;
     int rc = LLM_OK;
 
-    for (int t = 0; t < n_tok; t++)
+    for (int t = 0; t < n_tok; t++) {
         kern_get_row(&w->tok_embd, tokens[t], s->x + (size_t)t * dim);
+        kern_rope_table(s->rope + (size_t)t * hd, hd, pos0 + t, c->rope_theta); // all layers
+    }
 
     for (int l = 0; l < c->n_layers; l++) {
         const model_layer *L = &w->layers[l];
@@ -604,8 +608,9 @@ model_forward(const model *m, model_state *s, model_kv *kv, const int32_t *token
         float *kc = kv->k + (size_t)l * kv->n_ctx * kv_dim;
         float *vc = kv->v + (size_t)l * kv->n_ctx * kv_dim;
         for (int t = 0; t < n_tok; t++) {
-            kern_rope(s->q + (size_t)t * q_dim, n_q, hd, pos0 + t, c->rope_theta);
-            kern_rope(s->k + (size_t)t * kv_dim, n_kv, hd, pos0 + t, c->rope_theta);
+            const float *cs = s->rope + (size_t)t * hd;
+            kern_rope_apply(s->q + (size_t)t * q_dim, n_q, hd, cs);
+            kern_rope_apply(s->k + (size_t)t * kv_dim, n_kv, hd, cs);
             memcpy(kc + (size_t)(pos0 + t) * kv_dim, s->k + (size_t)t * kv_dim,
                    sizeof(float) * (size_t)kv_dim);
             memcpy(vc + (size_t)(pos0 + t) * kv_dim, s->v + (size_t)t * kv_dim,

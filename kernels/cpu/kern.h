@@ -101,7 +101,8 @@ typedef struct {
  * The column window [col0, col0 + n_in) lets a tensor-parallel rank use its slice of
  * an input dimension; col0 must be a multiple of the type's block size. Each weight row
  * is decoded once and used for all n_tok rows (weights are read once per step).
- * scratch: at least n_in floats, private to the calling thread. */
+ * scratch: at least KERN_MATMUL_SCRATCH(n_in) floats, private to the calling thread. */
+#define KERN_MATMUL_SCRATCH(n_in) (4 * (n_in)) // up to four decoded rows at a time
 void kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x, int64_t x_stride,
                  float *y, int64_t y_stride, int n_tok, int64_t row0, int64_t row1, float *scratch);
 
@@ -119,6 +120,19 @@ void kern_rmsnorm(float *out, const float *x, const float *w, int64_t n, float e
 /* Rotates adjacent pairs (x[2i], x[2i+1]) of each of n_heads heads of head_dim floats
  * by angle pos * theta^(-2i/head_dim) (GGUF llama "normal" RoPE). */
 void kern_rope(float *x, int n_heads, int head_dim, int pos, float theta);
+/* The same in two halves, so a step computes each position's angles once for all
+ * layers: kern_rope_table fills cs[2i], cs[2i+1] = cos, sin of pair i's angle
+ * (head_dim floats), kern_rope_apply rotates with them. */
+void kern_rope_table(float *cs, int head_dim, int pos, float theta);
+void kern_rope_apply(float *x, int n_heads, int head_dim, const float *cs);
+/* att[p] = scale * dot(q[0..hd), k[p * k_stride + 0..hd)) for p < n_pos: one query's
+ * attention scores against n_pos cached keys. */
+void kern_attn_scores(float *att, const float *q, const float *k, int64_t k_stride, int n_pos,
+                      int hd, float scale);
+/* out[0..hd) = sum over p < n_pos of att[p] * v[p * v_stride + 0..hd): the
+ * attention-weighted sum of value vectors. */
+void kern_attn_values(float *out, const float *att, const float *v, int64_t v_stride, int n_pos,
+                      int hd);
 /* In-place softmax over n floats (max-subtracted). */
 void kern_softmax(float *x, int64_t n);
 /* gate[i] = silu(gate[i]) * up[i] */

@@ -15,6 +15,10 @@ typedef float (*kern_row_dot_fn)(const void *w, const float *x, int64_t n);
 
 /* Scalar reference implementations (kern_ops.c). */
 float kern__dot_f32_scalar(const float *a, const float *b, int64_t n);
+void kern__attn_scores_scalar(float *att, const float *q, const float *k, int64_t k_stride,
+                              int n_pos, int hd, float scale);
+void kern__attn_values_scalar(float *out, const float *att, const float *v, int64_t v_stride,
+                              int n_pos, int hd);
 /* The definition of a row dot: decode 32 elements at a time, then multiply. Any
  * supported type; n a multiple of 32. */
 float kern__row_dot_ref(llm_dtype t, const void *w, const float *x, int64_t n);
@@ -28,5 +32,12 @@ float kern__dot_f32_avx2(const float *a, const float *b, int64_t n);
 float kern__row_dot_q4_0_avx2(const void *w, const float *x, int64_t n);
 float kern__row_dot_q4_1_avx2(const void *w, const float *x, int64_t n);
 float kern__row_dot_q8_0_avx2(const void *w, const float *x, int64_t n);
+/* y[t * y_stride + r] = dot(w[r * w_stride ..], x[t * x_stride ..]) for r < 4, t < 3. */
+void kern__gemm_4x3_f32_avx2(const float *w, int64_t w_stride, const float *x, int64_t x_stride,
+                             int64_t n, float *y, int64_t y_stride);
+void kern__attn_scores_avx2(float *att, const float *q, const float *k, int64_t k_stride, int n_pos,
+                            int hd, float scale);
+void kern__attn_values_avx2(float *out, const float *att, const float *v, int64_t v_stride,
+                            int n_pos, int hd);
 
 #endif

@@ -6,12 +6,20 @@
 
 #include "kern_internal.h"
 
+#include <assert.h>
 #include <math.h>
 #include <pthread.h>
 
 typedef float (*dot_fn)(const float *, const float *, int64_t);
 
+typedef void (*gemm_fn)(const float *, int64_t, const float *, int64_t, int64_t, float *, int64_t);
+typedef void (*attn_values_fn)(float *, const float *, const float *, int64_t, int, int);
+typedef void (*attn_scores_fn)(float *, const float *, const float *, int64_t, int, int, float);
+
 static dot_fn dot_impl = kern__dot_f32_scalar;
+static gemm_fn gemm_4x3_impl; // NULL: plain dots
+static attn_values_fn attn_values_impl = kern__attn_values_scalar;
+static attn_scores_fn attn_scores_impl = kern__attn_scores_scalar;
 static kern_row_dot_fn row_dot_impl[LLM_DTYPE_COUNT]; // fused decode+dot, NULL = none
 static const char *simd_name = "scalar";
 static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
@@ -26,6 +34,9 @@ simd_select(void)
 #if defined(LLM_KERN_HAVE_AVX2)
     if (kern__cpu_has_avx2()) {
         dot_impl = kern__dot_f32_avx2;
+        gemm_4x3_impl = kern__gemm_4x3_f32_avx2;
+        attn_values_impl = kern__attn_values_avx2;
+        attn_scores_impl = kern__attn_scores_avx2;
         row_dot_impl[LLM_DTYPE_Q4_0] = kern__row_dot_q4_0_avx2;
         row_dot_impl[LLM_DTYPE_Q4_1] = kern__row_dot_q4_1_avx2;
         row_dot_impl[LLM_DTYPE_Q8_0] = kern__row_dot_q8_0_avx2;
@@ -112,7 +123,32 @@ kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x, int64
         }
         return;
     }
-    for (int64_t r = row0; r < row1; r++) {
+    int64_t r = row0;
+    if (gemm_4x3_impl && n_tok >= 3) {
+        // Four rows at a time (decoded unless they are F32 already), tokens three at a
+        // time through the register-blocked kernel, leftover tokens by plain dots.
+        for (; r + 4 <= row1; r += 4) {
+            const char *row = (const char *)w->data + (size_t)r * w->row_bytes + col_off;
+            const float *wr = scratch;
+            int64_t ws = n_in;
+            if (w->type == LLM_DTYPE_F32) {
+                wr = (const float *)row;
+                ws = (int64_t)(w->row_bytes / sizeof(float));
+            } else {
+                for (int k = 0; k < 4; k++)
+                    tr->to_float(row + (size_t)k * w->row_bytes, scratch + k * n_in, n_in);
+            }
+            float *yr = y + (r - row0);
+            int t = 0;
+            for (; t + 3 <= n_tok; t += 3)
+                gemm_4x3_impl(wr, ws, x + t * x_stride, x_stride, n_in, yr + t * y_stride,
+                              y_stride);
+            for (; t < n_tok; t++)
+                for (int k = 0; k < 4; k++)
+                    yr[t * y_stride + k] = dot_impl(wr + k * ws, x + t * x_stride, n_in);
+        }
+    }
+    for (; r < row1; r++) {
         const char *row = (const char *)w->data + (size_t)r * w->row_bytes + col_off;
         const float *wr;
         if (w->type == LLM_DTYPE_F32) {
@@ -127,6 +163,39 @@ kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x, int64
 }
 
 void
+kern__attn_scores_scalar(float *att, const float *q, const float *k, int64_t k_stride, int n_pos,
+                         int hd, float scale)
+{
+    for (int p = 0; p < n_pos; p++)
+        att[p] = scale * kern__dot_f32_scalar(q, k + (int64_t)p * k_stride, hd);
+}
+
+void
+kern_attn_scores(float *att, const float *q, const float *k, int64_t k_stride, int n_pos, int hd,
+                 float scale)
+{
+    pthread_once(&simd_once, simd_select);
+    attn_scores_impl(att, q, k, k_stride, n_pos, hd, scale);
+}
+
+void
+kern__attn_values_scalar(float *out, const float *att, const float *v, int64_t v_stride, int n_pos,
+                         int hd)
+{
+    for (int c = 0; c < hd; c++)
+        out[c] = 0.0f;
+    for (int p = 0; p < n_pos; p++)
+        kern_axpy_f32(out, att[p], v + (int64_t)p * v_stride, hd);
+}
+
+void
+kern_attn_values(float *out, const float *att, const float *v, int64_t v_stride, int n_pos, int hd)
+{
+    pthread_once(&simd_once, simd_select);
+    attn_values_impl(out, att, v, v_stride, n_pos, hd);
+}
+
+void
 kern_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps)
 {
     double ss = 0.0; // double: the sum of squares of a few thousand floats loses digits
@@ -138,19 +207,35 @@ kern_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps)
 }
 
 void
-kern_rope(float *x, int n_heads, int head_dim, int pos, float theta)
+kern_rope_table(float *cs, int head_dim, int pos, float theta)
 {
     for (int i = 0; i < head_dim / 2; i++) {
-        double freq = pow((double)theta, -2.0 * i / head_dim);
-        double ang = (double)pos * freq;
-        float c = (float)cos(ang), s = (float)sin(ang);
-        for (int h = 0; h < n_heads; h++) {
-            float *p = x + h * head_dim + 2 * i;
-            float x0 = p[0], x1 = p[1];
-            p[0] = x0 * c - x1 * s;
-            p[1] = x0 * s + x1 * c;
+        double ang = (double)pos * pow((double)theta, -2.0 * i / head_dim);
+        cs[2 * i] = (float)cos(ang);
+        cs[2 * i + 1] = (float)sin(ang);
+    }
+}
+
+void
+kern_rope_apply(float *x, int n_heads, int head_dim, const float *cs)
+{
+    for (int h = 0; h < n_heads; h++) {
+        float *p = x + h * head_dim;
+        for (int i = 0; i < head_dim / 2; i++) {
+            float c = cs[2 * i], s = cs[2 * i + 1], x0 = p[2 * i], x1 = p[2 * i + 1];
+            p[2 * i] = x0 * c - x1 * s;
+            p[2 * i + 1] = x0 * s + x1 * c;
         }
     }
+}
+
+void
+kern_rope(float *x, int n_heads, int head_dim, int pos, float theta)
+{
+    float cs[512];
+    assert(head_dim <= 512);
+    kern_rope_table(cs, head_dim, pos, theta);
+    kern_rope_apply(x, n_heads, head_dim, cs);
 }
 
 void

@@ -119,15 +119,18 @@ START_TEST(test_quantizers_stay_within_half_a_step)
 }
 END_TEST
 
+/* Token counts 1, 3 and 7 and 33 rows take every path: fused row dots, the 4x3
+ * register-blocked kernel with leftover tokens, and leftover rows. */
 START_TEST(test_matmul_matches_reference_with_column_window)
 {
-    enum { COLS = 128, ROWS = 40, TOK = 3 };
+    enum { COLS = 128, ROWS = 40, TOK = 7 };
     unsigned s = 3;
     float w[ROWS * COLS], x[TOK * 96], wd[COLS];
     for (int i = 0; i < ROWS * COLS; i++)
         w[i] = frand(&s);
     for (int i = 0; i < TOK * 96; i++)
         x[i] = frand(&s);
+    const int toks[] = {1, 3, 7};
     for (int t = 0; t < N_SUPPORTED; t++) {
         llm_dtype ty = supported[t];
         size_t rb = kern_row_size(ty, COLS);
@@ -135,20 +138,60 @@ START_TEST(test_matmul_matches_reference_with_column_window)
         for (int r = 0; r < ROWS; r++)
             kern_type(ty)->from_float(w + r * COLS, (char *)q + r * rb, COLS);
         kern_mat m = {ty, q, COLS, ROWS, rb};
-        float y[TOK * ROWS], scratch[COLS];
-        // rows [5, 37), columns [32, 128): a tensor-parallel style slice
-        kern_matmul(&m, 32, 96, x, 96, y, ROWS, TOK, 5, 37, scratch);
-        for (int r = 5; r < 37; r++) {
-            kern_get_row(&m, r, wd);
-            for (int k = 0; k < TOK; k++) {
-                double ref = 0;
-                for (int c = 0; c < 96; c++)
-                    ref += (double)wd[32 + c] * x[k * 96 + c];
-                ck_assert_msg(fabs(y[k * ROWS + r - 5] - ref) < 1e-4, "%s row %d tok %d: %g vs %g",
-                              kern_type_name(ty), r, k, (double)y[k * ROWS + r - 5], ref);
+        for (int ti = 0; ti < 3; ti++) {
+            int n_tok = toks[ti];
+            float y[TOK * ROWS], scratch[KERN_MATMUL_SCRATCH(COLS)];
+            // rows [5, 38), columns [32, 128): a tensor-parallel style slice
+            kern_matmul(&m, 32, 96, x, 96, y, ROWS, n_tok, 5, 38, scratch);
+            for (int r = 5; r < 38; r++) {
+                kern_get_row(&m, r, wd);
+                for (int k = 0; k < n_tok; k++) {
+                    double ref = 0;
+                    for (int c = 0; c < 96; c++)
+                        ref += (double)wd[32 + c] * x[k * 96 + c];
+                    ck_assert_msg(fabs(y[k * ROWS + r - 5] - ref) < 1e-4,
+                                  "%s n_tok %d row %d tok %d: %g vs %g", kern_type_name(ty), n_tok,
+                                  r, k, (double)y[k * ROWS + r - 5], ref);
+                }
             }
         }
         free(q);
+    }
+}
+END_TEST
+
+START_TEST(test_attention_scores_and_values_match_the_scalar_sums)
+{
+    enum { HD = 80, POS = 37, STRIDE = 200 };
+    static float v[POS * STRIDE];
+    float att[POS], out[HD], ref[HD];
+    unsigned s = 9;
+    for (int i = 0; i < POS * STRIDE; i++)
+        v[i] = frand(&s);
+    for (int p = 0; p < POS; p++)
+        att[p] = (frand(&s) + 1.0f) / POS;
+    const int n_pos[] = {1, 2, POS};
+    float q[HD], scores[POS], scores_ref[POS];
+    for (int c = 0; c < HD; c++)
+        q[c] = frand(&s);
+    for (int i = 0; i < 3; i++) {
+        kern_attn_scores(scores, q, v + 8, STRIDE, n_pos[i], HD, 0.5f);
+        kern__attn_scores_scalar(scores_ref, q, v + 8, STRIDE, n_pos[i], HD, 0.5f);
+        for (int p = 0; p < n_pos[i]; p++) {
+            double want = 0;
+            for (int c = 0; c < HD; c++)
+                want += (double)q[c] * v[8 + p * STRIDE + c];
+            ck_assert(fabs(scores[p] - 0.5 * want) < 1e-5 &&
+                      fabs(scores_ref[p] - 0.5 * want) < 1e-5);
+        }
+        kern_attn_values(out, att, v + 16, STRIDE, n_pos[i], HD);
+        kern__attn_values_scalar(ref, att, v + 16, STRIDE, n_pos[i], HD);
+        for (int c = 0; c < HD; c++) {
+            double want = 0;
+            for (int p = 0; p < n_pos[i]; p++)
+                want += (double)att[p] * v[16 + p * STRIDE + c];
+            ck_assert(fabs(out[c] - want) < 1e-5 && fabs(ref[c] - want) < 1e-5);
+        }
     }
 }
 END_TEST
@@ -197,7 +240,7 @@ START_TEST(test_fused_row_dots_match_the_reference)
                           kern_type_name(ty), (double)fused(q, x, N), (double)ref);
         // and kern_matmul's one-token path (fused or not) agrees too
         kern_mat m = {ty, q, N, 1, kern_row_size(ty, N)};
-        float y, scratch[N];
+        float y, scratch[KERN_MATMUL_SCRATCH(N)];
         kern_matmul(&m, 0, N, x, N, &y, 1, 1, 0, 1, scratch);
         ck_assert(fabsf(y - ref) <= 1e-4f * (1 + fabsf(ref)));
         free(q);
@@ -235,7 +278,12 @@ START_TEST(test_rmsnorm_softmax_rope_swiglu)
     memcpy(h0, h, sizeof(h));
     kern_rope(h, 2, 4, 0, 10000.0f);
     ck_assert(memcmp(h, h0, sizeof(h)) == 0);
+    float h2[8], cs[4];
+    memcpy(h2, h, sizeof(h));
     kern_rope(h, 2, 4, 3, 10000.0f);
+    kern_rope_table(cs, 4, 3, 10000.0f);
+    kern_rope_apply(h2, 2, 4, cs);
+    ck_assert(memcmp(h, h2, sizeof(h)) == 0);
     ck_assert(fabs(h[0] - (cos(3.0) * 1 - sin(3.0) * 2)) < 1e-5);
     double ang = 3.0 * pow(10000.0, -0.5);
     ck_assert(fabs(h[7] - (sin(ang) * 7 + cos(ang) * 8)) < 1e-5);
@@ -264,6 +312,7 @@ kern_suite(void)
     tcase_add_test(tc, test_matmul_matches_reference_with_column_window);
     tcase_add_test(tc, test_simd_dot_matches_scalar_at_every_length);
     tcase_add_test(tc, test_fused_row_dots_match_the_reference);
+    tcase_add_test(tc, test_attention_scores_and_values_match_the_scalar_sums);
     tcase_add_test(tc, test_rmsnorm_softmax_rope_swiglu);
     suite_add_tcase(s, tc);
     return s;
