@@ -525,12 +525,12 @@ gate_up_run(void *ctx, int ith, int nth)
 typedef struct {
     const model_config *c;
     model_state *s;
-    model_kv *kv;
-    int layer, n_tok, pos0, n_q_local, n_kv_local;
+    const model_batch *b;
+    int layer, n_q_local, n_kv_local;
 } att_job;
 
 /* Causal attention for each (token, local query head) pair, split across threads.
- * Each pair reads keys/values of positions 0..pos from the cache. */
+ * Each pair reads keys/values of positions 0..pos from its own sequence's cache. */
 static void
 att_run(void *ctx, int ith, int nth)
 {
@@ -540,12 +540,13 @@ att_run(void *ctx, int ith, int nth)
     int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
     int q_dim = j->n_q_local * hd, kv_dim = j->n_kv_local * hd;
     float *att = s->scratch + (size_t)ith * (size_t)s->scratch_len;
-    const float *kc = j->kv->k + (size_t)j->layer * j->kv->n_ctx * kv_dim;
-    const float *vc = j->kv->v + (size_t)j->layer * j->kv->n_ctx * kv_dim;
     float scale = 1.0f / sqrtf((float)hd);
-    int pairs = j->n_tok * j->n_q_local;
+    int pairs = j->b->n_tok * j->n_q_local;
     for (int pi = pairs * ith / nth; pi < pairs * (ith + 1) / nth; pi++) {
-        int t = pi / j->n_q_local, h = pi % j->n_q_local, pos = j->pos0 + t;
+        int t = pi / j->n_q_local, h = pi % j->n_q_local, pos = j->b->pos[t];
+        const model_kv *kv = j->b->kv[t];
+        const float *kc = kv->k + (size_t)j->layer * kv->n_ctx * kv_dim;
+        const float *vc = kv->v + (size_t)j->layer * kv->n_ctx * kv_dim;
         const float *q = s->q + (size_t)t * q_dim + (size_t)h * hd;
         int kvh = h / group;
         kern_attn_scores(att, q, kc + (size_t)kvh * hd, kv_dim, pos + 1, hd, scale);
@@ -570,27 +571,66 @@ int
 model_forward(const model *m, model_state *s, model_kv *kv, const int32_t *tokens, int n_tok,
               int pos0, pool *p, model_allreduce_fn allreduce, void *ar_ctx, float *logits)
 {
+    if (n_tok < 1 || n_tok > s->max_tokens)
+        return LLM_EINVAL;
+    if (pos0 < 0 || pos0 > kv->n_ctx - n_tok)
+        return LLM_ERANGE;
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n_tok);
+    model_kv **kvs = malloc(sizeof(model_kv *) * (size_t)n_tok);
+    bool *want = calloc((size_t)n_tok, sizeof(bool));
+    int rc = LLM_ENOMEM;
+    if (pos && kvs && want) {
+        for (int t = 0; t < n_tok; t++) {
+            pos[t] = pos0 + t;
+            kvs[t] = kv;
+        }
+        want[n_tok - 1] = logits != NULL;
+        model_batch b = {n_tok, tokens, pos, kvs, want, logits};
+        rc = model_forward_batch(m, s, &b, p, allreduce, ar_ctx);
+    }
+    free(pos);
+    free(kvs);
+    free(want);
+    return rc;
+}
+
+static int
+batch_check(const model *m, const model_state *s, const model_batch *b, pool *p)
+{
+    const model_config *c = &m->cfg;
+    int kv_dim = (s->shard.kv_head1 - s->shard.kv_head0) * c->head_dim;
+    if (b->n_tok < 1 || b->n_tok > s->max_tokens || pool_n_threads(p) > s->n_threads)
+        return LLM_EINVAL;
+    for (int t = 0; t < b->n_tok; t++) {
+        if (b->tokens[t] < 0 || b->tokens[t] >= c->vocab_size || !b->kv[t] ||
+            b->kv[t]->kv_dim != kv_dim || b->kv[t]->n_layers != c->n_layers)
+            return LLM_EINVAL;
+        if (b->pos[t] < 0 || b->pos[t] >= b->kv[t]->n_ctx || b->pos[t] >= c->ctx_len)
+            return LLM_ERANGE;
+    }
+    return LLM_OK;
+}
+
+int
+model_forward_batch(const model *m, model_state *s, const model_batch *b, pool *p,
+                    model_allreduce_fn allreduce, void *ar_ctx)
+{
     const model_config *c = &m->cfg;
     const model_weights *w = &m->w;
-    if (n_tok < 1 || n_tok > s->max_tokens || pool_n_threads(p) > s->n_threads)
-        return LLM_EINVAL;
-    if (pos0 < 0 || pos0 > kv->n_ctx - n_tok || pos0 > c->ctx_len - n_tok)
-        return LLM_ERANGE;
-    for (int t = 0; t < n_tok; t++)
-        if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
-            return LLM_EINVAL;
+    int rc = batch_check(m, s, b, p);
+    if (rc != LLM_OK)
+        return rc;
 
     const model_shard *sh = &s->shard;
+    int n_tok = b->n_tok;
     int hd = c->head_dim, group = c->n_heads / c->n_kv_heads, dim = c->dim;
     int n_kv = sh->kv_head1 - sh->kv_head0, n_q = n_kv * group;
     int q_dim = n_q * hd, kv_dim = n_kv * hd, ffn = sh->ffn1 - sh->ffn0;
-    int rc = LLM_OK;
 
     for (int t = 0; t < n_tok; t++) {
-        kern_get_row(&w->tok_embd, tokens[t], s->x + (size_t)t * dim);
-        kern_rope_table(s->rope + (size_t)t * hd, hd, pos0 + t, c->rope_theta); // all layers
+        kern_get_row(&w->tok_embd, b->tokens[t], s->x + (size_t)t * dim);
+        kern_rope_table(s->rope + (size_t)t * hd, hd, b->pos[t], c->rope_theta); // all layers
     }
-
     for (int l = 0; l < c->n_layers; l++) {
         const model_layer *L = &w->layers[l];
         for (int t = 0; t < n_tok; t++)
@@ -604,19 +644,17 @@ model_forward(const model *m, model_state *s, model_kv *kv, const int32_t *token
         mm1(&qkv, &L->wv, (int64_t)sh->kv_head0 * hd, kv_dim, s->v, kv_dim);
         pool_run(p, mm_run, &qkv);
 
-        // RoPE, then append K and V at their positions.
-        float *kc = kv->k + (size_t)l * kv->n_ctx * kv_dim;
-        float *vc = kv->v + (size_t)l * kv->n_ctx * kv_dim;
+        // RoPE, then append K and V at their positions, all before attention reads them.
         for (int t = 0; t < n_tok; t++) {
             const float *cs = s->rope + (size_t)t * hd;
+            model_kv *kv = b->kv[t];
+            size_t at = ((size_t)l * kv->n_ctx + (size_t)b->pos[t]) * kv_dim;
             kern_rope_apply(s->q + (size_t)t * q_dim, n_q, hd, cs);
             kern_rope_apply(s->k + (size_t)t * kv_dim, n_kv, hd, cs);
-            memcpy(kc + (size_t)(pos0 + t) * kv_dim, s->k + (size_t)t * kv_dim,
-                   sizeof(float) * (size_t)kv_dim);
-            memcpy(vc + (size_t)(pos0 + t) * kv_dim, s->v + (size_t)t * kv_dim,
-                   sizeof(float) * (size_t)kv_dim);
+            memcpy(kv->k + at, s->k + (size_t)t * kv_dim, sizeof(float) * (size_t)kv_dim);
+            memcpy(kv->v + at, s->v + (size_t)t * kv_dim, sizeof(float) * (size_t)kv_dim);
         }
-        att_job aj = {c, s, kv, l, n_tok, pos0, n_q, n_kv};
+        att_job aj = {c, s, b, l, n_q, n_kv};
         pool_run(p, att_run, &aj);
 
         // Output projection over this rank's columns of wo; ranks' partials are summed.
@@ -651,11 +689,15 @@ model_forward(const model *m, model_state *s, model_kv *kv, const int32_t *token
             s->x[i] += s->proj[i];
     }
 
-    if (logits) {
-        float *last = s->xb + (size_t)(n_tok - 1) * dim;
-        kern_rmsnorm(last, s->x + (size_t)(n_tok - 1) * dim, w->out_norm, dim, c->norm_eps);
-        mm_job out = {.x = last, .x_stride = dim, .col0 = 0, .n_in = dim, .n_tok = 1, .s = s};
-        mm1(&out, &w->output, 0, c->vocab_size, logits, c->vocab_size);
+    // Final norm of the tokens that want logits, gathered into xb, then one matmul.
+    int n_out = 0;
+    for (int t = 0; t < n_tok; t++)
+        if (b->want_logits && b->want_logits[t])
+            kern_rmsnorm(s->xb + (size_t)n_out++ * dim, s->x + (size_t)t * dim, w->out_norm, dim,
+                         c->norm_eps);
+    if (n_out > 0) {
+        mm_job out = {.x = s->xb, .x_stride = dim, .col0 = 0, .n_in = dim, .n_tok = n_out, .s = s};
+        mm1(&out, &w->output, 0, c->vocab_size, b->logits, c->vocab_size);
         pool_run(p, mm_run, &out);
     }
     return LLM_OK;

@@ -102,13 +102,32 @@ int model_state_new(const model *m, const model_shard *shard, int max_tokens, in
                     model_state **out);
 void model_state_free(model_state *s);
 
-/* model_forward runs n_tok tokens at positions pos0 .. pos0 + n_tok - 1 of the sequence
- * whose cache is kv, writing their keys and values into it. When logits is not NULL it
- * receives the vocab_size logits of the last token. allreduce may be NULL (one rank).
- * Returns LLM_OK, LLM_EINVAL (n_tok outside 1..max_tokens, a token id out of range) or
- * LLM_ERANGE (positions past the cache), or what allreduce returned. */
+/* model_forward (one sequence; a wrapper over model_forward_batch) runs n_tok tokens at
+ * positions pos0 .. pos0 + n_tok - 1 of the sequence whose cache is kv, writing their keys and
+ * values into it. When logits is not NULL it receives the vocab_size logits of the last token.
+ * allreduce may be NULL (one rank). Returns LLM_OK, LLM_EINVAL (n_tok outside 1..max_tokens, a
+ * token id out of range) or LLM_ERANGE (positions past the cache), or what allreduce returned. */
 int model_forward(const model *m, model_state *s, model_kv *kv, const int32_t *tokens, int n_tok,
                   int pos0, pool *p, model_allreduce_fn allreduce, void *ar_ctx, float *logits);
+
+/* One step over tokens of any number of sequences: token i sits at position pos[i] of the
+ * sequence whose cache is kv[i]. Tokens of one sequence must have distinct positions, and
+ * every earlier position of that sequence must already be in its cache or in this step
+ * (continuous batching: prefill chunks and decode tokens of many sequences together). */
+typedef struct {
+    int n_tok;
+    const int32_t *tokens;   // [n_tok]
+    const int32_t *pos;      // [n_tok]
+    model_kv *const *kv;     // [n_tok]
+    const bool *want_logits; // [n_tok], or NULL for none
+    float *logits;           // [number of want_logits][vocab_size], in token order
+} model_batch;
+
+/* model_forward_batch runs one step over b. Returns LLM_OK, LLM_EINVAL (n_tok outside
+ * 1..max_tokens, a token id out of range, a NULL or mismatched cache), LLM_ERANGE (a
+ * position outside its cache or the model's context) or what allreduce returned. */
+int model_forward_batch(const model *m, model_state *s, const model_batch *b, pool *p,
+                        model_allreduce_fn allreduce, void *ar_ctx);
 
 /* model_weight_bytes is the bytes of weights read per decoded token (all matrices, one
  * embedding row, norms): the numerator of the memory-bandwidth bound. */

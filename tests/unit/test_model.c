@@ -195,6 +195,60 @@ START_TEST(test_two_shards_with_allreduce_equal_the_whole_model)
 }
 END_TEST
 
+/* Three sequences in one batch — one prefilling 5 tokens, two decoding — give the same
+ * logits as each run on its own: continuous batching does not change results. */
+START_TEST(test_batch_of_sequences_equals_separate_runs)
+{
+    char path[256];
+    model *m = load_tiny(LLM_DTYPE_Q4_1, false, path, sizeof(path));
+    const model_config *c = model_get_config(m);
+    int V = c->vocab_size;
+    model_shard sh = model_full_shard(m);
+    model_state *s = NULL;
+    model_kv *kv[3];
+    ck_assert_int_eq(model_state_new(m, &sh, 16, 2, &s), LLM_OK);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(model_kv_new(m, &sh, 32, &kv[i]), LLM_OK);
+    pool *p = NULL;
+    ck_assert_int_eq(pool_new(2, &p), LLM_OK);
+    // Sequences 1 and 2 have 4 and 7 tokens of history already.
+    ck_assert_int_eq(model_forward(m, s, kv[1], toks, 4, 0, p, NULL, NULL, NULL), LLM_OK);
+    ck_assert_int_eq(model_forward(m, s, kv[2], toks + 3, 7, 0, p, NULL, NULL, NULL), LLM_OK);
+    int32_t tk[7] = {toks[0], toks[1], toks[2], toks[3], toks[4], toks[4], toks[10]};
+    int32_t pos[7] = {0, 1, 2, 3, 4, 4, 7};
+    model_kv *kvs[7] = {kv[0], kv[0], kv[0], kv[0], kv[0], kv[1], kv[2]};
+    bool want[7] = {false, false, false, false, true, true, true};
+    float *got = malloc(sizeof(float) * 3 * V), *want_l = malloc(sizeof(float) * V);
+    model_batch b = {7, tk, pos, kvs, want, got};
+    ck_assert_int_eq(model_forward_batch(m, s, &b, p, NULL, NULL), LLM_OK);
+    // References: each sequence alone.
+    int32_t seq1[5] = {toks[0], toks[1], toks[2], toks[3], toks[4]};
+    int32_t seq2[8] = {toks[3], toks[4], toks[5], toks[6], toks[7], toks[8], toks[9], toks[10]};
+    const int32_t *refs[3] = {toks, seq1, seq2};
+    int lens[3] = {5, 5, 8};
+    for (int i = 0; i < 3; i++) {
+        run(m, refs[i], lens[i], 1, 1, want_l);
+        for (int k = 0; k < V; k++)
+            ck_assert_msg(fabsf(got[i * V + k] - want_l[k]) < 1e-4f, "seq %d logit %d", i, k);
+    }
+    // A cache of another shape, a NULL cache and a position past the cache are refused.
+    model_kv *bad[7] = {kv[0], kv[0], kv[0], kv[0], kv[0], NULL, kv[2]};
+    b.kv = bad;
+    ck_assert_int_eq(model_forward_batch(m, s, &b, p, NULL, NULL), LLM_EINVAL);
+    b.kv = kvs;
+    pos[6] = 32;
+    ck_assert_int_eq(model_forward_batch(m, s, &b, p, NULL, NULL), LLM_ERANGE);
+    free(got);
+    free(want_l);
+    pool_free(p);
+    for (int i = 0; i < 3; i++)
+        model_kv_free(kv[i]);
+    model_state_free(s);
+    model_free(m);
+    unlink(path);
+}
+END_TEST
+
 START_TEST(test_forward_refuses_bad_calls)
 {
     char path[256];
@@ -300,6 +354,7 @@ model_suite(void)
     tcase_add_test(tc, test_batched_steps_equal_single_token_steps);
     tcase_add_test(tc, test_thread_count_does_not_change_logits);
     tcase_add_test(tc, test_two_shards_with_allreduce_equal_the_whole_model);
+    tcase_add_test(tc, test_batch_of_sequences_equals_separate_runs);
     tcase_add_test(tc, test_forward_refuses_bad_calls);
     tcase_add_test(tc, test_generation_respects_max_tokens_and_context);
     tcase_add_test(tc, test_load_names_what_is_wrong);
