@@ -2,12 +2,16 @@
  * engine_bench.c - llm-engine-bench: single-stream engine speed on one machine.
  *
  *   llm-engine-bench --model M [--threads 1,2] [--prompt-tokens 512] [--decode-tokens 128]
+ *                    [--batch 1,4,16,64]
  *
  * For each thread count it measures the memory bandwidth (STREAM triad, a = b + s*c,
  * over arrays far larger than the caches), prompt processing (prefill of a fixed
  * pseudo-random prompt, in 64-token steps) and decode (one token per step, after a
  * short prompt), and prints a Markdown table with decode as a fraction of the bandwidth
  * bound: bandwidth / bytes of weights read per token. Best of --reps runs.
+ * --batch adds batched decode at the last thread count: B sequences with 32-token
+ * prompts decode 64 tokens each, one token per sequence per step, and the table gives
+ * aggregate tok/s and the time of one step (each sequence's per-token latency).
  */
 #include "args.h"
 #include "llm_err.h"
@@ -104,10 +108,63 @@ out:
     return rc;
 }
 
+#define BATCH_PROMPT 32
+#define BATCH_DECODE 64
+
+/* Batched decode: n_seq sequences step together. Returns aggregate tok/s and step ms. */
+static int
+bench_batch(const model *m, pool *p, int n_threads, int n_seq, double *tok_s, double *step_ms)
+{
+    const model_config *c = model_get_config(m);
+    model_shard sh = model_full_shard(m);
+    model_state *st = NULL;
+    model_kv **kv = calloc((size_t)n_seq, sizeof(model_kv *));
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)n_seq),
+            *pos = malloc(sizeof(int32_t) * (size_t)n_seq);
+    bool *want = malloc(sizeof(bool) * (size_t)n_seq);
+    float *logits = malloc(sizeof(float) * (size_t)n_seq * (size_t)c->vocab_size);
+    int32_t prompt[BATCH_PROMPT];
+    int rc = LLM_ENOMEM;
+    if (!kv || !tok || !pos || !want || !logits)
+        goto out;
+    int step = n_seq > STEP_TOKENS ? n_seq : STEP_TOKENS;
+    if ((rc = model_state_new(m, &sh, step, n_threads, &st)) != LLM_OK)
+        goto out;
+    for (int i = 0; i < BATCH_PROMPT; i++)
+        prompt[i] = (int32_t)((i * 7919 + 13) % c->vocab_size);
+    for (int s = 0; s < n_seq && rc == LLM_OK; s++) {
+        rc = model_kv_new(m, &sh, BATCH_PROMPT + BATCH_DECODE, &kv[s]);
+        if (rc == LLM_OK)
+            rc = model_forward(m, st, kv[s], prompt, BATCH_PROMPT, 0, p, NULL, NULL, NULL);
+        tok[s] = (int32_t)((s * 31 + 7) % c->vocab_size);
+        want[s] = true;
+    }
+    uint64_t t0 = llm_now_ns();
+    for (int i = 0; i < BATCH_DECODE && rc == LLM_OK; i++) {
+        for (int s = 0; s < n_seq; s++)
+            pos[s] = BATCH_PROMPT + i;
+        model_batch b = {n_seq, tok, pos, kv, want, logits};
+        rc = model_forward_batch(m, st, &b, p, NULL, NULL);
+    }
+    double sec = (double)(llm_now_ns() - t0) / 1e9;
+    *tok_s = (double)n_seq * BATCH_DECODE / sec;
+    *step_ms = sec * 1e3 / BATCH_DECODE;
+out:
+    for (int s = 0; kv && s < n_seq; s++)
+        model_kv_free(kv[s]);
+    model_state_free(st);
+    free(kv);
+    free(tok);
+    free(pos);
+    free(want);
+    free(logits);
+    return rc;
+}
+
 int
 main(int argc, char **argv)
 {
-    const char *model_path = NULL, *threads = "1,2";
+    const char *model_path = NULL, *threads = "1,2", *batches = NULL;
     int64_t n_prompt = 512, n_decode = 128, reps = 3;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
@@ -115,6 +172,8 @@ main(int argc, char **argv)
             model_path = v;
         else if (!strcmp(a, "--threads"))
             threads = v;
+        else if (!strcmp(a, "--batch"))
+            batches = v;
         else if (!strcmp(a, "--prompt-tokens") && args_int(v, 1, 8192, &n_prompt) == LLM_OK)
             ;
         else if (!strcmp(a, "--decode-tokens") && args_int(v, 1, 8192, &n_decode) == LLM_OK)
@@ -174,6 +233,47 @@ main(int argc, char **argv)
         double bound = bw * 1e9 / wbytes;
         printf("| %ld | %.1f | %.1f | %.1f | %.0f | %.3f |\n", nt, bw, pp, tg, bound, tg / bound);
         fflush(stdout);
+    }
+    long last_threads = 1;
+    for (const char *t = threads; *t;) {
+        char *end;
+        last_threads = strtol(t, &end, 10);
+        t = *end == ',' ? end + 1 : end;
+        if (end == t && *t)
+            break;
+    }
+    if (code == 0 && batches) {
+        printf("\nBatched decode, %ld threads, %d-token prompts, %d steps:\n\n"
+               "| sequences | aggregate tok/s | step ms (per-token latency) |\n|---|---|---|\n",
+               last_threads, BATCH_PROMPT, BATCH_DECODE);
+        pool *p = NULL;
+        if (pool_new((int)last_threads, &p) != LLM_OK)
+            code = args_die("llm-engine-bench", 1, "cannot start %ld threads", last_threads);
+        for (const char *b = batches; code == 0 && *b;) {
+            char *end;
+            long n = strtol(b, &end, 10);
+            if (end == b || n < 1 || n > 1024) {
+                code = args_die("llm-engine-bench", 1, "--batch must list counts in 1..1024");
+                break;
+            }
+            b = *end == ',' ? end + 1 : end;
+            double best = 0, ms = 0;
+            for (int r = 0; r < reps; r++) {
+                double ts, sm;
+                if (bench_batch(m, p, (int)last_threads, (int)n, &ts, &sm) != LLM_OK) {
+                    code = args_die("llm-engine-bench", 1, "batched forward failed");
+                    break;
+                }
+                if (ts > best) {
+                    best = ts;
+                    ms = sm;
+                }
+            }
+            if (code == 0)
+                printf("| %ld | %.1f | %.2f |\n", n, best, ms);
+            fflush(stdout);
+        }
+        pool_free(p);
     }
     model_free(m);
     return code;
