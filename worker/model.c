@@ -342,12 +342,27 @@ model_weight_bytes(const model *m)
 
 // --- state and cache -----------------------------------------------------------------
 
+/* blocks_align: a rank's first input column of w must start a quantization block,
+ * since rows are read from there (K-quants: multiples of 256). */
+static bool
+blocks_align(const kern_mat *w, int64_t col0)
+{
+    return col0 % kern_type((int)w->type)->blck == 0;
+}
+
 static bool
 shard_valid(const model *m, const model_shard *s)
 {
     const model_config *c = &m->cfg;
-    return s->kv_head0 >= 0 && s->kv_head0 < s->kv_head1 && s->kv_head1 <= c->n_kv_heads &&
-           s->ffn0 >= 0 && s->ffn0 < s->ffn1 && s->ffn1 <= c->hidden_dim;
+    if (!(s->kv_head0 >= 0 && s->kv_head0 < s->kv_head1 && s->kv_head1 <= c->n_kv_heads &&
+          s->ffn0 >= 0 && s->ffn0 < s->ffn1 && s->ffn1 <= c->hidden_dim))
+        return false;
+    int64_t q_col0 = (int64_t)s->kv_head0 * (c->n_heads / c->n_kv_heads) * c->head_dim;
+    for (int l = 0; l < c->n_layers; l++)
+        if (!blocks_align(&m->w.layers[l].wo, q_col0) ||
+            !blocks_align(&m->w.layers[l].w_down, s->ffn0))
+            return false;
+    return true;
 }
 
 int

@@ -60,7 +60,10 @@ typedef struct {
 } model_weights;
 
 /* The slice of the model one tensor-parallel rank computes. A rank owns whole KV
- * heads (and the query heads that share them) and a contiguous range of FFN columns. */
+ * heads (and the query heads that share them) and a contiguous range of FFN columns.
+ * Its first columns of attn_output and ffn_down must start a quantization block of
+ * those matrices (32 elements, or 256 for K-quants); model_state_new and model_kv_new
+ * refuse a shard that does not. */
 typedef struct {
     int kv_head0, kv_head1; // KV heads [kv_head0, kv_head1)
     int ffn0, ffn1;         // FFN columns [ffn0, ffn1); multiples of the block size

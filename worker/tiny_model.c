@@ -1,5 +1,9 @@
 /*
  * tiny_model.c - random tiny llama models in every supported tensor type.
+ *
+ * Dimensions are 64 (FFN 128), except for types whose blocks are 256 elements (the
+ * K-quants), which cannot encode a 64-element row: those get dim 256 and FFN 512, with
+ * the same 4 heads (of 64) / 2 KV heads, layers, vocabulary and context.
  */
 #include "tiny_model.h"
 
@@ -14,6 +18,8 @@
 enum {
     TINY_DIM = 64,
     TINY_FFN = 128,
+    TINY_DIM_K = 256, // for 256-element blocks
+    TINY_FFN_K = 512,
     TINY_LAYERS = 2,
     TINY_HEADS = 4,
     TINY_KV_HEADS = 2,
@@ -150,7 +156,9 @@ tiny_model_write(const char *path, const tiny_model_opts *opts)
     if (rc != LLM_OK)
         return rc;
     uint64_t rng = opts->seed;
-    const int hd = TINY_DIM / TINY_HEADS,
+    const int dim = kern_type((int)opts->type)->blck > TINY_DIM ? TINY_DIM_K : TINY_DIM;
+    const int ffn = dim == TINY_DIM ? TINY_FFN : TINY_FFN_K;
+    const int hd = dim / TINY_HEADS,
               n_vocab = 3 + 256 + (int)(sizeof(tiny_merges) / sizeof(tiny_merges[0]));
     if (rc == LLM_OK)
         rc = gguf_writer_set_str(w, "general.architecture", "llama");
@@ -161,9 +169,9 @@ tiny_model_write(const char *path, const tiny_model_opts *opts)
     if (rc == LLM_OK)
         rc = gguf_writer_set_u32(w, "llama.context_length", TINY_CTX);
     if (rc == LLM_OK)
-        rc = gguf_writer_set_u32(w, "llama.embedding_length", TINY_DIM);
+        rc = gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)dim);
     if (rc == LLM_OK)
-        rc = gguf_writer_set_u32(w, "llama.feed_forward_length", TINY_FFN);
+        rc = gguf_writer_set_u32(w, "llama.feed_forward_length", (uint32_t)ffn);
     if (rc == LLM_OK)
         rc = gguf_writer_set_u32(w, "llama.attention.head_count", TINY_HEADS);
     if (rc == LLM_OK)
@@ -179,7 +187,7 @@ tiny_model_write(const char *path, const tiny_model_opts *opts)
 
     llm_dtype t = opts->type;
     if (rc == LLM_OK)
-        rc = add_matrix(w, "token_embd.weight", t, TINY_DIM, n_vocab, 1.0f, &rng);
+        rc = add_matrix(w, "token_embd.weight", t, dim, n_vocab, 1.0f, &rng);
     char name[64];
     for (int l = 0; l < TINY_LAYERS && rc == LLM_OK; l++) {
         struct {
@@ -188,38 +196,40 @@ tiny_model_write(const char *path, const tiny_model_opts *opts)
             float scale;
             bool norm;
         } ts[] = {
-            {"attn_norm", TINY_DIM, 1, 0, true},
-            {"attn_q", TINY_DIM, TINY_DIM, 0.25f, false},
-            {"attn_k", TINY_DIM, TINY_KV_HEADS * hd, 0.25f, false},
-            {"attn_v", TINY_DIM, TINY_KV_HEADS * hd, 0.25f, false},
-            {"attn_output", TINY_DIM, TINY_DIM, 0.25f, false},
-            {"ffn_norm", TINY_DIM, 1, 0, true},
-            {"ffn_gate", TINY_DIM, TINY_FFN, 0.25f, false},
-            {"ffn_up", TINY_DIM, TINY_FFN, 0.25f, false},
-            {"ffn_down", TINY_FFN, TINY_DIM, 0.18f, false},
+            {"attn_norm", dim, 1, 0, true},
+            {"attn_q", dim, dim, 0.25f, false},
+            {"attn_k", dim, TINY_KV_HEADS * hd, 0.25f, false},
+            {"attn_v", dim, TINY_KV_HEADS * hd, 0.25f, false},
+            {"attn_output", dim, dim, 0.25f, false},
+            {"ffn_norm", dim, 1, 0, true},
+            {"ffn_gate", dim, ffn, 0.25f, false},
+            {"ffn_up", dim, ffn, 0.25f, false},
+            {"ffn_down", ffn, dim, 0.18f, false},
         };
         for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]) && rc == LLM_OK; i++) {
             snprintf(name, sizeof(name), "blk.%d.%s.weight", l, ts[i].n);
             if (ts[i].norm) {
-                float v[TINY_DIM];
-                for (int k = 0; k < TINY_DIM; k++)
+                float v[TINY_DIM_K];
+                for (int k = 0; k < dim; k++)
                     v[k] = 1.0f + 0.1f * rng_uniform(&rng);
-                int64_t ne[1] = {TINY_DIM};
-                rc = gguf_writer_add_tensor(w, name, LLM_DTYPE_F32, 1, ne, v, sizeof(v));
+                int64_t ne[1] = {dim};
+                rc = gguf_writer_add_tensor(w, name, LLM_DTYPE_F32, 1, ne, v,
+                                            (size_t)dim * sizeof(float));
             } else {
                 rc = add_matrix(w, name, t, ts[i].cols, ts[i].rows, ts[i].scale, &rng);
             }
         }
     }
     if (rc == LLM_OK) {
-        float v[TINY_DIM];
-        for (int k = 0; k < TINY_DIM; k++)
+        float v[TINY_DIM_K];
+        for (int k = 0; k < dim; k++)
             v[k] = 1.0f + 0.1f * rng_uniform(&rng);
-        int64_t ne[1] = {TINY_DIM};
-        rc = gguf_writer_add_tensor(w, "output_norm.weight", LLM_DTYPE_F32, 1, ne, v, sizeof(v));
+        int64_t ne[1] = {dim};
+        rc = gguf_writer_add_tensor(w, "output_norm.weight", LLM_DTYPE_F32, 1, ne, v,
+                                    (size_t)dim * sizeof(float));
     }
     if (rc == LLM_OK && opts->untied)
-        rc = add_matrix(w, "output.weight", t, TINY_DIM, n_vocab, 0.5f, &rng);
+        rc = add_matrix(w, "output.weight", t, dim, n_vocab, 0.5f, &rng);
     if (rc == LLM_OK)
         rc = gguf_writer_write(w, path);
     gguf_writer_free(w);

@@ -2,10 +2,10 @@
  * tiny_model.h - writes small random-weight llama models for tests.
  *
  * The model is a real llama GGUF (2 layers, dim 64, 4 heads / 2 KV heads, FFN 128,
- * context 256) with a byte-level BPE vocabulary (3 ChatML special tokens, the 256
- * GPT-2 byte symbols and a few dozen merges) and a ChatML chat template, so every part
- * of the engine can be exercised in milliseconds. Weights are a deterministic function
- * of the seed.
+ * context 256; dim 256 and FFN 512 for types with 256-element blocks) with a byte-level BPE
+ * vocabulary (3 ChatML special tokens, the 256 GPT-2 byte symbols and a few dozen merges) and a
+ * ChatML chat template, so every part of the engine can be exercised in milliseconds. Weights are a
+ * deterministic function of the seed.
  */
 #ifndef LLM_WORKER_TINY_MODEL_H
 #define LLM_WORKER_TINY_MODEL_H

@@ -73,7 +73,8 @@ const kern_type_traits *kern_type(int t);
 /* kern_type_name returns "Q4_1", or "unknown" for values kern_type() rejects. */
 const char *kern_type_name(int t);
 
-/* kern_type_supported: known and computable (F32, F16, BF16, Q8_0, Q4_0, Q4_1). */
+/* kern_type_supported: known and computable (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0,
+ * Q5_1, Q4_K, Q5_K, Q6_K, Q8_K). */
 bool kern_type_supported(int t);
 
 /* kern_row_size returns the bytes of n elements of t; n must be a multiple of blck. */

@@ -215,3 +215,63 @@ kern__attn_scores_avx2(float *att, const float *q, const float *k, int64_t k_str
     for (; p < n_pos; p++)
         att[p] = scale * kern__dot_f32_avx2(q, k + (int64_t)p * k_stride, hd);
 }
+
+/* Decoders: the same widening as the row dots, stored instead of multiplied, for the
+ * multi-token path that decodes a row once and reuses it for every token. */
+static inline void
+q4_decode_block(const uint8_t *qs, __m256 d, __m256 m, float *y)
+{
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0f));
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0f));
+    _mm256_storeu_ps(y, _mm256_fmadd_ps(d, u8x8_to_ps(lo), m));
+    _mm256_storeu_ps(y + 8, _mm256_fmadd_ps(d, u8x8_to_ps(_mm_srli_si128(lo, 8)), m));
+    _mm256_storeu_ps(y + 16, _mm256_fmadd_ps(d, u8x8_to_ps(hi), m));
+    _mm256_storeu_ps(y + 24, _mm256_fmadd_ps(d, u8x8_to_ps(_mm_srli_si128(hi, 8)), m));
+}
+
+void
+kern__q4_0_to_float_avx2(const void *src, float *dst, int64_t n)
+{
+    const blk_q4_0 *b = src;
+    for (int64_t i = 0; i < n / QK4_0; i++) {
+        float d = _cvtsh_ss(b[i].d);
+        q4_decode_block(b[i].qs, _mm256_set1_ps(d), _mm256_set1_ps(-8.0f * d), dst + i * QK4_0);
+    }
+}
+
+void
+kern__q4_1_to_float_avx2(const void *src, float *dst, int64_t n)
+{
+    const blk_q4_1 *b = src;
+    for (int64_t i = 0; i < n / QK4_1; i++)
+        q4_decode_block(b[i].qs, _mm256_set1_ps(_cvtsh_ss(b[i].d)),
+                        _mm256_set1_ps(_cvtsh_ss(b[i].m)), dst + i * QK4_1);
+}
+
+void
+kern__q8_0_to_float_avx2(const void *src, float *dst, int64_t n)
+{
+    const blk_q8_0 *b = src;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(b[i].d));
+        __m128i q0 = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m128i q1 = _mm_loadu_si128((const __m128i *)(b[i].qs + 16));
+        float *y = dst + i * QK8_0;
+        _mm256_storeu_ps(y, _mm256_mul_ps(d, i8x8_to_ps(q0)));
+        _mm256_storeu_ps(y + 8, _mm256_mul_ps(d, i8x8_to_ps(_mm_srli_si128(q0, 8))));
+        _mm256_storeu_ps(y + 16, _mm256_mul_ps(d, i8x8_to_ps(q1)));
+        _mm256_storeu_ps(y + 24, _mm256_mul_ps(d, i8x8_to_ps(_mm_srli_si128(q1, 8))));
+    }
+}
+
+void
+kern__f16_to_float_avx2(const void *src, float *dst, int64_t n)
+{
+    const kern_half *s = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+    for (; i < n; i++)
+        dst[i] = _cvtsh_ss(s[i]);
+}

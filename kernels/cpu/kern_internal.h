@@ -19,8 +19,8 @@ void kern__attn_scores_scalar(float *att, const float *q, const float *k, int64_
                               int n_pos, int hd, float scale);
 void kern__attn_values_scalar(float *out, const float *att, const float *v, int64_t v_stride,
                               int n_pos, int hd);
-/* The definition of a row dot: decode 32 elements at a time, then multiply. Any
- * supported type; n a multiple of 32. */
+/* The definition of a row dot: decode a block (or 32 elements) at a time, then
+ * multiply. Any supported type; n a multiple of max(32, block size). */
 float kern__row_dot_ref(llm_dtype t, const void *w, const float *x, int64_t n);
 /* The fused variant kern_matmul uses for type t on this CPU, or NULL (then it decodes
  * each row to float first). */
@@ -35,6 +35,10 @@ float kern__row_dot_q8_0_avx2(const void *w, const float *x, int64_t n);
 /* y[t * y_stride + r] = dot(w[r * w_stride ..], x[t * x_stride ..]) for r < 4, t < 3. */
 void kern__gemm_4x3_f32_avx2(const float *w, int64_t w_stride, const float *x, int64_t x_stride,
                              int64_t n, float *y, int64_t y_stride);
+void kern__q4_0_to_float_avx2(const void *src, float *dst, int64_t n);
+void kern__q4_1_to_float_avx2(const void *src, float *dst, int64_t n);
+void kern__q8_0_to_float_avx2(const void *src, float *dst, int64_t n);
+void kern__f16_to_float_avx2(const void *src, float *dst, int64_t n);
 void kern__attn_scores_avx2(float *att, const float *q, const float *k, int64_t k_stride, int n_pos,
                             int hd, float scale);
 void kern__attn_values_avx2(float *out, const float *att, const float *v, int64_t v_stride,

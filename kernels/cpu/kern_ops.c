@@ -5,6 +5,7 @@
 #include "kern.h"
 
 #include "kern_internal.h"
+#include "kern_kquants.h"
 
 #include <assert.h>
 #include <math.h>
@@ -21,6 +22,7 @@ static gemm_fn gemm_4x3_impl; // NULL: plain dots
 static attn_values_fn attn_values_impl = kern__attn_values_scalar;
 static attn_scores_fn attn_scores_impl = kern__attn_scores_scalar;
 static kern_row_dot_fn row_dot_impl[LLM_DTYPE_COUNT]; // fused decode+dot, NULL = none
+static kern_to_float_fn decode_impl[LLM_DTYPE_COUNT]; // SIMD decoder, NULL = the traits' one
 static const char *simd_name = "scalar";
 static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
 
@@ -37,9 +39,19 @@ simd_select(void)
         gemm_4x3_impl = kern__gemm_4x3_f32_avx2;
         attn_values_impl = kern__attn_values_avx2;
         attn_scores_impl = kern__attn_scores_avx2;
+        decode_impl[LLM_DTYPE_Q4_0] = kern__q4_0_to_float_avx2;
+        decode_impl[LLM_DTYPE_Q4_1] = kern__q4_1_to_float_avx2;
+        decode_impl[LLM_DTYPE_Q8_0] = kern__q8_0_to_float_avx2;
+        decode_impl[LLM_DTYPE_F16] = kern__f16_to_float_avx2;
         row_dot_impl[LLM_DTYPE_Q4_0] = kern__row_dot_q4_0_avx2;
         row_dot_impl[LLM_DTYPE_Q4_1] = kern__row_dot_q4_1_avx2;
         row_dot_impl[LLM_DTYPE_Q8_0] = kern__row_dot_q8_0_avx2;
+        row_dot_impl[LLM_DTYPE_Q5_0] = kern__row_dot_q5_0_avx2;
+        row_dot_impl[LLM_DTYPE_Q5_1] = kern__row_dot_q5_1_avx2;
+        row_dot_impl[LLM_DTYPE_Q4_K] = kern__row_dot_q4_k_avx2;
+        row_dot_impl[LLM_DTYPE_Q5_K] = kern__row_dot_q5_k_avx2;
+        row_dot_impl[LLM_DTYPE_Q6_K] = kern__row_dot_q6_k_avx2;
+        row_dot_impl[LLM_DTYPE_Q8_K] = kern__row_dot_q8_k_avx2;
         simd_name = "avx2";
     }
 #endif
@@ -55,12 +67,15 @@ kern__row_dot(llm_dtype t)
 float
 kern__row_dot_ref(llm_dtype t, const void *w, const float *x, int64_t n)
 {
+    // Chunks of one block, or of 32 elements for types with smaller blocks.
     const kern_type_traits *tr = kern_type((int)t);
-    size_t chunk_bytes = (size_t)(32 / tr->blck) * tr->size;
-    float buf[32], sum = 0.0f;
-    for (int64_t i = 0; i < n; i += 32) {
-        tr->to_float((const char *)w + (size_t)(i / 32) * chunk_bytes, buf, 32);
-        sum += kern__dot_f32_scalar(buf, x + i, 32);
+    int chunk = tr->blck > 32 ? tr->blck : 32;
+    size_t chunk_bytes = (size_t)(chunk / tr->blck) * tr->size;
+    float buf[QK_K], sum = 0.0f;
+    assert(chunk <= QK_K);
+    for (int64_t i = 0; i < n; i += chunk) {
+        tr->to_float((const char *)w + (size_t)(i / chunk) * chunk_bytes, buf, chunk);
+        sum += kern__dot_f32_scalar(buf, x + i, chunk);
     }
     return sum;
 }
@@ -115,6 +130,7 @@ kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x, int64
     size_t col_off = (size_t)(col0 / tr->blck) * tr->size;
     pthread_once(&simd_once, simd_select);
     kern_row_dot_fn fused = row_dot_impl[w->type];
+    kern_to_float_fn decode = decode_impl[w->type] ? decode_impl[w->type] : tr->to_float;
     if (fused && n_tok <= ROW_DOT_MAX_TOKENS && n_in % 32 == 0) {
         for (int64_t r = row0; r < row1; r++) {
             const char *row = (const char *)w->data + (size_t)r * w->row_bytes + col_off;
@@ -136,7 +152,7 @@ kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x, int64
                 ws = (int64_t)(w->row_bytes / sizeof(float));
             } else {
                 for (int k = 0; k < 4; k++)
-                    tr->to_float(row + (size_t)k * w->row_bytes, scratch + k * n_in, n_in);
+                    decode(row + (size_t)k * w->row_bytes, scratch + k * n_in, n_in);
             }
             float *yr = y + (r - row0);
             int t = 0;
@@ -154,7 +170,7 @@ kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x, int64
         if (w->type == LLM_DTYPE_F32) {
             wr = (const float *)row; // usable in place: no decode
         } else {
-            tr->to_float(row, scratch, n_in);
+            decode(row, scratch, n_in);
             wr = scratch;
         }
         for (int t = 0; t < n_tok; t++)

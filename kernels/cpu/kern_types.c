@@ -5,9 +5,11 @@
  * The quantizers are the plain round-to-nearest references (as ggml's *_ref): they
  * make test models and will seed llm-quantize; they are not tuned for speed.
  * Types known by name but not computable keep to_float NULL, so callers can name them
- * in an error ("tensor type Q4_K is not supported") instead of guessing.
+ * in an error ("tensor type Q2_K is not supported") instead of guessing.
  */
 #include "kern.h"
+
+#include "kern_kquants.h"
 
 #include <math.h>
 #include <string.h>
@@ -244,16 +246,18 @@ static const kern_type_traits type_traits[LLM_DTYPE_COUNT] = {
     [LLM_DTYPE_F16] = {"F16", 1, 2, f16_to_float, f16_from_float},
     [LLM_DTYPE_Q4_0] = {"Q4_0", QK4_0, sizeof(blk_q4_0), q4_0_to_float, q4_0_from_float},
     [LLM_DTYPE_Q4_1] = {"Q4_1", QK4_1, sizeof(blk_q4_1), q4_1_to_float, q4_1_from_float},
-    [LLM_DTYPE_Q5_0] = {"Q5_0", 32, 22, NULL, NULL},
-    [LLM_DTYPE_Q5_1] = {"Q5_1", 32, 24, NULL, NULL},
+    [LLM_DTYPE_Q5_0] = {"Q5_0", QK5_0, sizeof(blk_q5_0), kern__q5_0_to_float,
+                        kern__q5_0_from_float},
+    [LLM_DTYPE_Q5_1] = {"Q5_1", QK5_1, sizeof(blk_q5_1), kern__q5_1_to_float,
+                        kern__q5_1_from_float},
     [LLM_DTYPE_Q8_0] = {"Q8_0", QK8_0, sizeof(blk_q8_0), q8_0_to_float, q8_0_from_float},
     [LLM_DTYPE_Q8_1] = {"Q8_1", 32, 36, NULL, NULL},
     [LLM_DTYPE_Q2_K] = {"Q2_K", 256, 84, NULL, NULL},
     [LLM_DTYPE_Q3_K] = {"Q3_K", 256, 110, NULL, NULL},
-    [LLM_DTYPE_Q4_K] = {"Q4_K", 256, 144, NULL, NULL},
-    [LLM_DTYPE_Q5_K] = {"Q5_K", 256, 176, NULL, NULL},
-    [LLM_DTYPE_Q6_K] = {"Q6_K", 256, 210, NULL, NULL},
-    [LLM_DTYPE_Q8_K] = {"Q8_K", 256, 292, NULL, NULL},
+    [LLM_DTYPE_Q4_K] = {"Q4_K", QK_K, sizeof(blk_q4_k), kern__q4_k_to_float, kern__q4_k_from_float},
+    [LLM_DTYPE_Q5_K] = {"Q5_K", QK_K, sizeof(blk_q5_k), kern__q5_k_to_float, kern__q5_k_from_float},
+    [LLM_DTYPE_Q6_K] = {"Q6_K", QK_K, sizeof(blk_q6_k), kern__q6_k_to_float, kern__q6_k_from_float},
+    [LLM_DTYPE_Q8_K] = {"Q8_K", QK_K, sizeof(blk_q8_k), kern__q8_k_to_float, kern__q8_k_from_float},
     [LLM_DTYPE_IQ2_XXS] = {"IQ2_XXS", 256, 66, NULL, NULL},
     [LLM_DTYPE_IQ2_XS] = {"IQ2_XS", 256, 74, NULL, NULL},
     [LLM_DTYPE_IQ3_XXS] = {"IQ3_XXS", 256, 98, NULL, NULL},

@@ -4,7 +4,10 @@
 Every tensor of a tiny model of each supported type, and a sample of the default model's
 (token_embd included). F32/F16/BF16 must match bit for bit (each is one exact conversion);
 the block quants within 1e-6 of the tensor's scale, which allows a d*q+m computed with or
-without a fused multiply-add but not a wrong nibble, scale or block order.
+without a fused multiply-add but not a wrong nibble, scale or block order. gguf 0.19
+cannot decode Q8_K (ggml's activation format), so Q8_K is checked against dequant_q8_k
+below, written here from the block layout (float d, int8 qs[256], int16 bsums[16];
+x = d * q), independently of the C decoder.
 """
 import os
 import sys
@@ -23,13 +26,26 @@ DEFAULT_SAMPLE = ["token_embd.weight", "blk.0.attn_norm.weight", "blk.0.attn_q.w
                   "blk.29.attn_v.weight", "output_norm.weight"]
 
 
+def dequant_q8_k(data):
+    blocks = np.asarray(data, dtype=np.uint8).reshape(-1, 4 + 256 + 2 * 16)
+    d = blocks[:, :4].copy().view("<f4")  # [n_blocks, 1]
+    q = blocks[:, 4:260].copy().view(np.int8).astype(np.float32)  # [n_blocks, 256]
+    return (d * q).ravel()
+
+
+def reference(t):
+    if t.tensor_type == T.Q8_K:
+        return dequant_q8_k(t.data)
+    return dequantize(t.data, t.tensor_type).astype(np.float32).ravel()
+
+
 def check_tensor(res, args, label, path, t, tmp):
     out = os.path.join(tmp, "t.f32")
     p = itest.run([args.gguf_tool, "dequant", path, t.name, out])
     name = f"{label}/{t.name} ({t.tensor_type.name})"
     if p.rc != 0 or p.sanitizer():
         return res.check(name, False, p.describe())
-    want = dequantize(t.data, t.tensor_type).astype(np.float32).ravel()
+    want = reference(t)
     got = np.fromfile(out, dtype="<f4")
     os.remove(out)
     if got.shape != want.shape:

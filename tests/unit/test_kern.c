@@ -25,7 +25,8 @@ START_TEST(test_traits_name_known_types_and_reject_others)
 {
     ck_assert_str_eq(kern_type_name(LLM_DTYPE_Q4_1), "Q4_1");
     ck_assert_str_eq(kern_type_name(LLM_DTYPE_Q4_K), "Q4_K");
-    ck_assert(!kern_type_supported(LLM_DTYPE_Q4_K));
+    ck_assert_str_eq(kern_type_name(LLM_DTYPE_Q2_K), "Q2_K");
+    ck_assert(!kern_type_supported(LLM_DTYPE_Q2_K)); // known by name, not computable
     ck_assert(kern_type(99) == NULL);
     ck_assert(kern_type(-1) == NULL);
     ck_assert(kern_type(4) == NULL); // a hole in GGUF's numbering
@@ -252,6 +253,39 @@ START_TEST(test_fused_row_dots_match_the_reference)
 }
 END_TEST
 
+/* The SIMD decoders used by the multi-token path against the traits' scalar ones (an
+ * FMA may round the last bit differently from a multiply then add). */
+START_TEST(test_simd_decoders_match_the_scalar_ones)
+{
+#if defined(LLM_KERN_HAVE_AVX2)
+    if (!kern__cpu_has_avx2())
+        return;
+    enum { N = 256 };
+    float w[N], a[N], b[N];
+    unsigned s = 5;
+    for (int i = 0; i < N; i++)
+        w[i] = frand(&s) * 4.0f;
+    struct {
+        llm_dtype t;
+        kern_to_float_fn simd;
+    } cases[] = {{LLM_DTYPE_Q4_0, kern__q4_0_to_float_avx2},
+                 {LLM_DTYPE_Q4_1, kern__q4_1_to_float_avx2},
+                 {LLM_DTYPE_Q8_0, kern__q8_0_to_float_avx2},
+                 {LLM_DTYPE_F16, kern__f16_to_float_avx2}};
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        void *q = malloc(kern_row_size(cases[c].t, N));
+        kern_type(cases[c].t)->from_float(w, q, N);
+        kern_type(cases[c].t)->to_float(q, a, N);
+        cases[c].simd(q, b, N);
+        for (int i = 0; i < N; i++)
+            ck_assert_msg(fabsf(a[i] - b[i]) <= 1e-6f * fmaxf(1.0f, fabsf(a[i])), "%s elem %d",
+                          kern_type_name(cases[c].t), i);
+        free(q);
+    }
+#endif
+}
+END_TEST
+
 START_TEST(test_rmsnorm_softmax_rope_swiglu)
 {
     float x[8] = {1, -2, 3, -4, 5, -6, 7, -8}, w[8], out[8];
@@ -312,6 +346,7 @@ kern_suite(void)
     tcase_add_test(tc, test_matmul_matches_reference_with_column_window);
     tcase_add_test(tc, test_simd_dot_matches_scalar_at_every_length);
     tcase_add_test(tc, test_fused_row_dots_match_the_reference);
+    tcase_add_test(tc, test_simd_decoders_match_the_scalar_ones);
     tcase_add_test(tc, test_attention_scores_and_values_match_the_scalar_sums);
     tcase_add_test(tc, test_rmsnorm_softmax_rope_swiglu);
     suite_add_tcase(s, tc);
