@@ -353,6 +353,8 @@ main(int argc, char **argv)
         code = args_die("llm-worker", 1, "out of memory");
         goto out;
     }
+    if (strcmp(kern_simd_name(), "scalar") == 0)
+        LOG_WARN("event=simd_fallback simd=scalar reason=\"no AVX2/FMA/F16C, or LLM_SIMD=scalar\"");
     LOG_INFO("event=generate model=%s prompt_tokens=%zu max_tokens=%d threads=%d simd=%s",
              o.model_path, n_prompt, o.max_tokens, o.threads, kern_simd_name());
     gen_params gp = {

@@ -139,7 +139,8 @@ void kern_softmax(float *x, int64_t n);
 /* gate[i] = silu(gate[i]) * up[i] */
 void kern_swiglu(float *gate, const float *up, int64_t n);
 
-/* kern_simd_name says which implementation kern_dot_f32 uses ("avx2" or "scalar"). */
+/* kern_simd_name says which implementations the kernels use: "avx2", or "scalar" when
+ * the CPU lacks AVX2/FMA/F16C or $LLM_SIMD=scalar asked for the reference code. */
 const char *kern_simd_name(void);
 
 #endif

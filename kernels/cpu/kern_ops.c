@@ -10,6 +10,8 @@
 #include <assert.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
 
 typedef float (*dot_fn)(const float *, const float *, int64_t);
 
@@ -30,11 +32,20 @@ static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
 // many tokens per step it beats decoding the row once and reusing it.
 #define ROW_DOT_MAX_TOKENS 3
 
+/* $LLM_SIMD=scalar forces the scalar reference everywhere: how the tests run the whole
+ * engine on the fallback path that a CPU without AVX2 would take. */
+static bool
+simd_allowed(void)
+{
+    const char *v = getenv("LLM_SIMD");
+    return !(v && strcmp(v, "scalar") == 0);
+}
+
 static void
 simd_select(void)
 {
 #if defined(LLM_KERN_HAVE_AVX2)
-    if (kern__cpu_has_avx2()) {
+    if (simd_allowed() && kern__cpu_has_avx2()) {
         dot_impl = kern__dot_f32_avx2;
         gemm_4x3_impl = kern__gemm_4x3_f32_avx2;
         attn_values_impl = kern__attn_values_avx2;

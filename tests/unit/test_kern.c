@@ -247,8 +247,11 @@ START_TEST(test_fused_row_dots_match_the_reference)
         free(q);
     }
 #if defined(LLM_KERN_HAVE_AVX2)
-    if (kern__cpu_has_avx2())
+    // With AVX2 chosen the fused path must be in use; under LLM_SIMD=scalar it must not.
+    if (strcmp(kern_simd_name(), "avx2") == 0)
         ck_assert_ptr_nonnull(kern__row_dot(LLM_DTYPE_Q4_1));
+    else
+        ck_assert_ptr_null(kern__row_dot(LLM_DTYPE_Q4_1));
 #endif
 }
 END_TEST

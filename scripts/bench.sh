@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Benchmarks (never part of the test run). Figures go to docs/BENCHMARKS.md by hand,
+# with this command line and the machine.
+#   ./scripts/bench.sh engine    engine speed for every weight type, 1 and 2 threads,
+#                                then batched decode on the default model
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo > build.configure.log 2>&1 || { cat build.configure.log; exit 1; }
+cmake --build build -j "$(nproc 2>/dev/null || echo 2)" > build.log 2>&1 || { cat build.log; exit 1; }
+
+model=${LLM_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+reps=${LLM_BENCH_REPS:-2}
+
+engine() {
+    mkdir -p models/bench
+    echo "# Engine, $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+    for t in F16 Q8_0 Q4_0 Q4_1 Q4_K; do
+        f=models/bench/$(basename "$model" .gguf).$t.gguf
+        # The default model is Q4_1 already: re-quantizing it to Q4_1 would change only
+        # its Q8_0 embedding, so the original file is the Q4_1 row.
+        if [ "$t" = Q4_1 ]; then f=$model; fi
+        [ -s "$f" ] || ./build/worker/llm-quantize "$model" "$f" "$t" 2>/dev/null
+        echo
+        echo "## $t ($(du -m "$f" | cut -f1) MiB on disk)"
+        ./build/worker/llm-engine-bench --model "$f" --threads 1,2 --reps "$reps" | tail -n +3
+    done
+    echo
+    echo "## Batched decode, $model"
+    ./build/worker/llm-engine-bench --model "$model" --threads 2 --reps "$reps" \
+        --prompt-tokens 16 --decode-tokens 16 --batch 1,4,16,64 | sed -n '/Batched/,$p'
+}
+
+case "${1:-engine}" in
+engine) engine ;;
+*) echo "usage: scripts/bench.sh engine" >&2; exit 2 ;;
+esac
