@@ -5,6 +5,8 @@
  */
 #include "kern_internal.h"
 
+#include "kern_avx2_util.h"
+
 #include <immintrin.h>
 
 bool
@@ -30,36 +32,10 @@ kern__dot_f32_avx2(const float *a, const float *b, int64_t n)
     }
     for (; i + 8 <= n; i += 8)
         acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    __m256 acc = _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3));
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    float r = _mm_cvtss_f32(s);
+    float r = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
     for (; i < n; i++)
         r += a[i] * b[i];
     return r;
-}
-
-/* Eight 4-bit or 8-bit quants widened to floats. */
-static inline __m256
-u8x8_to_ps(__m128i v)
-{
-    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
-}
-
-static inline __m256
-i8x8_to_ps(__m128i v)
-{
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
-}
-
-static inline float
-hsum_ps(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
 }
 
 /* Sum over blocks of d * dot(q, x) [+ m * sum(x)]: the per-block scale multiplies the

@@ -13,18 +13,11 @@
  */
 #include "kern_kquants.h"
 
+#include "kern_avx2_util.h"
+
 #include <assert.h>
 #include <immintrin.h>
 #include <string.h>
-
-static inline float
-hsum_ps(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 static inline float
 hsum4(const __m256 acc[4])
@@ -36,9 +29,8 @@ hsum4(const __m256 acc[4])
 static inline void
 fma16_u8(__m128i q, const float *x, __m256 d, __m256 off, __m256 *acc0, __m256 *acc1)
 {
-    __m256 w0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)), d, off);
-    __m256 w1 =
-        _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8))), d, off);
+    __m256 w0 = _mm256_fmadd_ps(u8x8_to_ps(q), d, off);
+    __m256 w1 = _mm256_fmadd_ps(u8x8_to_ps(_mm_srli_si128(q, 8)), d, off);
     *acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), *acc0);
     *acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), *acc1);
 }
@@ -47,8 +39,8 @@ fma16_u8(__m128i q, const float *x, __m256 d, __m256 off, __m256 *acc0, __m256 *
 static inline void
 fma16_i8(__m128i q, const float *x, __m256 d, __m256 *acc0, __m256 *acc1)
 {
-    __m256 w0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
-    __m256 w1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8))), d);
+    __m256 w0 = _mm256_mul_ps(i8x8_to_ps(q), d);
+    __m256 w1 = _mm256_mul_ps(i8x8_to_ps(_mm_srli_si128(q, 8)), d);
     *acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), *acc0);
     *acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), *acc1);
 }
