@@ -19,6 +19,11 @@ void kern__attn_scores_scalar(float *att, const float *q, const float *k, int64_
                               int n_pos, int hd, float scale);
 void kern__attn_values_scalar(float *out, const float *att, const float *v, int64_t v_stride,
                               int n_pos, int hd);
+/* kern__signed_extreme returns the element of x[0..n) with the largest magnitude, sign
+ * kept (the first one on ties; 0 for an all-zero x): the value symmetric quantizers map
+ * to their most negative code. */
+float kern__signed_extreme(const float *x, int64_t n);
+
 /* The definition of a row dot: decode a block (or 32 elements) at a time, then
  * multiply. Any supported type; n a multiple of max(32, block size). */
 float kern__row_dot_ref(llm_dtype t, const void *w, const float *x, int64_t n);

@@ -11,6 +11,8 @@
  */
 #include "kern_kquants.h"
 
+#include "kern_internal.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -194,14 +196,7 @@ kern__q5_0_from_float(const float *src, void *dst, int64_t n)
     for (int64_t i = 0; i < n / QK5_0; i++) {
         const float *x = src + i * QK5_0;
         // As Q4_0: the signed extreme maps to -16, the other side clips at +15.
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < QK5_0; j++) {
-            if (fabsf(x[j]) > amax) {
-                amax = fabsf(x[j]);
-                max = x[j];
-            }
-        }
-        float d = max / -16.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        float d = kern__signed_extreme(x, QK5_0) / -16.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         uint8_t q[QK5_0];
         for (int j = 0; j < QK5_0; j++)
             q[j] = (uint8_t)fminf(31.0f, x[j] * id + 16.5f);
@@ -384,14 +379,7 @@ kern__q6_k_from_float(const float *src, void *dst, int64_t n)
         // then share d the same way, the largest in magnitude mapping to -128.
         float s[QK_K / 16], smax = 0.0f;
         for (int j = 0; j < QK_K / 16; j++) {
-            float amax = 0.0f, max = 0.0f;
-            for (int l = 0; l < 16; l++) {
-                if (fabsf(x[16 * j + l]) > amax) {
-                    amax = fabsf(x[16 * j + l]);
-                    max = x[16 * j + l];
-                }
-            }
-            s[j] = max / -32.0f;
+            s[j] = kern__signed_extreme(x + 16 * j, 16) / -32.0f;
             if (fabsf(s[j]) > fabsf(smax))
                 smax = s[j];
         }
@@ -431,15 +419,9 @@ kern__q8_k_from_float(const float *src, void *dst, int64_t n)
     blk_q8_k *b = dst;
     for (int64_t i = 0; i < n / QK_K; i++) {
         const float *x = src + i * QK_K;
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < QK_K; j++) {
-            if (fabsf(x[j]) > amax) {
-                amax = fabsf(x[j]);
-                max = x[j];
-            }
-        }
+        float max = kern__signed_extreme(x, QK_K);
         memset(&b[i], 0, sizeof(b[i]));
-        if (amax == 0.0f)
+        if (max == 0.0f)
             continue;
         float iscale = -127.0f / max;
         for (int j = 0; j < QK_K; j++) {

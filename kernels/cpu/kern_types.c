@@ -9,6 +9,7 @@
  */
 #include "kern.h"
 
+#include "kern_internal.h"
 #include "kern_kquants.h"
 
 #include <math.h>
@@ -155,6 +156,19 @@ q4_1_to_float(const void *src, float *dst, int64_t n)
 
 // --- reference quantizers -----------------------------------------------------------
 
+float
+kern__signed_extreme(const float *x, int64_t n)
+{
+    float amax = 0.0f, max = 0.0f;
+    for (int64_t j = 0; j < n; j++) {
+        if (fabsf(x[j]) > amax) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    }
+    return max;
+}
+
 static void
 f32_from_float(const float *src, void *dst, int64_t n)
 {
@@ -200,14 +214,7 @@ q4_0_from_float(const float *src, void *dst, int64_t n)
     for (int64_t i = 0; i < n / QK4_0; i++) {
         const float *x = src + i * QK4_0;
         // The signed value of largest magnitude maps to -8, so the other side gets +7.
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < QK4_0; j++) {
-            if (fabsf(x[j]) > amax) {
-                amax = fabsf(x[j]);
-                max = x[j];
-            }
-        }
-        float d = max / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        float d = kern__signed_extreme(x, QK4_0) / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         b[i].d = kern_float_to_half(d);
         for (int j = 0; j < QK4_0 / 2; j++) {
             int lo = (int)fminf(15.0f, x[j] * id + 8.5f);
