@@ -24,6 +24,10 @@ void kern__attn_values_scalar(float *out, const float *att, const float *v, int6
  * to their most negative code. */
 float kern__signed_extreme(const float *x, int64_t n);
 
+/* kern__quantize_affine maps x[0..n) onto 0..levels with x ~= d * q + min, d = (max -
+ * min) / levels, rounding to nearest: the reference for Q4_1 (15 levels) and Q5_1 (31). */
+void kern__quantize_affine(const float *x, int n, int levels, uint8_t *q, float *d, float *min);
+
 /* The definition of a row dot: decode a block (or 32 elements) at a time, then
  * multiply. Any supported type; n a multiple of max(32, block size). */
 float kern__row_dot_ref(llm_dtype t, const void *w, const float *x, int64_t n);

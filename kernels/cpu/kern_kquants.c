@@ -210,16 +210,9 @@ kern__q5_1_from_float(const float *src, void *dst, int64_t n)
 {
     blk_q5_1 *b = dst;
     for (int64_t i = 0; i < n / QK5_1; i++) {
-        const float *x = src + i * QK5_1;
-        float min = x[0], max = x[0];
-        for (int j = 1; j < QK5_1; j++) {
-            min = fminf(min, x[j]);
-            max = fmaxf(max, x[j]);
-        }
-        float d = (max - min) / 31.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         uint8_t q[QK5_1];
-        for (int j = 0; j < QK5_1; j++)
-            q[j] = (uint8_t)fminf(31.0f, (x[j] - min) * id + 0.5f);
+        float d, min;
+        kern__quantize_affine(src + i * QK5_1, QK5_1, 31, q, &d, &min);
         b[i].d = kern_float_to_half(d);
         b[i].m = kern_float_to_half(min);
         pack_q5(q, b[i].qs, b[i].qh);

@@ -224,25 +224,33 @@ q4_0_from_float(const float *src, void *dst, int64_t n)
     }
 }
 
+void
+kern__quantize_affine(const float *x, int n, int levels, uint8_t *q, float *d_out, float *min_out)
+{
+    float min = x[0], max = x[0];
+    for (int j = 1; j < n; j++) {
+        min = fminf(min, x[j]);
+        max = fmaxf(max, x[j]);
+    }
+    float d = (max - min) / (float)levels, id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int j = 0; j < n; j++)
+        q[j] = (uint8_t)fminf((float)levels, (x[j] - min) * id + 0.5f);
+    *d_out = d;
+    *min_out = min;
+}
+
 static void
 q4_1_from_float(const float *src, void *dst, int64_t n)
 {
     blk_q4_1 *b = dst;
     for (int64_t i = 0; i < n / QK4_1; i++) {
-        const float *x = src + i * QK4_1;
-        float min = x[0], max = x[0];
-        for (int j = 1; j < QK4_1; j++) {
-            min = fminf(min, x[j]);
-            max = fmaxf(max, x[j]);
-        }
-        float d = (max - min) / 15.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint8_t q[QK4_1];
+        float d, min;
+        kern__quantize_affine(src + i * QK4_1, QK4_1, 15, q, &d, &min);
         b[i].d = kern_float_to_half(d);
         b[i].m = kern_float_to_half(min);
-        for (int j = 0; j < QK4_1 / 2; j++) {
-            int lo = (int)fminf(15.0f, (x[j] - min) * id + 0.5f);
-            int hi = (int)fminf(15.0f, (x[j + QK4_1 / 2] - min) * id + 0.5f);
-            b[i].qs[j] = (uint8_t)(lo | (hi << 4));
-        }
+        for (int j = 0; j < QK4_1 / 2; j++)
+            b[i].qs[j] = (uint8_t)(q[j] | (q[j + QK4_1 / 2] << 4));
     }
 }
 
