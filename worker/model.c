@@ -41,17 +41,20 @@ struct model_state {
     model_shard shard;
     int max_tokens;
     int n_threads;
-    float *x;       // [max_tokens][dim] residual stream
-    float *xb;      // [max_tokens][dim] normed input of a block
-    float *q;       // [max_tokens][q_dim_local]
-    float *k;       // [max_tokens][kv_dim_local]
-    float *v;       // [max_tokens][kv_dim_local]
-    float *att_out; // [max_tokens][q_dim_local]
-    float *proj;    // [max_tokens][dim] output of wo / w_down (partial on a TP rank)
-    float *rope;    // [max_tokens][head_dim] cos/sin of each position's RoPE angles
-    float *hb;      // [max_tokens][ffn_local] gate, then SwiGLU output
-    float *hb2;     // [max_tokens][ffn_local] up
-    float *scratch; // [n_threads][scratch_len] decoded weight rows / attention scores
+    float *x;          // [max_tokens][dim] residual stream
+    float *xb;         // [max_tokens][dim] normed input of a block
+    float *q;          // [max_tokens][q_dim_local]
+    float *k;          // [max_tokens][kv_dim_local]
+    float *v;          // [max_tokens][kv_dim_local]
+    float *att_out;    // [max_tokens][q_dim_local]
+    float *proj;       // [max_tokens][dim] output of wo / w_down (partial on a TP rank)
+    float *rope;       // [max_tokens][head_dim] cos/sin of each position's RoPE angles
+    int32_t *one_pos;  // [max_tokens] model_forward's batch: positions,
+    model_kv **one_kv; // [max_tokens] the one cache,
+    bool *one_want;    // [max_tokens] and logits for the last token only
+    float *hb;         // [max_tokens][ffn_local] gate, then SwiGLU output
+    float *hb2;        // [max_tokens][ffn_local] up
+    float *scratch;    // [n_threads][scratch_len] decoded weight rows / attention scores
     int scratch_len;
 };
 
@@ -437,11 +440,14 @@ model_state_new(const model *m, const model_shard *shard, int max_tokens, int n_
     s->att_out = malloc(sizeof(float) * T * (size_t)q_dim);
     s->proj = malloc(sizeof(float) * T * (size_t)c->dim);
     s->rope = malloc(sizeof(float) * T * (size_t)c->head_dim);
+    s->one_pos = malloc(sizeof(int32_t) * T);
+    s->one_kv = malloc(sizeof(model_kv *) * T);
+    s->one_want = malloc(sizeof(bool) * T);
     s->hb = malloc(sizeof(float) * T * (size_t)ffn);
     s->hb2 = malloc(sizeof(float) * T * (size_t)ffn);
     s->scratch = malloc(sizeof(float) * (size_t)n_threads * (size_t)s->scratch_len);
     if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att_out || !s->proj || !s->rope ||
-        !s->hb || !s->hb2 || !s->scratch) {
+        !s->one_pos || !s->one_kv || !s->one_want || !s->hb || !s->hb2 || !s->scratch) {
         model_state_free(s);
         return LLM_ENOMEM;
     }
@@ -462,6 +468,9 @@ model_state_free(model_state *s)
     free(s->att_out);
     free(s->proj);
     free(s->rope);
+    free(s->one_pos);
+    free(s->one_kv);
+    free(s->one_want);
     free(s->hb);
     free(s->hb2);
     free(s->scratch);
@@ -590,23 +599,14 @@ model_forward(const model *m, model_state *s, model_kv *kv, const int32_t *token
         return LLM_EINVAL;
     if (pos0 < 0 || pos0 > kv->n_ctx - n_tok)
         return LLM_ERANGE;
-    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n_tok);
-    model_kv **kvs = malloc(sizeof(model_kv *) * (size_t)n_tok);
-    bool *want = calloc((size_t)n_tok, sizeof(bool));
-    int rc = LLM_ENOMEM;
-    if (pos && kvs && want) {
-        for (int t = 0; t < n_tok; t++) {
-            pos[t] = pos0 + t;
-            kvs[t] = kv;
-        }
-        want[n_tok - 1] = logits != NULL;
-        model_batch b = {n_tok, tokens, pos, kvs, want, logits};
-        rc = model_forward_batch(m, s, &b, p, allreduce, ar_ctx);
+    // The batch description lives in the state: no allocation per step.
+    for (int t = 0; t < n_tok; t++) {
+        s->one_pos[t] = pos0 + t;
+        s->one_kv[t] = kv;
+        s->one_want[t] = t == n_tok - 1 && logits != NULL;
     }
-    free(pos);
-    free(kvs);
-    free(want);
-    return rc;
+    model_batch b = {n_tok, tokens, s->one_pos, s->one_kv, s->one_want, logits};
+    return model_forward_batch(m, s, &b, p, allreduce, ar_ctx);
 }
 
 static int
