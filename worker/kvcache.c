@@ -25,7 +25,6 @@
 #include <stdlib.h>
 
 #ifndef NDEBUG
-#include <pthread.h>
 #endif
 
 #define KVC_NIL (-1)
@@ -56,36 +55,7 @@ struct kvcache {
     uint64_t hits;
     uint64_t misses;
     uint64_t evictions;
-
-#ifndef NDEBUG
-    pthread_t owner; // bound by the first call after kvcache_new
-    bool owner_bound;
-#endif
 };
-
-// --- thread ownership (debug builds only) ----------------------------------------------
-
-static void
-kvc_check_owner(const kvcache *c)
-{
-#ifndef NDEBUG
-    assert(!c->owner_bound || pthread_equal(c->owner, pthread_self()));
-#else
-    (void)c;
-#endif
-}
-
-static void
-kvc_bind_owner(kvcache *c)
-{
-#ifndef NDEBUG
-    if (!c->owner_bound) {
-        c->owner = pthread_self();
-        c->owner_bound = true;
-    }
-#endif
-    kvc_check_owner(c);
-}
 
 // --- intrusive lists --------------------------------------------------------------------
 
@@ -260,7 +230,6 @@ int
 kvcache_alloc(kvcache *c, int32_t *block)
 {
     assert(c != NULL && block != NULL);
-    kvc_bind_owner(c);
     int32_t b;
     if (c->n_free > 0) {
         b = c->free_stack[--c->n_free];
@@ -307,7 +276,6 @@ int
 kvcache_lookup(kvcache *c, uint64_t hash, int32_t *block)
 {
     assert(c != NULL && block != NULL);
-    kvc_bind_owner(c);
     int32_t slot = kvc_tab_find(c, hash);
     if (slot == KVC_NIL) {
         c->misses++;
@@ -326,7 +294,6 @@ int
 kvcache_ref(kvcache *c, int32_t block)
 {
     assert(c != NULL);
-    kvc_bind_owner(c);
     if (!kvc_valid_id(c, block) || c->refcount[block] == 0)
         return LLM_EINVAL;
     return kvc_take_ref(c, block);
@@ -336,7 +303,6 @@ int
 kvcache_publish(kvcache *c, int32_t block, uint64_t hash)
 {
     assert(c != NULL);
-    kvc_bind_owner(c);
     if (!kvc_valid_id(c, block) || c->refcount[block] == 0)
         return LLM_EINVAL;
     if (c->published[block])
@@ -354,7 +320,6 @@ void
 kvcache_release(kvcache *c, int32_t block)
 {
     assert(c != NULL);
-    kvc_bind_owner(c);
     if (!kvc_valid_id(c, block) || c->refcount[block] == 0) {
         LOG_WARN("event=kvc_bad_release block=%d n_blocks=%d refcount=%d", (int)block, c->n_blocks,
                  kvc_valid_id(c, block) ? (int)c->refcount[block] : -1);
@@ -377,7 +342,6 @@ int
 kvcache_refcount(const kvcache *c, int32_t block)
 {
     assert(c != NULL);
-    kvc_check_owner(c);
     return kvc_valid_id(c, block) ? (int)c->refcount[block] : -1;
 }
 
@@ -385,7 +349,6 @@ bool
 kvcache_is_published(const kvcache *c, int32_t block, uint64_t *hash)
 {
     assert(c != NULL);
-    kvc_check_owner(c);
     if (!kvc_valid_id(c, block) || !c->published[block])
         return false;
     if (hash != NULL)
@@ -397,7 +360,6 @@ kvc_stats
 kvcache_stats(const kvcache *c)
 {
     assert(c != NULL);
-    kvc_check_owner(c);
     kvc_stats s = {
         .total = c->n_blocks,
         .free = c->n_free,
@@ -414,7 +376,6 @@ int
 kvcache_summary(const kvcache *c, uint64_t *hashes, int max)
 {
     assert(c != NULL);
-    kvc_check_owner(c);
     int n = 0;
     if (max <= 0)
         return 0;
@@ -431,7 +392,6 @@ kvcache_match_prefix(kvcache *c, const int32_t *tokens, int n_tokens, uint64_t m
                      int max_blocks, int32_t *blocks, uint64_t *hashes)
 {
     assert(c != NULL);
-    kvc_bind_owner(c);
     if (n_tokens <= 0)
         return 0;
     assert(tokens != NULL);

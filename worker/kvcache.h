@@ -23,10 +23,8 @@
  * aid, aside). It does not touch tensors, talk to Redis, or decide whom to preempt:
  * LLM_ENOMEM from kvcache_alloc is the scheduler's cue.
  *
- * Thread: not thread-safe. One thread (the scheduler's) owns a kvcache and makes every
- * call on it; in debug builds the first call after kvcache_new binds that thread and
- * later calls from another thread trip an assert. Readers elsewhere (heartbeats, metrics)
- * get copies from the owner thread.
+ * Thread: not thread-safe; callers serialize every call (the scheduler holds its lock
+ * around each one, so heartbeats and Health may read stats from their own threads).
  */
 #ifndef LLM_WORKER_KVCACHE_H
 #define LLM_WORKER_KVCACHE_H

@@ -10,8 +10,6 @@
 #include "log.h"
 
 #include <check.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -430,31 +428,6 @@ START_TEST(test_bad_ids_are_rejected_without_damage)
     kvcache_free(c);
 }
 END_TEST
-
-#ifndef NDEBUG
-static void *
-alloc_from_another_thread(void *arg)
-{
-    int32_t b;
-    kvcache_alloc(arg, &b);
-    return NULL;
-}
-
-/* Debug builds bind the cache to the first thread that uses it; a second thread is a
- * programmer error caught by an assert (SIGABRT), not a silent data race. */
-START_TEST(test_second_thread_trips_the_owner_assert)
-{
-    kvcache *c = NULL;
-    ck_assert_int_eq(kvcache_new(2, &c), LLM_OK);
-    int32_t b;
-    ck_assert_int_eq(kvcache_alloc(c, &b), LLM_OK);
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, alloc_from_another_thread, c), 0);
-    pthread_join(t, NULL);
-    kvcache_free(c);
-}
-END_TEST
-#endif
 
 // --- prefix -----------------------------------------------------------------------------
 
@@ -1005,9 +978,6 @@ kvcache_suite(void)
     tcase_add_test(tc, test_alloc_until_exhausted_then_enomem);
     tcase_add_test(tc, test_ref_shares_a_block_until_the_last_release);
     tcase_add_test(tc, test_bad_ids_are_rejected_without_damage);
-#ifndef NDEBUG
-    tcase_add_test_raise_signal(tc, test_second_thread_trips_the_owner_assert, SIGABRT);
-#endif
     suite_add_tcase(s, tc);
 
     tc = tcase_create("cache");
