@@ -38,99 +38,70 @@ kern__dot_f32_avx2(const float *a, const float *b, int64_t n)
     return r;
 }
 
-/* Sum over blocks of d * dot(q, x) [+ m * sum(x)]: the per-block scale multiplies the
- * block's partial dot, held in a vector accumulator until the end of the row. */
-static inline void
-q4_block(const uint8_t *qs, const float *x, __m256 d, __m256 *acc, __m256 *xsum)
-{
-    __m128i q = _mm_loadu_si128((const __m128i *)qs);
-    __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0f));                    // elements 0..15
-    __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0f)); // 16..31
-    __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
-    __m256 x2 = _mm256_loadu_ps(x + 16), x3 = _mm256_loadu_ps(x + 24);
-    __m256 p = _mm256_mul_ps(u8x8_to_ps(lo), x0);
-    p = _mm256_fmadd_ps(u8x8_to_ps(_mm_srli_si128(lo, 8)), x1, p);
-    p = _mm256_fmadd_ps(u8x8_to_ps(hi), x2, p);
-    p = _mm256_fmadd_ps(u8x8_to_ps(_mm_srli_si128(hi, 8)), x3, p);
-    *acc = _mm256_fmadd_ps(d, p, *acc);
-    *xsum = _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3));
-}
-
-float
-kern__row_dot_q4_0_avx2(const void *w, const float *x, int64_t n)
-{
-    const blk_q4_0 *b = w;
-    __m256 acc = _mm256_setzero_ps(), off = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK4_0; i++) {
-        float d = _cvtsh_ss(b[i].d);
-        __m256 xs;
-        q4_block(b[i].qs, x + i * QK4_0, _mm256_set1_ps(d), &acc, &xs);
-        off = _mm256_fmadd_ps(_mm256_set1_ps(-8.0f * d), xs, off); // the -8 of each quant
-    }
-    return hsum_ps(_mm256_add_ps(acc, off));
-}
-
-float
-kern__row_dot_q4_1_avx2(const void *w, const float *x, int64_t n)
-{
-    const blk_q4_1 *b = w;
-    __m256 acc = _mm256_setzero_ps(), off = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK4_1; i++) {
-        __m256 xs;
-        q4_block(b[i].qs, x + i * QK4_1, _mm256_set1_ps(_cvtsh_ss(b[i].d)), &acc, &xs);
-        off = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].m)), xs, off);
-    }
-    return hsum_ps(_mm256_add_ps(acc, off));
-}
-
-float
-kern__row_dot_q8_0_avx2(const void *w, const float *x, int64_t n)
-{
-    const blk_q8_0 *b = w;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK8_0; i++) {
-        const float *xb = x + i * QK8_0;
-        __m128i q0 = _mm_loadu_si128((const __m128i *)b[i].qs);
-        __m128i q1 = _mm_loadu_si128((const __m128i *)(b[i].qs + 16));
-        __m256 p = _mm256_mul_ps(i8x8_to_ps(q0), _mm256_loadu_ps(xb));
-        p = _mm256_fmadd_ps(i8x8_to_ps(_mm_srli_si128(q0, 8)), _mm256_loadu_ps(xb + 8), p);
-        p = _mm256_fmadd_ps(i8x8_to_ps(q1), _mm256_loadu_ps(xb + 16), p);
-        p = _mm256_fmadd_ps(i8x8_to_ps(_mm_srli_si128(q1, 8)), _mm256_loadu_ps(xb + 24), p);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), p, acc);
-    }
-    return hsum_ps(acc);
-}
-
-/* A 4-row x 3-token block of dot products over float rows: each weight vector loaded
- * is used for three tokens and each activation vector for four rows, so the loop does
- * 12 FMAs per 7 loads instead of 1 per 2 (16 ymm registers: 12 sums, 3 x, 1 w). */
-void
-kern__gemm_4x3_f32_avx2(const float *w, int64_t w_stride, const float *x, int64_t x_stride,
-                        int64_t n, float *y, int64_t y_stride)
+/*
+ * The matmul tile. Every (row, token) element has one 8-lane accumulator; chunk k of 8
+ * floats (k = 0, 1, ...) is added to it by one FMA, in order; a last partial chunk is
+ * loaded with zeros in the missing lanes and added the same way; then hsum_ps reduces the
+ * lanes. That order depends only on n, so the float a row and a token produce does not
+ * depend on the tile shape, the token's place in the batch or the rows around it. The
+ * register blocking is across elements only (4 rows x 3 tokens: each weight vector
+ * loaded is used three times and each activation vector four times, 12 FMAs per 7
+ * loads, 16 ymm registers), never within one.
+ */
+static inline __attribute__((always_inline)) void
+gemm_tile(const int R, const int T, const float *w, int64_t ws, const float *x, int64_t xs,
+          int64_t n, float *y, int64_t ys)
 {
     __m256 acc[4][3];
-    for (int r = 0; r < 4; r++)
-        for (int t = 0; t < 3; t++)
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++)
             acc[r][t] = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k + 8 <= n; k += 8) {
-        __m256 x0 = _mm256_loadu_ps(x + k);
-        __m256 x1 = _mm256_loadu_ps(x + x_stride + k);
-        __m256 x2 = _mm256_loadu_ps(x + 2 * x_stride + k);
-        for (int r = 0; r < 4; r++) {
-            __m256 wv = _mm256_loadu_ps(w + r * w_stride + k);
-            acc[r][0] = _mm256_fmadd_ps(wv, x0, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(wv, x1, acc[r][1]);
-            acc[r][2] = _mm256_fmadd_ps(wv, x2, acc[r][2]);
+        __m256 xv[3];
+        for (int t = 0; t < T; t++)
+            xv[t] = _mm256_loadu_ps(x + t * xs + k);
+        for (int r = 0; r < R; r++) {
+            __m256 wv = _mm256_loadu_ps(w + r * ws + k);
+            for (int t = 0; t < T; t++)
+                acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
         }
     }
-    for (int r = 0; r < 4; r++) {
-        for (int t = 0; t < 3; t++) {
-            float s = hsum_ps(acc[r][t]);
-            for (int64_t j = k; j < n; j++)
-                s += w[r * w_stride + j] * x[t * x_stride + j];
-            y[t * y_stride + r] = s;
+    if (k < n) {
+        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - k)),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256 xv[3];
+        for (int t = 0; t < T; t++)
+            xv[t] = _mm256_maskload_ps(x + t * xs + k, mask);
+        for (int r = 0; r < R; r++) {
+            __m256 wv = _mm256_maskload_ps(w + r * ws + k, mask);
+            for (int t = 0; t < T; t++)
+                acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
         }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++)
+            y[t * ys + r] = hsum_ps(acc[r][t]);
+}
+
+void
+kern__gemm_f32_avx2(const float *w, int64_t w_stride, int n_rows, const float *x, int64_t x_stride,
+                    int n_tok, int64_t n, float *y, int64_t y_stride)
+{
+    // Each shape is its own fully unrolled copy; the order per element is the same.
+    switch (n_rows * 4 + n_tok) {
+    case 4 * 4 + 3: gemm_tile(4, 3, w, w_stride, x, x_stride, n, y, y_stride); break;
+    case 4 * 4 + 2: gemm_tile(4, 2, w, w_stride, x, x_stride, n, y, y_stride); break;
+    case 4 * 4 + 1: gemm_tile(4, 1, w, w_stride, x, x_stride, n, y, y_stride); break;
+    case 1 * 4 + 3: gemm_tile(1, 3, w, w_stride, x, x_stride, n, y, y_stride); break;
+    case 1 * 4 + 2: gemm_tile(1, 2, w, w_stride, x, x_stride, n, y, y_stride); break;
+    case 1 * 4 + 1: gemm_tile(1, 1, w, w_stride, x, x_stride, n, y, y_stride); break;
+    default:
+        // other shapes as single rows: the same per-element order
+        for (int r = 0; r < n_rows; r++)
+            kern__gemm_f32_avx2(w + r * w_stride, w_stride, 1, x, x_stride, n_tok, n, y + r,
+                                y_stride);
+        break;
     }
 }
 
@@ -192,53 +163,113 @@ kern__attn_scores_avx2(float *att, const float *q, const float *k, int64_t k_str
         att[p] = scale * kern__dot_f32_avx2(q, k + (int64_t)p * k_stride, hd);
 }
 
-/* Decoders: the same widening as the row dots, stored instead of multiplied, for the
- * multi-token path that decodes a row once and reuses it for every token. */
+/* The weights of each type as this SIMD level defines them (see dec32_fn), a decoder
+ * that stores them and a one-token kernel that multiplies them in registers. */
 static inline void
-q4_decode_block(const uint8_t *qs, __m256 d, __m256 m, float *y)
+q4_dec32(const uint8_t *qs, __m256 d, __m256 m, __m256 w[4])
 {
     __m128i q = _mm_loadu_si128((const __m128i *)qs);
-    __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0f));
-    __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0f));
-    _mm256_storeu_ps(y, _mm256_fmadd_ps(d, u8x8_to_ps(lo), m));
-    _mm256_storeu_ps(y + 8, _mm256_fmadd_ps(d, u8x8_to_ps(_mm_srli_si128(lo, 8)), m));
-    _mm256_storeu_ps(y + 16, _mm256_fmadd_ps(d, u8x8_to_ps(hi), m));
-    _mm256_storeu_ps(y + 24, _mm256_fmadd_ps(d, u8x8_to_ps(_mm_srli_si128(hi, 8)), m));
+    __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0f));                    // elements 0..15
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0f)); // 16..31
+    w[0] = _mm256_fmadd_ps(d, u8x8_to_ps(lo), m);
+    w[1] = _mm256_fmadd_ps(d, u8x8_to_ps(_mm_srli_si128(lo, 8)), m);
+    w[2] = _mm256_fmadd_ps(d, u8x8_to_ps(hi), m);
+    w[3] = _mm256_fmadd_ps(d, u8x8_to_ps(_mm_srli_si128(hi, 8)), m);
+}
+
+static inline void
+q4_0_dec32(const void *row, int64_t c, __m256 w[4])
+{
+    const blk_q4_0 *b = (const blk_q4_0 *)row + c;
+    float d = _cvtsh_ss(b->d);
+    q4_dec32(b->qs, _mm256_set1_ps(d), _mm256_set1_ps(-8.0f * d), w);
+}
+
+static inline void
+q4_1_dec32(const void *row, int64_t c, __m256 w[4])
+{
+    const blk_q4_1 *b = (const blk_q4_1 *)row + c;
+    q4_dec32(b->qs, _mm256_set1_ps(_cvtsh_ss(b->d)), _mm256_set1_ps(_cvtsh_ss(b->m)), w);
+}
+
+static inline void
+q8_0_dec32(const void *row, int64_t c, __m256 w[4])
+{
+    const blk_q8_0 *b = (const blk_q8_0 *)row + c;
+    __m256 d = _mm256_set1_ps(_cvtsh_ss(b->d));
+    __m128i q0 = _mm_loadu_si128((const __m128i *)b->qs);
+    __m128i q1 = _mm_loadu_si128((const __m128i *)(b->qs + 16));
+    w[0] = _mm256_mul_ps(d, i8x8_to_ps(q0));
+    w[1] = _mm256_mul_ps(d, i8x8_to_ps(_mm_srli_si128(q0, 8)));
+    w[2] = _mm256_mul_ps(d, i8x8_to_ps(q1));
+    w[3] = _mm256_mul_ps(d, i8x8_to_ps(_mm_srli_si128(q1, 8)));
+}
+
+static inline void
+f16_dec32(const void *row, int64_t c, __m256 w[4])
+{
+    const kern_half *h = (const kern_half *)row + 32 * c;
+    for (int k = 0; k < 4; k++)
+        w[k] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + 8 * k)));
 }
 
 void
 kern__q4_0_to_float_avx2(const void *src, float *dst, int64_t n)
 {
-    const blk_q4_0 *b = src;
-    for (int64_t i = 0; i < n / QK4_0; i++) {
-        float d = _cvtsh_ss(b[i].d);
-        q4_decode_block(b[i].qs, _mm256_set1_ps(d), _mm256_set1_ps(-8.0f * d), dst + i * QK4_0);
-    }
+    decode_rows_with(q4_0_dec32, src, dst, n);
 }
 
 void
 kern__q4_1_to_float_avx2(const void *src, float *dst, int64_t n)
 {
-    const blk_q4_1 *b = src;
-    for (int64_t i = 0; i < n / QK4_1; i++)
-        q4_decode_block(b[i].qs, _mm256_set1_ps(_cvtsh_ss(b[i].d)),
-                        _mm256_set1_ps(_cvtsh_ss(b[i].m)), dst + i * QK4_1);
+    decode_rows_with(q4_1_dec32, src, dst, n);
 }
 
 void
 kern__q8_0_to_float_avx2(const void *src, float *dst, int64_t n)
 {
-    const blk_q8_0 *b = src;
-    for (int64_t i = 0; i < n / QK8_0; i++) {
-        __m256 d = _mm256_set1_ps(_cvtsh_ss(b[i].d));
-        __m128i q0 = _mm_loadu_si128((const __m128i *)b[i].qs);
-        __m128i q1 = _mm_loadu_si128((const __m128i *)(b[i].qs + 16));
-        float *y = dst + i * QK8_0;
-        _mm256_storeu_ps(y, _mm256_mul_ps(d, i8x8_to_ps(q0)));
-        _mm256_storeu_ps(y + 8, _mm256_mul_ps(d, i8x8_to_ps(_mm_srli_si128(q0, 8))));
-        _mm256_storeu_ps(y + 16, _mm256_mul_ps(d, i8x8_to_ps(q1)));
-        _mm256_storeu_ps(y + 24, _mm256_mul_ps(d, i8x8_to_ps(_mm_srli_si128(q1, 8))));
+    decode_rows_with(q8_0_dec32, src, dst, n);
+}
+
+void
+kern__rows1_q4_0_avx2(const void *w, size_t row_bytes, int n_rows, const float *x, int64_t n,
+                      float *y)
+{
+    rows1_dispatch(q4_0_dec32, w, row_bytes, n_rows, x, n, y);
+}
+
+void
+kern__rows1_q4_1_avx2(const void *w, size_t row_bytes, int n_rows, const float *x, int64_t n,
+                      float *y)
+{
+    rows1_dispatch(q4_1_dec32, w, row_bytes, n_rows, x, n, y);
+}
+
+void
+kern__rows1_q8_0_avx2(const void *w, size_t row_bytes, int n_rows, const float *x, int64_t n,
+                      float *y)
+{
+    rows1_dispatch(q8_0_dec32, w, row_bytes, n_rows, x, n, y);
+}
+
+void
+kern__rows1_f16_avx2(const void *w, size_t row_bytes, int n_rows, const float *x, int64_t n,
+                     float *y)
+{
+    rows1_dispatch(f16_dec32, w, row_bytes, n_rows, x, n, y);
+}
+
+void
+kern__bf16_to_float_avx2(const void *src, float *dst, int64_t n)
+{
+    const kern_bf16 *s = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(s + i)));
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
     }
+    for (; i < n; i++)
+        dst[i] = kern_bf16_to_float(s[i]);
 }
 
 void

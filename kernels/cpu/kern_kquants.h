@@ -1,7 +1,7 @@
 /*
  * kern_kquants.h - internal: the 5-bit and K-quant types (Q5_0, Q5_1, Q4_K, Q5_K, Q6_K,
  * Q8_K). Scalar decoders and reference quantizers (kern_kquants.c) that kern_types.c puts
- * in the traits table, and the fused AVX2 row dots (kern_kquants_avx2.c) that kern_ops.c
+ * in the traits table, and the AVX2 decoders (kern_kquants_avx2.c) that kern_ops.c
  * registers. Not part of the interface: callers go through kern_type() and kern_matmul().
  *
  * Every function here takes n, the element count, as a whole number of blocks (32 for
@@ -37,14 +37,15 @@ void kern__q5_k_from_float(const float *src, void *dst, int64_t n);
 void kern__q6_k_from_float(const float *src, void *dst, int64_t n);
 void kern__q8_k_from_float(const float *src, void *dst, int64_t n);
 
-/* Fused AVX2 + FMA + F16C row dots (kern_row_dot_fn; kern_kquants_avx2.c, x86-64 only):
- * sum_i w[i] * x[i] over one encoded row of n elements, reading each weight byte once and
- * keeping no scratch. Call only after kern__cpu_has_avx2() said yes. */
-float kern__row_dot_q5_0_avx2(const void *w, const float *x, int64_t n);
-float kern__row_dot_q5_1_avx2(const void *w, const float *x, int64_t n);
-float kern__row_dot_q4_k_avx2(const void *w, const float *x, int64_t n);
-float kern__row_dot_q5_k_avx2(const void *w, const float *x, int64_t n);
-float kern__row_dot_q6_k_avx2(const void *w, const float *x, int64_t n);
-float kern__row_dot_q8_k_avx2(const void *w, const float *x, int64_t n);
+/* AVX2 + FMA + F16C decoders (kern_to_float_fn; kern_kquants_avx2.c, x86-64 only): the
+ * SIMD level's definition of each weight as a float, which every kern_matmul path uses.
+ * They may differ from the scalar decoders above in the last bit (one rounding of
+ * q * d + m instead of two). Call only after kern__cpu_has_avx2() said yes. */
+void kern__q5_0_to_float_avx2(const void *src, float *dst, int64_t n);
+void kern__q5_1_to_float_avx2(const void *src, float *dst, int64_t n);
+void kern__q4_k_to_float_avx2(const void *src, float *dst, int64_t n);
+void kern__q5_k_to_float_avx2(const void *src, float *dst, int64_t n);
+void kern__q6_k_to_float_avx2(const void *src, float *dst, int64_t n);
+void kern__q8_k_to_float_avx2(const void *src, float *dst, int64_t n);
 
 #endif

@@ -1,15 +1,14 @@
 /*
- * kern_kquants_avx2.c - fused AVX2 + FMA + F16C row dots for Q5_0, Q5_1 and the
- * K-quants, built with -mavx2 -mfma -mf16c and registered by kern_ops.c only after
+ * kern_kquants_avx2.c - AVX2 + FMA + F16C decoders for Q5_0, Q5_1 and the K-quants,
+ * built with -mavx2 -mfma -mf16c and registered by kern_ops.c only after
  * kern__cpu_has_avx2() said yes.
  *
- * Each reads one encoded weight row once and dots it with float activations: the quants
- * of 8 elements are widened to floats, turned into weights with the block's scale (and
- * minimum) by one multiply-add, and multiplied into one of four float accumulators, so
- * nothing is written to memory. Four accumulators hide the FMA latency. The result
- * differs from decode-then-dot (kern_kquants.c + kern__dot_f32_scalar) only by float
- * rounding order. What it does not do: quantize the activations for integer dot
- * products as ggml does (that would change results against the float reference).
+ * Each turns the quants of 8 elements into floats with one multiply(-add) by the block's
+ * scale (and minimum) and stores them; kern_matmul decodes a few rows this way into a
+ * small L1-resident buffer and runs the float GEMM tile over it, so every weight type
+ * shares one accumulation order (see kern_matmul). A fused multiply-add rounds once where
+ * the scalar decoders round twice, so results differ from them in the last bit at most.
+ * What it does not do: quantize the activations for integer dot products as ggml does.
  */
 #include "kern_kquants.h"
 
@@ -19,30 +18,20 @@
 #include <immintrin.h>
 #include <string.h>
 
-static inline float
-hsum4(const __m256 acc[4])
+/* y[0..16) = q * d + off for 16 unsigned byte quants q. */
+static inline void
+store16_u8(__m128i q, __m256 d, __m256 off, float *y)
 {
-    return hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    _mm256_storeu_ps(y, _mm256_fmadd_ps(u8x8_to_ps(q), d, off));
+    _mm256_storeu_ps(y + 8, _mm256_fmadd_ps(u8x8_to_ps(_mm_srli_si128(q, 8)), d, off));
 }
 
-/* acc += (q * d + off) * x for 16 unsigned byte quants q and floats x[0..16). */
+/* y[0..16) = q * d for 16 signed byte quants q. */
 static inline void
-fma16_u8(__m128i q, const float *x, __m256 d, __m256 off, __m256 *acc0, __m256 *acc1)
+store16_i8(__m128i q, __m256 d, float *y)
 {
-    __m256 w0 = _mm256_fmadd_ps(u8x8_to_ps(q), d, off);
-    __m256 w1 = _mm256_fmadd_ps(u8x8_to_ps(_mm_srli_si128(q, 8)), d, off);
-    *acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), *acc0);
-    *acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), *acc1);
-}
-
-/* acc += q * d * x for 16 signed byte quants q and floats x[0..16). */
-static inline void
-fma16_i8(__m128i q, const float *x, __m256 d, __m256 *acc0, __m256 *acc1)
-{
-    __m256 w0 = _mm256_mul_ps(i8x8_to_ps(q), d);
-    __m256 w1 = _mm256_mul_ps(i8x8_to_ps(_mm_srli_si128(q, 8)), d);
-    *acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), *acc0);
-    *acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), *acc1);
+    _mm256_storeu_ps(y, _mm256_mul_ps(i8x8_to_ps(q), d));
+    _mm256_storeu_ps(y + 8, _mm256_mul_ps(i8x8_to_ps(_mm_srli_si128(q, 8)), d));
 }
 
 /* The 32 five-bit quants of a Q5_0 / Q5_1 block: q_lo holds elements 0..15, q_hi
@@ -68,41 +57,33 @@ q5_unpack(const uint8_t qs[16], const uint8_t qh_bytes[4], __m128i *q_lo, __m128
     *q_hi = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(q, 4), m4), h_hi);
 }
 
-float
-kern__row_dot_q5_0_avx2(const void *w, const float *x, int64_t n)
+void
+kern__q5_0_to_float_avx2(const void *src, float *dst, int64_t n)
 {
     assert(n % QK5_0 == 0);
-    const blk_q5_0 *b = w;
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                     _mm256_setzero_ps()};
+    const blk_q5_0 *b = src;
     const __m128i b16 = _mm_set1_epi8(16);
     for (int64_t i = 0; i < n / QK5_0; i++) {
-        const float *xb = x + i * QK5_0;
         __m128i lo, hi;
         q5_unpack(b[i].qs, b[i].qh, &lo, &hi);
         __m256 d = _mm256_set1_ps(_cvtsh_ss(b[i].d));
-        fma16_i8(_mm_sub_epi8(lo, b16), xb, d, &acc[0], &acc[1]);
-        fma16_i8(_mm_sub_epi8(hi, b16), xb + 16, d, &acc[2], &acc[3]);
+        store16_i8(_mm_sub_epi8(lo, b16), d, dst + i * QK5_0);
+        store16_i8(_mm_sub_epi8(hi, b16), d, dst + i * QK5_0 + 16);
     }
-    return hsum4(acc);
 }
 
-float
-kern__row_dot_q5_1_avx2(const void *w, const float *x, int64_t n)
+void
+kern__q5_1_to_float_avx2(const void *src, float *dst, int64_t n)
 {
     assert(n % QK5_1 == 0);
-    const blk_q5_1 *b = w;
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                     _mm256_setzero_ps()};
+    const blk_q5_1 *b = src;
     for (int64_t i = 0; i < n / QK5_1; i++) {
-        const float *xb = x + i * QK5_1;
         __m128i lo, hi;
         q5_unpack(b[i].qs, b[i].qh, &lo, &hi);
         __m256 d = _mm256_set1_ps(_cvtsh_ss(b[i].d)), m = _mm256_set1_ps(_cvtsh_ss(b[i].m));
-        fma16_u8(lo, xb, d, m, &acc[0], &acc[1]);
-        fma16_u8(hi, xb + 16, d, m, &acc[2], &acc[3]);
+        store16_u8(lo, d, m, dst + i * QK5_1);
+        store16_u8(hi, d, m, dst + i * QK5_1 + 16);
     }
-    return hsum4(acc);
 }
 
 /* The eight (d * sc[j], -dmin * m[j]) pairs of a Q4_K / Q5_K super-block (see blk_q4_k
@@ -118,40 +99,35 @@ k_scales(const uint8_t s[K_SCALE_SIZE], float d, float dmin, float dl[8], float 
     }
 }
 
-float
-kern__row_dot_q4_k_avx2(const void *w, const float *x, int64_t n)
+void
+kern__q4_k_to_float_avx2(const void *src, float *dst, int64_t n)
 {
     assert(n % QK_K == 0);
-    const blk_q4_k *b = w;
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                     _mm256_setzero_ps()};
+    const blk_q4_k *b = src;
     const __m128i m4 = _mm_set1_epi8(0x0f);
     for (int64_t i = 0; i < n / QK_K; i++) {
         float dl[8], ml[8];
         k_scales(b[i].scales, _cvtsh_ss(b[i].d), _cvtsh_ss(b[i].dmin), dl, ml);
         for (int j = 0; j < QK_K / 64; j++) {
             // 32 bytes: low nibbles are sub-block 2j, high nibbles sub-block 2j + 1
-            const float *xb = x + i * QK_K + 64 * j;
+            float *y = dst + i * QK_K + 64 * j;
             __m128i q0 = _mm_loadu_si128((const __m128i *)(b[i].qs + 32 * j));
             __m128i q1 = _mm_loadu_si128((const __m128i *)(b[i].qs + 32 * j + 16));
             __m256 d0 = _mm256_set1_ps(dl[2 * j]), o0 = _mm256_set1_ps(ml[2 * j]);
             __m256 d1 = _mm256_set1_ps(dl[2 * j + 1]), o1 = _mm256_set1_ps(ml[2 * j + 1]);
-            fma16_u8(_mm_and_si128(q0, m4), xb, d0, o0, &acc[0], &acc[1]);
-            fma16_u8(_mm_and_si128(q1, m4), xb + 16, d0, o0, &acc[2], &acc[3]);
-            fma16_u8(_mm_and_si128(_mm_srli_epi16(q0, 4), m4), xb + 32, d1, o1, &acc[0], &acc[1]);
-            fma16_u8(_mm_and_si128(_mm_srli_epi16(q1, 4), m4), xb + 48, d1, o1, &acc[2], &acc[3]);
+            store16_u8(_mm_and_si128(q0, m4), d0, o0, y);
+            store16_u8(_mm_and_si128(q1, m4), d0, o0, y + 16);
+            store16_u8(_mm_and_si128(_mm_srli_epi16(q0, 4), m4), d1, o1, y + 32);
+            store16_u8(_mm_and_si128(_mm_srli_epi16(q1, 4), m4), d1, o1, y + 48);
         }
     }
-    return hsum4(acc);
 }
 
-float
-kern__row_dot_q5_k_avx2(const void *w, const float *x, int64_t n)
+void
+kern__q5_k_to_float_avx2(const void *src, float *dst, int64_t n)
 {
     assert(n % QK_K == 0);
-    const blk_q5_k *b = w;
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                     _mm256_setzero_ps()};
+    const blk_q5_k *b = src;
     const __m128i m4 = _mm_set1_epi8(0x0f), b4 = _mm_set1_epi8(0x10);
     for (int64_t i = 0; i < n / QK_K; i++) {
         float dl[8], ml[8];
@@ -162,7 +138,7 @@ kern__row_dot_q5_k_avx2(const void *w, const float *x, int64_t n)
         __m128i h0 = _mm_loadu_si128((const __m128i *)b[i].qh);
         __m128i h1 = _mm_loadu_si128((const __m128i *)(b[i].qh + 16));
         for (int j = 0; j < QK_K / 64; j++) {
-            const float *xb = x + i * QK_K + 64 * j;
+            float *y = dst + i * QK_K + 64 * j;
             __m128i q0 = _mm_loadu_si128((const __m128i *)(b[i].qs + 32 * j));
             __m128i q1 = _mm_loadu_si128((const __m128i *)(b[i].qs + 32 * j + 16));
             __m128i a0 = _mm_or_si128(_mm_and_si128(q0, m4),
@@ -175,24 +151,21 @@ kern__row_dot_q5_k_avx2(const void *w, const float *x, int64_t n)
                                       _mm_and_si128(_mm_slli_epi16(h1, 3), b4));
             __m256 d0 = _mm256_set1_ps(dl[2 * j]), o0 = _mm256_set1_ps(ml[2 * j]);
             __m256 d1 = _mm256_set1_ps(dl[2 * j + 1]), o1 = _mm256_set1_ps(ml[2 * j + 1]);
-            fma16_u8(a0, xb, d0, o0, &acc[0], &acc[1]);
-            fma16_u8(a1, xb + 16, d0, o0, &acc[2], &acc[3]);
-            fma16_u8(c0, xb + 32, d1, o1, &acc[0], &acc[1]);
-            fma16_u8(c1, xb + 48, d1, o1, &acc[2], &acc[3]);
+            store16_u8(a0, d0, o0, y);
+            store16_u8(a1, d0, o0, y + 16);
+            store16_u8(c0, d1, o1, y + 32);
+            store16_u8(c1, d1, o1, y + 48);
             h0 = _mm_srli_epi16(h0, 2);
             h1 = _mm_srli_epi16(h1, 2);
         }
     }
-    return hsum4(acc);
 }
 
-float
-kern__row_dot_q6_k_avx2(const void *w, const float *x, int64_t n)
+void
+kern__q6_k_to_float_avx2(const void *src, float *dst, int64_t n)
 {
     assert(n % QK_K == 0);
-    const blk_q6_k *b = w;
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                     _mm256_setzero_ps()};
+    const blk_q6_k *b = src;
     const __m128i m4 = _mm_set1_epi8(0x0f), m30 = _mm_set1_epi8(0x30), b32 = _mm_set1_epi8(32);
     for (int64_t i = 0; i < n / QK_K; i++) {
         float d = _cvtsh_ss(b[i].d);
@@ -202,7 +175,7 @@ kern__row_dot_q6_k_avx2(const void *w, const float *x, int64_t n)
             for (int l = 0; l < 32; l += 16) {
                 // 16 elements of each of the four quarters of this half (see blk_q6_k);
                 // the high two bits move to bits 4..5 by shifts that keep them in-byte.
-                const float *xb = x + i * QK_K + 128 * h + l;
+                float *y = dst + i * QK_K + 128 * h + l;
                 __m128i a = _mm_loadu_si128((const __m128i *)(ql + l));
                 __m128i c = _mm_loadu_si128((const __m128i *)(ql + 32 + l));
                 __m128i hh = _mm_loadu_si128((const __m128i *)(qh + l));
@@ -215,35 +188,23 @@ kern__row_dot_q6_k_avx2(const void *w, const float *x, int64_t n)
                 __m128i q3 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(c, 4), m4),
                                           _mm_and_si128(_mm_srli_epi16(hh, 2), m30));
                 int is = l / 16;
-                fma16_i8(_mm_sub_epi8(q0, b32), xb, _mm256_set1_ps(d * (float)sc[is]), &acc[0],
-                         &acc[1]);
-                fma16_i8(_mm_sub_epi8(q1, b32), xb + 32, _mm256_set1_ps(d * (float)sc[is + 2]),
-                         &acc[2], &acc[3]);
-                fma16_i8(_mm_sub_epi8(q2, b32), xb + 64, _mm256_set1_ps(d * (float)sc[is + 4]),
-                         &acc[0], &acc[1]);
-                fma16_i8(_mm_sub_epi8(q3, b32), xb + 96, _mm256_set1_ps(d * (float)sc[is + 6]),
-                         &acc[2], &acc[3]);
+                store16_i8(_mm_sub_epi8(q0, b32), _mm256_set1_ps(d * (float)sc[is]), y);
+                store16_i8(_mm_sub_epi8(q1, b32), _mm256_set1_ps(d * (float)sc[is + 2]), y + 32);
+                store16_i8(_mm_sub_epi8(q2, b32), _mm256_set1_ps(d * (float)sc[is + 4]), y + 64);
+                store16_i8(_mm_sub_epi8(q3, b32), _mm256_set1_ps(d * (float)sc[is + 6]), y + 96);
             }
         }
     }
-    return hsum4(acc);
 }
 
-float
-kern__row_dot_q8_k_avx2(const void *w, const float *x, int64_t n)
+void
+kern__q8_k_to_float_avx2(const void *src, float *dst, int64_t n)
 {
     assert(n % QK_K == 0);
-    const blk_q8_k *b = w;
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                     _mm256_setzero_ps()};
+    const blk_q8_k *b = src;
     for (int64_t i = 0; i < n / QK_K; i++) {
         __m256 d = _mm256_set1_ps(b[i].d);
-        for (int j = 0; j < QK_K; j += 32) {
-            const float *xb = x + i * QK_K + j;
-            fma16_i8(_mm_loadu_si128((const __m128i *)(b[i].qs + j)), xb, d, &acc[0], &acc[1]);
-            fma16_i8(_mm_loadu_si128((const __m128i *)(b[i].qs + j + 16)), xb + 16, d, &acc[2],
-                     &acc[3]);
-        }
+        for (int j = 0; j < QK_K; j += 16)
+            store16_i8(_mm_loadu_si128((const __m128i *)(b[i].qs + j)), d, dst + i * QK_K + j);
     }
-    return hsum4(acc);
 }

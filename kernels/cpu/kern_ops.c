@@ -15,22 +15,19 @@
 
 typedef float (*dot_fn)(const float *, const float *, int64_t);
 
-typedef void (*gemm_fn)(const float *, int64_t, const float *, int64_t, int64_t, float *, int64_t);
+typedef void (*gemm_fn)(const float *, int64_t, int, const float *, int64_t, int, int64_t, float *,
+                        int64_t);
 typedef void (*attn_values_fn)(float *, const float *, const float *, int64_t, int, int);
 typedef void (*attn_scores_fn)(float *, const float *, const float *, int64_t, int, int, float);
 
 static dot_fn dot_impl = kern__dot_f32_scalar;
-static gemm_fn gemm_4x3_impl; // NULL: plain dots
+static gemm_fn gemm_impl; // NULL: the scalar path (a decoded row, then plain dots)
 static attn_values_fn attn_values_impl = kern__attn_values_scalar;
 static attn_scores_fn attn_scores_impl = kern__attn_scores_scalar;
-static kern_row_dot_fn row_dot_impl[LLM_DTYPE_COUNT]; // fused decode+dot, NULL = none
 static kern_to_float_fn decode_impl[LLM_DTYPE_COUNT]; // SIMD decoder, NULL = the traits' one
+static kern_rows1_fn rows1_impl[LLM_DTYPE_COUNT];     // fused one-token kernel, NULL = none
 static const char *simd_name = "scalar";
 static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
-
-// A fused row dot reads each weight byte once and keeps nothing in memory; below this
-// many tokens per step it beats decoding the row once and reusing it.
-#define ROW_DOT_MAX_TOKENS 3
 
 /* $LLM_SIMD=scalar forces the scalar reference everywhere: how the tests run the whole
  * engine on the fallback path that a CPU without AVX2 would take. */
@@ -47,32 +44,37 @@ simd_select(void)
 #if defined(LLM_KERN_HAVE_AVX2)
     if (simd_allowed() && kern__cpu_has_avx2()) {
         dot_impl = kern__dot_f32_avx2;
-        gemm_4x3_impl = kern__gemm_4x3_f32_avx2;
+        gemm_impl = kern__gemm_f32_avx2;
         attn_values_impl = kern__attn_values_avx2;
         attn_scores_impl = kern__attn_scores_avx2;
+        decode_impl[LLM_DTYPE_F16] = kern__f16_to_float_avx2;
+        decode_impl[LLM_DTYPE_BF16] = kern__bf16_to_float_avx2;
         decode_impl[LLM_DTYPE_Q4_0] = kern__q4_0_to_float_avx2;
         decode_impl[LLM_DTYPE_Q4_1] = kern__q4_1_to_float_avx2;
         decode_impl[LLM_DTYPE_Q8_0] = kern__q8_0_to_float_avx2;
-        decode_impl[LLM_DTYPE_F16] = kern__f16_to_float_avx2;
-        row_dot_impl[LLM_DTYPE_Q4_0] = kern__row_dot_q4_0_avx2;
-        row_dot_impl[LLM_DTYPE_Q4_1] = kern__row_dot_q4_1_avx2;
-        row_dot_impl[LLM_DTYPE_Q8_0] = kern__row_dot_q8_0_avx2;
-        row_dot_impl[LLM_DTYPE_Q5_0] = kern__row_dot_q5_0_avx2;
-        row_dot_impl[LLM_DTYPE_Q5_1] = kern__row_dot_q5_1_avx2;
-        row_dot_impl[LLM_DTYPE_Q4_K] = kern__row_dot_q4_k_avx2;
-        row_dot_impl[LLM_DTYPE_Q5_K] = kern__row_dot_q5_k_avx2;
-        row_dot_impl[LLM_DTYPE_Q6_K] = kern__row_dot_q6_k_avx2;
-        row_dot_impl[LLM_DTYPE_Q8_K] = kern__row_dot_q8_k_avx2;
+        decode_impl[LLM_DTYPE_Q5_0] = kern__q5_0_to_float_avx2;
+        decode_impl[LLM_DTYPE_Q5_1] = kern__q5_1_to_float_avx2;
+        decode_impl[LLM_DTYPE_Q4_K] = kern__q4_k_to_float_avx2;
+        decode_impl[LLM_DTYPE_Q5_K] = kern__q5_k_to_float_avx2;
+        decode_impl[LLM_DTYPE_Q6_K] = kern__q6_k_to_float_avx2;
+        decode_impl[LLM_DTYPE_Q8_K] = kern__q8_k_to_float_avx2;
+        rows1_impl[LLM_DTYPE_F16] = kern__rows1_f16_avx2;
+        rows1_impl[LLM_DTYPE_Q4_0] = kern__rows1_q4_0_avx2;
+        rows1_impl[LLM_DTYPE_Q4_1] = kern__rows1_q4_1_avx2;
+        rows1_impl[LLM_DTYPE_Q8_0] = kern__rows1_q8_0_avx2;
         simd_name = "avx2";
     }
 #endif
 }
 
-kern_row_dot_fn
-kern__row_dot(llm_dtype t)
+kern_to_float_fn
+kern__decoder(llm_dtype t)
 {
     pthread_once(&simd_once, simd_select);
-    return (unsigned)t < LLM_DTYPE_COUNT ? row_dot_impl[t] : NULL;
+    const kern_type_traits *tr = kern_type((int)t);
+    if (!tr)
+        return NULL;
+    return decode_impl[t] ? decode_impl[t] : tr->to_float;
 }
 
 float
@@ -133,6 +135,20 @@ kern_get_row(const kern_mat *w, int64_t r, float *out)
     tr->to_float((const char *)w->data + (size_t)r * w->row_bytes, out, w->n_cols);
 }
 
+/*
+ * Batch invariance: y[t][r] is the same float, bit for bit, whatever n_tok, the token's
+ * place t in the batch and the row range [row0, row1) are, so a request gives the same
+ * tokens alone or batched and under any thread split. Each SIMD level has one order per
+ * element and every path follows it:
+ *  - scalar: the row decoded by the traits' decoder, then kern__dot_f32_scalar;
+ *  - AVX2: the row decoded by the AVX2 decoder (kern__decoder), then the tile's order
+ *    (one 8-lane FMA accumulator over the row's 8-float chunks, then hsum_ps; see
+ *    kern__gemm_f32_avx2). Rows go four at a time (one at a time for the last 0..3) and
+ *    tokens three at a time (then 1 or 2), and every tile shape has that order.
+ * One token on the hot types (F16, Q4_0, Q4_1, Q8_0) decodes in registers instead
+ * (kern_rows1_fn) with the same floats and order. The fused kernels this replaced summed
+ * d * sum(q x) + m * sum(x) per block, a different expression from the multi-token path.
+ */
 void
 kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x, int64_t x_stride,
             float *y, int64_t y_stride, int n_tok, int64_t row0, int64_t row1, float *scratch)
@@ -140,52 +156,50 @@ kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x, int64
     const kern_type_traits *tr = kern_type((int)w->type);
     size_t col_off = (size_t)(col0 / tr->blck) * tr->size;
     pthread_once(&simd_once, simd_select);
-    kern_row_dot_fn fused = row_dot_impl[w->type];
     kern_to_float_fn decode = decode_impl[w->type] ? decode_impl[w->type] : tr->to_float;
-    if (fused && n_tok <= ROW_DOT_MAX_TOKENS && n_in % 32 == 0) {
-        for (int64_t r = row0; r < row1; r++) {
-            const char *row = (const char *)w->data + (size_t)r * w->row_bytes + col_off;
-            for (int t = 0; t < n_tok; t++)
-                y[t * y_stride + (r - row0)] = fused(row, x + t * x_stride, n_in);
+    bool in_place = w->type == LLM_DTYPE_F32; // rows usable as they are: no decode
+    kern_rows1_fn rows1 = rows1_impl[w->type];
+    if (rows1 && n_tok == 1 && n_in % 32 == 0) {
+        // One token: decode in registers (same floats, same order as below).
+        for (int64_t r = row0; r < row1;) {
+            int nr = row1 - r >= 4 ? 4 : 1;
+            rows1((const char *)w->data + (size_t)r * w->row_bytes + col_off, w->row_bytes, nr, x,
+                  n_in, y + (r - row0));
+            r += nr;
         }
         return;
     }
-    int64_t r = row0;
-    if (gemm_4x3_impl && n_tok >= 3) {
-        // Four rows at a time (decoded unless they are F32 already), tokens three at a
-        // time through the register-blocked kernel, leftover tokens by plain dots.
-        for (; r + 4 <= row1; r += 4) {
+    if (gemm_impl) {
+        for (int64_t r = row0; r < row1;) {
+            int nr = row1 - r >= 4 ? 4 : 1;
             const char *row = (const char *)w->data + (size_t)r * w->row_bytes + col_off;
             const float *wr = scratch;
             int64_t ws = n_in;
-            if (w->type == LLM_DTYPE_F32) {
+            if (in_place) {
                 wr = (const float *)row;
                 ws = (int64_t)(w->row_bytes / sizeof(float));
             } else {
-                for (int k = 0; k < 4; k++)
+                for (int k = 0; k < nr; k++)
                     decode(row + (size_t)k * w->row_bytes, scratch + k * n_in, n_in);
             }
-            float *yr = y + (r - row0);
-            int t = 0;
-            for (; t + 3 <= n_tok; t += 3)
-                gemm_4x3_impl(wr, ws, x + t * x_stride, x_stride, n_in, yr + t * y_stride,
-                              y_stride);
-            for (; t < n_tok; t++)
-                for (int k = 0; k < 4; k++)
-                    yr[t * y_stride + k] = dot_impl(wr + k * ws, x + t * x_stride, n_in);
+            for (int t = 0; t < n_tok; t += 3) {
+                int nt = n_tok - t >= 3 ? 3 : n_tok - t;
+                gemm_impl(wr, ws, nr, x + t * x_stride, x_stride, nt, n_in,
+                          y + t * y_stride + (r - row0), y_stride);
+            }
+            r += nr;
         }
+        return;
     }
-    for (; r < row1; r++) {
+    for (int64_t r = row0; r < row1; r++) {
         const char *row = (const char *)w->data + (size_t)r * w->row_bytes + col_off;
-        const float *wr;
-        if (w->type == LLM_DTYPE_F32) {
-            wr = (const float *)row; // usable in place: no decode
-        } else {
+        const float *wr = (const float *)row;
+        if (!in_place) {
             decode(row, scratch, n_in);
             wr = scratch;
         }
         for (int t = 0; t < n_tok; t++)
-            y[t * y_stride + (r - row0)] = dot_impl(wr, x + t * x_stride, n_in);
+            y[t * y_stride + (r - row0)] = kern__dot_f32_scalar(wr, x + t * x_stride, n_in);
     }
 }
 

@@ -120,8 +120,8 @@ START_TEST(test_quantizers_stay_within_half_a_step)
 }
 END_TEST
 
-/* Token counts 1, 3 and 7 and 33 rows take every path: fused row dots, the 4x3
- * register-blocked kernel with leftover tokens, and leftover rows. */
+/* Token counts 1, 3 and 7 and 33 rows take every tile shape: 4 or 1 rows by 1, 2 or 3
+ * tokens. */
 START_TEST(test_matmul_matches_reference_with_column_window)
 {
     enum { COLS = 128, ROWS = 40, TOK = 7 };
@@ -158,6 +158,74 @@ START_TEST(test_matmul_matches_reference_with_column_window)
         }
         free(q);
     }
+}
+END_TEST
+
+/*
+ * Batch invariance: every y[t][r] must be the same float, bit for bit, whatever the
+ * number of tokens in the call, the token's place among them and the row range a
+ * thread was given. The oracle is the one-token, one-row call. Every computable type,
+ * widths from the real model (576, 1536), an odd F32 width (a tail of 4 after the last
+ * 8), and row splits that cut tiles anywhere.
+ */
+START_TEST(test_matmul_is_batch_invariant_for_every_type)
+{
+    enum { ROWS = 11, TOKMAX = 10, NMAX = 1536 };
+    static const llm_dtype all[] = {LLM_DTYPE_F32,  LLM_DTYPE_F16,  LLM_DTYPE_BF16, LLM_DTYPE_Q8_0,
+                                    LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1, LLM_DTYPE_Q5_0, LLM_DTYPE_Q5_1,
+                                    LLM_DTYPE_Q4_K, LLM_DTYPE_Q5_K, LLM_DTYPE_Q6_K, LLM_DTYPE_Q8_K};
+    static const int64_t widths[] = {100, 96, 256, 576, 768, 1536};
+    static float w[ROWS * NMAX], x[TOKMAX * NMAX], ref[TOKMAX * ROWS], y[TOKMAX * ROWS];
+    static float scratch[KERN_MATMUL_SCRATCH(NMAX)];
+    unsigned s = 41;
+    for (int i = 0; i < ROWS * NMAX; i++)
+        w[i] = frand(&s) * (1.0f + (float)(i % 7));
+    for (int i = 0; i < TOKMAX * NMAX; i++)
+        x[i] = frand(&s);
+    // [0, ROWS) whole, then pieces that start and end inside every tile shape
+    static const int64_t cuts[][5] = {{0, ROWS, -1}, {0, 3, 7, ROWS, -1}, {0, 1, 6, 10, ROWS}};
+    int checked = 0;
+    for (size_t ti = 0; ti < sizeof(all) / sizeof(all[0]); ti++) {
+        llm_dtype ty = all[ti];
+        const kern_type_traits *tr = kern_type(ty);
+        for (size_t wi = 0; wi < sizeof(widths) / sizeof(widths[0]); wi++) {
+            int64_t n = widths[wi];
+            int64_t unit = tr->blck == 1 ? 1 : tr->blck > 32 ? tr->blck : 32;
+            if (n % unit != 0)
+                continue;
+            size_t rb = kern_row_size(ty, n);
+            char *q = malloc(rb * ROWS);
+            ck_assert_ptr_nonnull(q);
+            for (int r = 0; r < ROWS; r++)
+                tr->from_float(w + r * n, q + r * rb, n);
+            kern_mat m = {ty, q, n, ROWS, rb};
+            for (int t = 0; t < TOKMAX; t++)
+                for (int r = 0; r < ROWS; r++)
+                    kern_matmul(&m, 0, n, x + t * n, n, ref + t * ROWS + r, 1, 1, r, r + 1,
+                                scratch);
+            for (int n_tok = 1; n_tok <= TOKMAX; n_tok++) {
+                for (size_t ci = 0; ci < sizeof(cuts) / sizeof(cuts[0]); ci++) {
+                    memset(y, 0xff, sizeof(y));
+                    for (int k = 0; k < 4 && cuts[ci][k + 1] > 0; k++) {
+                        int64_t a = cuts[ci][k], b = cuts[ci][k + 1];
+                        kern_matmul(&m, 0, n, x, n, y + a, ROWS, n_tok, a, b, scratch);
+                    }
+                    for (int t = 0; t < n_tok; t++)
+                        for (int r = 0; r < ROWS; r++)
+                            ck_assert_msg(
+                                memcmp(&y[t * ROWS + r], &ref[t * ROWS + r], sizeof(float)) == 0,
+                                "%s n_in %d n_tok %d split %d tok %d row %d: %.9g vs "
+                                "%.9g alone",
+                                tr->name, (int)n, n_tok, (int)ci, t, r, (double)y[t * ROWS + r],
+                                (double)ref[t * ROWS + r]);
+                    checked++;
+                }
+            }
+            free(q);
+        }
+    }
+    // 3 float types x 6 widths, 5 32-block types x 5, 4 K-quants x 3
+    ck_assert_int_eq(checked, (3 * 6 + 5 * 5 + 4 * 3) * TOKMAX * 3);
 }
 END_TEST
 
@@ -220,8 +288,9 @@ START_TEST(test_simd_dot_matches_scalar_at_every_length)
 }
 END_TEST
 
-/* Fused row dots (whatever this CPU selected) against the reference definition. */
-START_TEST(test_fused_row_dots_match_the_reference)
+/* One token through kern_matmul (whatever this CPU selected) against the reference
+ * definition of a row dot. */
+START_TEST(test_one_token_matmul_matches_the_reference_row_dot)
 {
     enum { N = 576 };
     float w[N], x[N];
@@ -235,57 +304,48 @@ START_TEST(test_fused_row_dots_match_the_reference)
         void *q = malloc(kern_row_size(ty, N));
         kern_type(ty)->from_float(w, q, N);
         float ref = kern__row_dot_ref(ty, q, x, N);
-        kern_row_dot_fn fused = kern__row_dot(ty);
-        if (fused)
-            ck_assert_msg(fabsf(fused(q, x, N) - ref) <= 1e-4f * (1 + fabsf(ref)), "%s: %g vs %g",
-                          kern_type_name(ty), (double)fused(q, x, N), (double)ref);
-        // and kern_matmul's one-token path (fused or not) agrees too
         kern_mat m = {ty, q, N, 1, kern_row_size(ty, N)};
         float y, scratch[KERN_MATMUL_SCRATCH(N)];
         kern_matmul(&m, 0, N, x, N, &y, 1, 1, 0, 1, scratch);
-        ck_assert(fabsf(y - ref) <= 1e-4f * (1 + fabsf(ref)));
+        ck_assert_msg(fabsf(y - ref) <= 1e-4f * (1 + fabsf(ref)), "%s: %g vs %g",
+                      kern_type_name(ty), (double)y, (double)ref);
         free(q);
     }
-#if defined(LLM_KERN_HAVE_AVX2)
-    // With AVX2 chosen the fused path must be in use; under LLM_SIMD=scalar it must not.
-    if (strcmp(kern_simd_name(), "avx2") == 0)
-        ck_assert_ptr_nonnull(kern__row_dot(LLM_DTYPE_Q4_1));
-    else
-        ck_assert_ptr_null(kern__row_dot(LLM_DTYPE_Q4_1));
-#endif
 }
 END_TEST
 
-/* The SIMD decoders used by the multi-token path against the traits' scalar ones (an
- * FMA may round the last bit differently from a multiply then add). */
-START_TEST(test_simd_decoders_match_the_scalar_ones)
+/* The decoders kern_matmul uses on this CPU against the traits' scalar ones (an FMA may
+ * round the last bit differently from a multiply then add); under LLM_SIMD=scalar they
+ * must be the scalar ones. */
+START_TEST(test_selected_decoders_match_the_scalar_ones)
 {
-#if defined(LLM_KERN_HAVE_AVX2)
-    if (!kern__cpu_has_avx2())
-        return;
-    enum { N = 256 };
+    enum { N = 512 };
+    static const llm_dtype all[] = {LLM_DTYPE_F32,  LLM_DTYPE_F16,  LLM_DTYPE_BF16, LLM_DTYPE_Q8_0,
+                                    LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1, LLM_DTYPE_Q5_0, LLM_DTYPE_Q5_1,
+                                    LLM_DTYPE_Q4_K, LLM_DTYPE_Q5_K, LLM_DTYPE_Q6_K, LLM_DTYPE_Q8_K};
     float w[N], a[N], b[N];
     unsigned s = 5;
     for (int i = 0; i < N; i++)
         w[i] = frand(&s) * 4.0f;
-    struct {
-        llm_dtype t;
-        kern_to_float_fn simd;
-    } cases[] = {{LLM_DTYPE_Q4_0, kern__q4_0_to_float_avx2},
-                 {LLM_DTYPE_Q4_1, kern__q4_1_to_float_avx2},
-                 {LLM_DTYPE_Q8_0, kern__q8_0_to_float_avx2},
-                 {LLM_DTYPE_F16, kern__f16_to_float_avx2}};
-    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
-        void *q = malloc(kern_row_size(cases[c].t, N));
-        kern_type(cases[c].t)->from_float(w, q, N);
-        kern_type(cases[c].t)->to_float(q, a, N);
-        cases[c].simd(q, b, N);
+    bool simd = strcmp(kern_simd_name(), "scalar") != 0;
+    for (size_t c = 0; c < sizeof(all) / sizeof(all[0]); c++) {
+        const kern_type_traits *tr = kern_type(all[c]);
+        kern_to_float_fn dec = kern__decoder(all[c]);
+        ck_assert_ptr_nonnull(dec);
+        if (!simd)
+            ck_assert_ptr_eq(dec, tr->to_float);
+        else if (all[c] != LLM_DTYPE_F32)
+            ck_assert_ptr_ne(dec, tr->to_float); // every type has its SIMD decoder
+        void *q = malloc(kern_row_size(all[c], N));
+        tr->from_float(w, q, N);
+        tr->to_float(q, a, N);
+        dec(q, b, N);
         for (int i = 0; i < N; i++)
             ck_assert_msg(fabsf(a[i] - b[i]) <= 1e-6f * fmaxf(1.0f, fabsf(a[i])), "%s elem %d",
-                          kern_type_name(cases[c].t), i);
+                          tr->name, i);
         free(q);
     }
-#endif
+    ck_assert_ptr_null(kern__decoder((llm_dtype)99));
 }
 END_TEST
 
@@ -347,9 +407,10 @@ kern_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("ops");
     tcase_add_test(tc, test_matmul_matches_reference_with_column_window);
+    tcase_add_test(tc, test_matmul_is_batch_invariant_for_every_type);
     tcase_add_test(tc, test_simd_dot_matches_scalar_at_every_length);
-    tcase_add_test(tc, test_fused_row_dots_match_the_reference);
-    tcase_add_test(tc, test_simd_decoders_match_the_scalar_ones);
+    tcase_add_test(tc, test_one_token_matmul_matches_the_reference_row_dot);
+    tcase_add_test(tc, test_selected_decoders_match_the_scalar_ones);
     tcase_add_test(tc, test_attention_scores_and_values_match_the_scalar_sums);
     tcase_add_test(tc, test_rmsnorm_softmax_rope_swiglu);
     suite_add_tcase(s, tc);

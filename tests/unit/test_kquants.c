@@ -1,8 +1,8 @@
 /*
  * test_kquants.c - Q5_0, Q5_1 and the K-quants (Q4_K, Q5_K, Q6_K, Q8_K): block layouts,
  * decoding of handcrafted blocks against values computed by gguf.quants.dequantize,
- * quantize-then-decode error bounds, and the fused AVX2 row dots against the scalar
- * decoders and a double-precision dot, alone and through kern_matmul.
+ * quantize-then-decode error bounds, and kern_matmul (the selected SIMD decoders and dot
+ * order) against the scalar decoders and a double-precision dot.
  */
 #include "kern.h"
 #include "kern_internal.h"
@@ -337,31 +337,16 @@ END_TEST
 
 // --- row dots and matmul ----------------------------------------------------------------
 
-#if defined(LLM_KERN_HAVE_AVX2)
-static kern_row_dot_fn
-avx2_dot(llm_dtype t)
-{
-    switch (t) {
-    case LLM_DTYPE_Q5_0: return kern__row_dot_q5_0_avx2;
-    case LLM_DTYPE_Q5_1: return kern__row_dot_q5_1_avx2;
-    case LLM_DTYPE_Q4_K: return kern__row_dot_q4_k_avx2;
-    case LLM_DTYPE_Q5_K: return kern__row_dot_q5_k_avx2;
-    case LLM_DTYPE_Q6_K: return kern__row_dot_q6_k_avx2;
-    case LLM_DTYPE_Q8_K: return kern__row_dot_q8_k_avx2;
-    default: return NULL;
-    }
-}
-#endif
-
 /*
- * Every row dot against the double-precision dot of the decoded row, within float
- * rounding: 1e-5 of sum |w x| (a float sum of n terms in 32 lanes errs by about
- * (n / 32) * 6e-8 of it; the fused weight w = d*q + off rounds once more).
+ * Every one-token matmul (the selected decoder, then this SIMD level's dot order)
+ * against the double-precision dot of the scalar-decoded row, within float rounding:
+ * 1e-5 of sum |w x| (a float sum of n terms in 8 lanes errs by about (n / 8) * 6e-8 of
+ * it; the decoded weight w = d*q + off may round once more).
  */
-START_TEST(test_avx2_row_dots_match_the_scalar_reference)
+START_TEST(test_one_token_dots_match_the_scalar_reference)
 {
     enum { NMAX = 1536 };
-    static float w[NMAX], x[NMAX], wd[NMAX];
+    static float w[NMAX], x[NMAX], wd[NMAX], scratch[KERN_MATMUL_SCRATCH(NMAX)];
     make_row(w, NMAX, 17);
     unsigned s = 19;
     for (int i = 0; i < NMAX; i++)
@@ -391,34 +376,21 @@ START_TEST(test_avx2_row_dots_match_the_scalar_reference)
                 ck_assert_msg(fabs(r32 - dd) <= tol, "%s n=%d row_dot_ref %g vs %g",
                               kern_type_name(ty), (int)n, (double)r32, dd);
             }
-            kern_row_dot_fn sel = kern__row_dot(ty);
-            if (sel) {
-                float f = sel(q, x, n);
-                ck_assert_msg(fabs(f - dd) <= tol, "%s n=%d selected %g vs %g (tol %g)",
-                              kern_type_name(ty), (int)n, (double)f, dd, tol);
-            }
-#if defined(LLM_KERN_HAVE_AVX2)
-            if (kern__cpu_has_avx2()) {
-                ck_assert_ptr_eq(sel, avx2_dot(ty));
-                float f = avx2_dot(ty)(q, x, n);
-                ck_assert_msg(fabs(f - dd) <= tol, "%s n=%d avx2 %g vs %g (tol %g)",
-                              kern_type_name(ty), (int)n, (double)f, dd, tol);
-                checked++;
-            }
-#endif
+            kern_mat m = {ty, q, n, 1, kern_row_size(ty, n)};
+            float f;
+            kern_matmul(&m, 0, n, x, n, &f, 1, 1, 0, 1, scratch);
+            ck_assert_msg(fabs(f - dd) <= tol, "%s n=%d matmul %g vs %g (tol %g)",
+                          kern_type_name(ty), (int)n, (double)f, dd, tol);
+            checked++;
             free(q);
         }
     }
-#if defined(LLM_KERN_HAVE_AVX2)
-    if (kern__cpu_has_avx2())
-        ck_assert_int_eq(checked, 2 * 5 + 4 * 3);
-#endif
-    (void)checked;
+    ck_assert_int_eq(checked, 2 * 5 + 4 * 3);
 }
 END_TEST
 
-/* kern_matmul on a column window, one token (the fused row dot when selected) and five
- * (decode each row once, then dot), against double dots of the decoded rows. */
+/* kern_matmul on a column window, one token and five, against double dots of the
+ * decoded rows. */
 START_TEST(test_matmul_matches_reference_on_both_paths)
 {
     enum { COLS = 768, ROWS = 12, TOKMAX = 5 };
@@ -479,7 +451,7 @@ kquants_suite(void)
     tcase_add_test(tc, test_q8_k_bsums_are_sums_of_sixteen_quants);
     suite_add_tcase(s, tc);
     tc = tcase_create("dot");
-    tcase_add_test(tc, test_avx2_row_dots_match_the_scalar_reference);
+    tcase_add_test(tc, test_one_token_dots_match_the_scalar_reference);
     tcase_add_test(tc, test_matmul_matches_reference_on_both_paths);
     suite_add_tcase(s, tc);
     return s;
