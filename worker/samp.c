@@ -6,6 +6,7 @@
 #include "llm_err.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 typedef struct {
@@ -84,14 +85,55 @@ samp_uniform(uint64_t seed, int64_t pos)
     return (double)(r >> 11) * (1.0 / 9007199254740992.0); // 53 random bits
 }
 
-// Descending logit, then ascending id: a total order, so the result is deterministic.
-static int
-cand_cmp(const void *a, const void *b)
+/* Candidate order: descending logit, then ascending id - a total order, so the result
+ * never depends on sort stability. */
+static bool
+before(const cand *x, const cand *y)
 {
-    const cand *x = a, *y = b;
-    if (x->logit != y->logit)
-        return x->logit < y->logit ? 1 : -1;
-    return (x->id > y->id) - (x->id < y->id);
+    return x->logit > y->logit || (x->logit == y->logit && x->id < y->id);
+}
+
+static void
+sift_down(cand *h, int n, int i)
+{
+    for (;;) {
+        int l = 2 * i + 1, best = i;
+        if (l < n && before(&h[l], &h[best]))
+            best = l;
+        if (l + 1 < n && before(&h[l + 1], &h[best]))
+            best = l + 1;
+        if (best == i)
+            return;
+        cand t = h[i];
+        h[i] = h[best];
+        h[best] = t;
+        i = best;
+    }
+}
+
+/* The candidates come out of a max-heap one at a time, only as far as top-k, top-p and
+ * the draw need them (a few dozen, typically): building the heap is O(n), each step
+ * O(log n), where sorting the whole vocabulary cost milliseconds per token. The i-th
+ * best candidate ends up at c[n - 1 - i], as in heapsort. */
+typedef struct {
+    cand *c;
+    int n, heap_n;
+    bool sorted; // c[0..k) already sorted (small top-k): no heap
+} ranked;
+
+static const cand *
+nth(ranked *r, int i)
+{
+    if (r->sorted)
+        return &r->c[i];
+    while (r->n - r->heap_n <= i) {
+        cand t = r->c[0];
+        r->c[0] = r->c[r->heap_n - 1];
+        r->c[r->heap_n - 1] = t;
+        r->heap_n--;
+        sift_down(r->c, r->heap_n, 0);
+    }
+    return &r->c[r->n - 1 - i];
 }
 
 static int32_t
@@ -102,6 +144,12 @@ argmax(const float *logits, int n)
         if (logits[i] > logits[best])
             best = i;
     return best;
+}
+
+static int
+cand_cmp(const void *a, const void *b)
+{
+    return before(a, b) ? -1 : before(b, a) ? 1 : 0;
 }
 
 /* keep_top moves the k best candidates to the front, sorted (partial selection via a
@@ -139,35 +187,43 @@ samp_sample(samp_ctx *s, const samp_params *p, const float *logits, int64_t pos)
         s->c[i].id = i;
     }
     int k = p->top_k > 0 && p->top_k < n ? p->top_k : n;
-    keep_top(s->c, n, k);
-    // Softmax over the kept candidates at the given temperature (max first: stable).
+    ranked r = {s->c, n, n, k <= 256};
+    if (r.sorted) {
+        keep_top(s->c, n, k); // O(n k) beats the heap for the small k used in practice
+    } else {
+        for (int i = n / 2 - 1; i >= 0; i--)
+            sift_down(s->c, n, i);
+    }
+    double max = s->c[0].logit, t = p->temperature;
+    // Unnormalized probabilities at the temperature (max first: stable). The total
+    // is over the top k, or over the whole vocabulary in id order.
     double sum = 0.0;
-    float max = s->c[0].logit;
-    for (int i = 0; i < k; i++) {
-        double e = exp(((double)s->c[i].logit - max) / p->temperature);
-        s->c[i].logit = (float)e; // reuse the field for the unnormalized probability
-        sum += e;
+    if (k < n) {
+        for (int i = 0; i < k; i++)
+            sum += exp(((double)nth(&r, i)->logit - max) / t);
+    } else {
+        for (int i = 0; i < n; i++)
+            sum += exp(((double)logits[i] - max) / t);
     }
     // Top-p: the smallest prefix whose mass reaches top_p.
     int m = k;
     if (p->top_p < 1.0f) {
         double acc = 0.0;
         for (int i = 0; i < k; i++) {
-            acc += s->c[i].logit;
+            acc += exp(((double)nth(&r, i)->logit - max) / t);
             if (acc >= p->top_p * sum) {
                 m = i + 1;
                 break;
             }
         }
-        sum = 0.0;
-        for (int i = 0; i < m; i++)
-            sum += s->c[i].logit;
+        sum = acc;
     }
     double u = samp_uniform(p->seed, pos) * sum, acc = 0.0;
     for (int i = 0; i < m; i++) {
-        acc += s->c[i].logit;
+        const cand *c = nth(&r, i);
+        acc += exp(((double)c->logit - max) / t);
         if (u < acc)
-            return s->c[i].id;
+            return c->id;
     }
-    return s->c[m - 1].id;
+    return nth(&r, m - 1)->id;
 }
