@@ -3,6 +3,8 @@
 # with this command line and the machine.
 #   ./scripts/bench.sh engine    engine speed for every weight type, 1 and 2 threads,
 #                                then batched decode on the default model
+#   ./scripts/bench.sh worker    one llm-worker through its protocol: throughput at 1-64
+#                                streams, TTFT alone / under load, prefix reuse
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh >/dev/null
@@ -31,7 +33,13 @@ engine() {
         --prompt-tokens 16 --decode-tokens 16 --batch 1,4,16,64 | sed -n '/Batched/,$p'
 }
 
+worker() {
+    echo "# Worker serving, $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+    .venv/bin/python scripts/bench_worker.py build "$model" "${LLM_BENCH_THREADS:-2}"
+}
+
 case "${1:-engine}" in
 engine) engine ;;
-*) echo "usage: scripts/bench.sh engine" >&2; exit 2 ;;
+worker) worker ;;
+*) echo "usage: scripts/bench.sh engine|worker" >&2; exit 2 ;;
 esac

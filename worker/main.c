@@ -3,8 +3,8 @@
  *   llm-worker --model M --prompt "..." [--chat] [--max-tokens N] ...
  * The text streams to stdout as it is produced. Exit codes: 0 ok, 1 runtime error
  * (bad model file, prompt too long), 2 bad usage. Every error is one line on stderr
- * starting "llm-worker: error:". The serving mode (--config) arrives with the worker
- * serving issue and will share this file's option handling.
+ * starting "llm-worker: error:". Without --prompt, llm-worker is the server (serve.c:
+ * --config FILE and/or flags).
  */
 #define _DEFAULT_SOURCE // sysconf(_SC_NPROCESSORS_ONLN)
 
@@ -15,6 +15,7 @@
 #include "model.h"
 #include "pool.h"
 #include "samp.h"
+#include "serve.h"
 #include "tok.h"
 #include "utf8.h"
 
@@ -288,9 +289,21 @@ build_prompt(const cli_opts *o, const tok_vocab *v, int32_t **ids, size_t *n_ids
     return LLM_OK;
 }
 
+/* One local generation when --prompt is given; otherwise the server (serve.c). */
+static bool
+wants_one_shot(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--prompt") == 0 || strncmp(argv[i], "--prompt=", 9) == 0)
+            return true;
+    return false;
+}
+
 int
 main(int argc, char **argv)
 {
+    if (!wants_one_shot(argc, argv))
+        return serve_main(argc, argv);
     cli_opts o = {0};
     int code = parse_args(argc, argv, &o);
     if (code != 0)

@@ -111,3 +111,62 @@ class Results:
         line = f"{self.passed} passed, {self.failed} failed"
         print(line + (f", {self.skipped} skipped" if self.skipped else ""))
         return 1 if self.failed else SKIP if self.skipped else 0
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A long-running binary (llm-worker, fake_coord, ...) started in the background.
+    It is ready once its stdout shows `ready_mark`; stderr goes to a log file that
+    stop() checks for sanitizer reports."""
+
+    def __init__(self, cmd, log_path, ready_mark=b"ready", timeout_s=120, log_level="info"):
+        import time
+        self.cmd, self.log_path = cmd, log_path
+        self.log = open(log_path, "wb")
+        env = dict(os.environ, LLM_LOG_LEVEL=log_level)
+        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=env)
+        self.lines = []
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            line = self.p.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            if ready_mark in line:
+                return
+        self.kill()
+        raise RuntimeError(f"{cmd[0]} did not start: {self.stderr()[-2000:]}")
+
+    def stderr(self):
+        if not self.log.closed:
+            self.log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self, sig=15, timeout_s=120):
+        """Signals the process and returns its exit code (None if it had to be killed)."""
+        import signal
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+        try:
+            rc = self.p.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            rc = None
+        self.log.close()
+        return rc
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+    def sanitizer(self):
+        return any(m in self.stderr() for m in SANITIZER_MARKS)

@@ -1,0 +1,84 @@
+/*
+ * llmclient.h - libllmclient: the C client of the cluster's protobuf RPC over NNG.
+ *
+ * It speaks the streaming long poll of DESIGN.md ("Protocol"): Generate, then Next with
+ * a cursor until the final chunk, calling back for every chunk of tokens. The same calls
+ * work against a coordinator or straight against a worker. One client may be used from
+ * many threads at once (every call runs on its own NNG context).
+ */
+#ifndef LLM_CLIENT_LLMCLIENT_H
+#define LLM_CLIENT_LLMCLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct llmc llmc;
+
+/* llmc_open dials url (e.g. tcp://127.0.0.1:7070). timeout_ms bounds each round trip. */
+int llmc_open(const char *url, int timeout_ms, llmc **out, char *err, size_t err_len);
+void llmc_close(llmc *c);
+
+typedef struct {
+    const char *role, *content;
+} llmc_msg;
+
+typedef enum {
+    LLMC_TIER_NORMAL = 0,
+    LLMC_TIER_CRITICAL = 1,
+    LLMC_TIER_HIGH = 2,
+    LLMC_TIER_LOW = 3,
+    LLMC_TIER_BACKGROUND = 4,
+} llmc_tier;
+
+typedef struct {
+    uint64_t request_id; // 0: the server picks one
+    const char *model;   // NULL or "": the server's
+    const char *prompt;  // one of prompt, messages, prompt_ids
+    const llmc_msg *messages;
+    int n_messages;
+    const int32_t *prompt_ids;
+    int n_prompt_ids;
+    float temperature, top_p; // top_p 0 = unset
+    int top_k;
+    uint64_t seed;
+    int max_tokens;
+    const char *const *stop;
+    int n_stop;
+    llmc_tier tier;
+    uint64_t deadline_unix_ms;
+    const char *traceparent;
+    uint32_t resume_from_seq;
+    int poll_wait_ms; // long poll length (default 10000)
+} llmc_request;
+
+/* Called for every chunk with tokens or text; return non-zero to cancel the request. */
+typedef int (*llmc_chunk_fn)(void *ctx, uint32_t seq, const int32_t *ids, int n_ids,
+                             const char *text, size_t text_len);
+
+typedef struct {
+    uint64_t request_id;
+    int finish; // an llm FinishReason value (1 stop, 2 length, 3 canceled, 4 deadline, 5 error)
+    uint32_t prompt_tokens, completion_tokens, cached_tokens;
+    int error_code; // an llm_err from an Error reply, 0 if none
+} llmc_result;
+
+/* llmc_generate runs one request to its end. LLM_OK when the stream ended (see
+ * out->finish); an llm_err with err filled when the server refused it (out->error_code)
+ * or the transport failed. */
+int llmc_generate(llmc *c, const llmc_request *r, llmc_chunk_fn cb, void *ctx, llmc_result *out,
+                  char *err, size_t err_len);
+
+int llmc_cancel(llmc *c, uint64_t request_id, char *err, size_t err_len);
+int llmc_health(llmc *c, bool *ready, char *state, size_t state_len, char *err, size_t err_len);
+/* llmc_stats returns the Prometheus text of the peer's metrics (malloc'ed, free()). */
+int llmc_stats(llmc *c, char **text, char *err, size_t err_len);
+
+/* llmc_call_raw sends bytes as they are and returns the reply's bytes (malloc'ed):
+ * for protocol tests. */
+int llmc_call_raw(llmc *c, const void *buf, size_t len, void **reply, size_t *reply_len,
+                  char *err, size_t err_len);
+
+const char *llmc_finish_name(int finish);
+
+#endif
