@@ -89,8 +89,7 @@ out:
 }
 
 static int
-call(llmc *c, Llm__Envelope *req, int timeout_ms, Llm__Envelope **reply, char *err,
-     size_t err_len)
+call(llmc *c, Llm__Envelope *req, int timeout_ms, Llm__Envelope **reply, char *err, size_t err_len)
 {
     uint8_t *buf;
     size_t len;
@@ -128,15 +127,13 @@ llmc_call_raw(llmc *c, const void *buf, size_t len, void **reply, size_t *reply_
 }
 
 static int
-deliver(const Llm__TokenChunk *ch, llmc_chunk_fn cb, void *ctx, uint32_t *cursor,
-        llmc_result *out)
+deliver(const Llm__TokenChunk *ch, llmc_chunk_fn cb, void *ctx, uint32_t *cursor, llmc_result *out)
 {
     if (ch->seq != *cursor)
         return LLM_EPROTO; // the server answered for another cursor
     int stop = 0;
     if (cb && (ch->n_token_ids > 0 || ch->text[0]))
-        stop = cb(ctx, ch->seq, ch->token_ids, (int)ch->n_token_ids, ch->text,
-                  strlen(ch->text));
+        stop = cb(ctx, ch->seq, ch->token_ids, (int)ch->n_token_ids, ch->text, strlen(ch->text));
     *cursor += (uint32_t)ch->n_token_ids;
     if (ch->finish_reason != LLM__FINISH_REASON__FINISH_NONE) {
         out->finish = (int)ch->finish_reason;
@@ -310,7 +307,7 @@ llmc_stats(llmc *c, char **text, char *err, size_t err_len)
 const char *
 llmc_finish_name(int f)
 {
-    static const char *const names[] = {"none",     "stop",     "length",
-                                        "canceled", "deadline_exceeded", "error"};
+    static const char *const names[] = {"none", "stop", "length", "canceled", "deadline_exceeded",
+                                        "error"};
     return f >= 0 && f < 6 ? names[f] : "unknown";
 }

@@ -76,8 +76,8 @@ int llmc_stats(llmc *c, char **text, char *err, size_t err_len);
 
 /* llmc_call_raw sends bytes as they are and returns the reply's bytes (malloc'ed):
  * for protocol tests. */
-int llmc_call_raw(llmc *c, const void *buf, size_t len, void **reply, size_t *reply_len,
-                  char *err, size_t err_len);
+int llmc_call_raw(llmc *c, const void *buf, size_t len, void **reply, size_t *reply_len, char *err,
+                  size_t err_len);
 
 const char *llmc_finish_name(int finish);
 

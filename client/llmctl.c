@@ -19,35 +19,6 @@
 
 #define PROG "llmctl"
 
-/* Flag values: a bad one ends the program with exit code 2. */
-static int64_t
-flag_int(const char *flag, const char *v, int64_t lo, int64_t hi)
-{
-    int64_t x;
-    if (args_int(v, lo, hi, &x) != LLM_OK)
-        exit(args_die(PROG, 2, "%s: '%s' is not an integer in [%lld, %lld]", flag, v,
-                      (long long)lo, (long long)hi));
-    return x;
-}
-
-static double
-flag_float(const char *flag, const char *v, double lo, double hi)
-{
-    double x;
-    if (args_float(v, lo, hi, &x) != LLM_OK)
-        exit(args_die(PROG, 2, "%s: '%s' is not a number in [%g, %g]", flag, v, lo, hi));
-    return x;
-}
-
-static uint64_t
-flag_u64(const char *flag, const char *v)
-{
-    uint64_t x;
-    if (args_u64(v, &x) != LLM_OK)
-        exit(args_die(PROG, 2, "%s: '%s' is not an unsigned integer", flag, v));
-    return x;
-}
-
 static int
 print_chunk(void *ctx, uint32_t seq, const int32_t *ids, int n, const char *text, size_t len)
 {
@@ -65,11 +36,11 @@ cmd_generate(llmc *c, bool chat, int argc, char **argv)
     int i = 0;
     for (; i < argc - 1 && strncmp(argv[i], "--", 2) == 0; i += 2) {
         if (strcmp(argv[i], "--max-tokens") == 0)
-            r.max_tokens = flag_int(argv[i], argv[i + 1], 1, 1 << 20);
+            r.max_tokens = (int)args_need_int(PROG, argv[i], argv[i + 1], 1, 1 << 20);
         else if (strcmp(argv[i], "--temperature") == 0)
-            r.temperature = flag_float(argv[i], argv[i + 1], 0, 100);
+            r.temperature = (float)args_need_float(PROG, argv[i], argv[i + 1], 0, 100);
         else if (strcmp(argv[i], "--seed") == 0)
-            r.seed = flag_u64(argv[i], argv[i + 1]);
+            r.seed = args_need_u64(PROG, argv[i], argv[i + 1]);
         else if (strcmp(argv[i], "--model") == 0)
             r.model = argv[i + 1];
         else
@@ -92,9 +63,8 @@ cmd_generate(llmc *c, bool chat, int argc, char **argv)
         return 1;
     }
     printf("\n");
-    fprintf(stderr, "[finish=%s prompt=%u completion=%u cached=%u]\n",
-            llmc_finish_name(res.finish), res.prompt_tokens, res.completion_tokens,
-            res.cached_tokens);
+    fprintf(stderr, "[finish=%s prompt=%u completion=%u cached=%u]\n", llmc_finish_name(res.finish),
+            res.prompt_tokens, res.completion_tokens, res.cached_tokens);
     return 0;
 }
 
@@ -150,7 +120,7 @@ main(int argc, char **argv)
     }
     if (i >= argc)
         exit(args_die(PROG, 2,
-                 "usage: llmctl [--addr URL] generate|chat|health|stats|cancel|raw ..."));
+                      "usage: llmctl [--addr URL] generate|chat|health|stats|cancel|raw ..."));
     const char *cmd = argv[i++];
     llmc *c = NULL;
     char err[256];
@@ -179,7 +149,7 @@ main(int argc, char **argv)
             free(text);
         }
     } else if (strcmp(cmd, "cancel") == 0 && i == argc - 1) {
-        if (llmc_cancel(c, flag_u64("request id", argv[i]), err, sizeof(err)) !=
+        if (llmc_cancel(c, args_need_u64(PROG, "request id", argv[i]), err, sizeof(err)) !=
             LLM_OK) {
             fprintf(stderr, "llmctl: error: %s\n", err);
             code = 1;

@@ -29,16 +29,6 @@
 
 #define PROG "llm-load"
 
-/* Flag values: a bad one ends the program with exit code 2. */
-static int64_t
-flag_int(const char *flag, const char *v, int64_t lo, int64_t hi)
-{
-    int64_t x;
-    if (args_int(v, lo, hi, &x) != LLM_OK)
-        exit(args_die(PROG, 2, "%s: '%s' is not an integer in [%lld, %lld]", flag, v,
-                      (long long)lo, (long long)hi));
-    return x;
-}
 #include <sys/time.h>
 #include <time.h>
 
@@ -269,15 +259,16 @@ main(int argc, char **argv)
         if (strcmp(argv[i], "--addr") == 0)
             addr = argv[i + 1];
         else if (strcmp(argv[i], "--concurrency") == 0)
-            concurrency = (int)flag_int(argv[i], argv[i + 1], 1, 4096);
+            concurrency = (int)args_need_int(PROG, argv[i], argv[i + 1], 1, 4096);
         else if (strcmp(argv[i], "--repeat") == 0)
-            repeat = (int)flag_int(argv[i], argv[i + 1], 1, 1000000);
+            repeat = (int)args_need_int(PROG, argv[i], argv[i + 1], 1, 1000000);
         else
             exit(args_die(PROG, 2, "unknown flag %s", argv[i]));
     }
     if (i != argc - 1)
-        exit(args_die(PROG, 2, "usage: llm-load [--addr URL] [--concurrency N] [--repeat K] "
-                                "SPEC.json|-"));
+        exit(args_die(PROG, 2,
+                      "usage: llm-load [--addr URL] [--concurrency N] [--repeat K] "
+                      "SPEC.json|-"));
     FILE *f = strcmp(argv[i], "-") == 0 ? stdin : fopen(argv[i], "r");
     if (!f)
         exit(args_die(PROG, 1, "cannot open %s", argv[i]));

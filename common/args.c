@@ -65,3 +65,31 @@ args_die(const char *prog, int code, const char *fmt, ...)
     fprintf(stderr, "%s: error: %s\n", prog, msg); // one write: the line stays whole
     return code;
 }
+
+int64_t
+args_need_int(const char *prog, const char *flag, const char *v, int64_t lo, int64_t hi)
+{
+    int64_t x;
+    if (args_int(v, lo, hi, &x) != LLM_OK)
+        exit(args_die(prog, 2, "%s: '%s' is not an integer in [%lld, %lld]", flag, v, (long long)lo,
+                      (long long)hi));
+    return x;
+}
+
+uint64_t
+args_need_u64(const char *prog, const char *flag, const char *v)
+{
+    uint64_t x;
+    if (args_u64(v, &x) != LLM_OK)
+        exit(args_die(prog, 2, "%s: '%s' is not an unsigned integer", flag, v));
+    return x;
+}
+
+double
+args_need_float(const char *prog, const char *flag, const char *v, double lo, double hi)
+{
+    double x;
+    if (args_float(v, lo, hi, &x) != LLM_OK)
+        exit(args_die(prog, 2, "%s: '%s' is not a number in [%g, %g]", flag, v, lo, hi));
+    return x;
+}

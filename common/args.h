@@ -22,4 +22,10 @@ int args_float(const char *s, double lo, double hi, double *out);
  * binary can `return args_die(...)` from main or its option parser. */
 int args_die(const char *prog, int code, const char *fmt, ...) LLM_PRINTF_LIKE(3, 4);
 
+/* The same for small command-line tools: a bad value prints "PROG: error: FLAG: ..."
+ * and exits with code 2. */
+int64_t args_need_int(const char *prog, const char *flag, const char *v, int64_t lo, int64_t hi);
+uint64_t args_need_u64(const char *prog, const char *flag, const char *v);
+double args_need_float(const char *prog, const char *flag, const char *v, double lo, double hi);
+
 #endif

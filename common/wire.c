@@ -81,8 +81,8 @@ wire_decode(const uint8_t *buf, size_t len, Llm__Envelope **out, char *err, size
         return LLM_EPROTO;
     }
     if (e->version != WIRE_VERSION) {
-        llm_errf(err, err_len, "unsupported envelope version %u (this peer speaks %u)",
-                 e->version, WIRE_VERSION);
+        llm_errf(err, err_len, "unsupported envelope version %u (this peer speaks %u)", e->version,
+                 WIRE_VERSION);
         wire_free(e);
         return LLM_EPROTO;
     }

@@ -99,8 +99,7 @@ announce_main(void *arg)
             registered ? LLM__ENVELOPE__BODY_HEARTBEAT : LLM__ENVELOPE__BODY_REGISTER;
         bool ok = send_one(a, kind) == LLM_OK;
         if (ok && !registered)
-            LOG_INFO("event=registered coordinator=%s worker=%s", a->o.coordinator,
-                     a->worker_id);
+            LOG_INFO("event=registered coordinator=%s worker=%s", a->o.coordinator, a->worker_id);
         registered = ok; // a failure: register again next time
         pthread_mutex_lock(&a->mu);
         struct timespec ts;
@@ -162,8 +161,7 @@ announce_start(sched *s, engine *e, const announce_opts *o, announcer **out, cha
     if ((rv = nng_dial(a->sock, o->coordinator, NULL, NNG_FLAG_NONBLOCK)) != 0) {
         nng_close(a->sock);
         announcer_free(a);
-        llm_errf(err, err_len, "cannot dial coordinator %s: %s", o->coordinator,
-                 nng_strerror(rv));
+        llm_errf(err, err_len, "cannot dial coordinator %s: %s", o->coordinator, nng_strerror(rv));
         return wire_nng_err(rv);
     }
     pthread_mutex_init(&a->mu, NULL);

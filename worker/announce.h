@@ -19,11 +19,11 @@ typedef struct announcer announcer;
 typedef struct {
     const char *coordinator; // NNG URL of the coordinator's registration endpoint
     const char *worker_id;
-    const char *address;    // where the coordinator reaches this worker
+    const char *address; // where the coordinator reaches this worker
     const char *model_name;
-    int interval_ms;        // heartbeat period
+    int interval_ms; // heartbeat period
     int tp_size;
-    int summary_max;        // prefix hashes per heartbeat at most
+    int summary_max; // prefix hashes per heartbeat at most
 } announce_opts;
 
 int announce_start(sched *s, engine *e, const announce_opts *o, announcer **out, char *err,

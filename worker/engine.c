@@ -83,8 +83,7 @@ model_encode(const engine *e, const char *text, const tok_chat_msg *msgs, size_t
 static int
 model_token_bytes(const engine *e, int32_t id, char *buf, size_t cap, size_t *len)
 {
-    return tok_token_bytes(model_get_vocab(((const model_engine *)e)->m), id, false, buf, cap,
-                           len);
+    return tok_token_bytes(model_get_vocab(((const model_engine *)e)->m), id, false, buf, cap, len);
 }
 
 static bool
@@ -128,8 +127,7 @@ engine_model_new(const engine_model_opts *o, engine **out, char *err, size_t err
     uint64_t n_blocks = o->kv_memory_bytes / block_bytes;
     if (n_blocks < 1 || n_blocks > INT32_MAX / 2) {
         llm_errf(err, err_len, "kv memory budget of %llu bytes holds %llu blocks of %zu bytes",
-                 (unsigned long long)o->kv_memory_bytes, (unsigned long long)n_blocks,
-                 block_bytes);
+                 (unsigned long long)o->kv_memory_bytes, (unsigned long long)n_blocks, block_bytes);
         model_free(me->m);
         free(me);
         return LLM_EINVAL;
@@ -147,8 +145,7 @@ engine_model_new(const engine_model_opts *o, engine **out, char *err, size_t err
     e->forward = model_engine_forward;
     e->destroy = model_engine_destroy;
     if ((rc = pool_new(o->threads, &me->p)) != LLM_OK ||
-        (rc = model_state_new(me->m, &shard, o->max_step_tokens, o->threads, &me->st)) !=
-            LLM_OK ||
+        (rc = model_state_new(me->m, &shard, o->max_step_tokens, o->threads, &me->st)) != LLM_OK ||
         (rc = model_kvpool_new(me->m, &shard, e->n_blocks, &e->kvpool)) != LLM_OK) {
         llm_errf(err, err_len, "cannot allocate the engine (%s)", llm_strerror(rc));
         model_engine_destroy(e);
@@ -269,8 +266,9 @@ engine_synthetic_new(const engine_synth_opts *o, engine **out, char *err, size_t
 {
     if (o->ctx_len < 1 || o->n_blocks < 1 || o->max_step_tokens < 1 || o->step_delay_us < 0 ||
         o->prefill_us_per_tok < 0) {
-        llm_errf(err, err_len, "synthetic engine: context, blocks and step tokens must be "
-                               "positive and delays non-negative");
+        llm_errf(err, err_len,
+                 "synthetic engine: context, blocks and step tokens must be "
+                 "positive and delays non-negative");
         return LLM_EINVAL;
     }
     synth_engine *se = calloc(1, sizeof(*se));

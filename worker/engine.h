@@ -23,7 +23,7 @@
 typedef struct engine engine;
 
 struct engine {
-    const char *kind;     // "model" or "synthetic"
+    const char *kind; // "model" or "synthetic"
     int n_vocab;
     int ctx_len;          // longest sequence (prompt + generated) served
     int max_step_tokens;  // tokens one forward step may carry
@@ -56,8 +56,8 @@ typedef struct {
 int engine_model_new(const engine_model_opts *o, engine **out, char *err, size_t err_len);
 
 typedef struct {
-    int step_delay_us;       // fixed time of every step (a decode step of any batch size)
-    int prefill_us_per_tok;  // extra time per prompt token in a step
+    int step_delay_us;      // fixed time of every step (a decode step of any batch size)
+    int prefill_us_per_tok; // extra time per prompt token in a step
     int ctx_len;
     int n_blocks;
     int max_step_tokens;

@@ -95,8 +95,8 @@ struct sched {
 
 /* ---- helpers -------------------------------------------------------------------------- */
 
-static const char *const finish_names[] = {"none", "stop", "length", "canceled",
-                                           "deadline_exceeded", "error"};
+static const char *const finish_names[] = {
+    "none", "stop", "length", "canceled", "deadline_exceeded", "error"};
 
 const char *
 sched_finish_name(sched_finish f)
@@ -259,8 +259,7 @@ sched_submit(sched *s, uint64_t id, const sched_req *q, char *err, size_t err_le
         llm_errf(err, err_len,
                  "this model's maximum context length is %d tokens; the request needs %lld "
                  "(%d in the prompt, %d max_tokens)",
-                 s->e->ctx_len, (long long)q->n_prompt + q->max_tokens, q->n_prompt,
-                 q->max_tokens);
+                 s->e->ctx_len, (long long)q->n_prompt + q->max_tokens, q->n_prompt, q->max_tokens);
         return LLM_ERANGE;
     }
     int need_blocks = blocks_for(q->n_prompt + q->max_tokens);
@@ -300,8 +299,7 @@ sched_submit(sched *s, uint64_t id, const sched_req *q, char *err, size_t err_le
         return LLM_ENOMEM;
     }
     if (gen_text_init(&r->detok, (const char *const *)r->stop, r->n_stop) != LLM_OK) {
-        llm_errf(err, err_len, "a stop string is empty or longer than %d bytes",
-                 GEN_MAX_STOP_LEN);
+        llm_errf(err, err_len, "a stop string is empty or longer than %d bytes", GEN_MAX_STOP_LEN);
         req_free(r);
         return LLM_EINVAL;
     }
@@ -675,8 +673,7 @@ append_token(sched *s, sreq *r, int32_t id, int64_t now)
             why = SCHED_FINISH_STOP;
     }
     r->text_end[gen] = r->text_len;
-    if (why == SCHED_FINISH_NONE &&
-        (gen + 1 == r->max_tokens || r->n_tokens >= s->e->ctx_len))
+    if (why == SCHED_FINISH_NONE && (gen + 1 == r->max_tokens || r->n_tokens >= s->e->ctx_len))
         why = SCHED_FINISH_LENGTH;
     if (why != SCHED_FINISH_NONE)
         finish_req(s, r, why, now);
@@ -703,8 +700,8 @@ apply(sched *s, int rc, int64_t now)
         while (r->n_published < r->n_computed / KVC_BLOCK_TOKENS) {
             int b = r->n_published;
             uint64_t parent = b ? r->hashes[b - 1] : 0;
-            r->hashes[b] = kvcache_block_hash(parent, r->tokens + b * KVC_BLOCK_TOKENS,
-                                              s->e->fingerprint);
+            r->hashes[b] =
+                kvcache_block_hash(parent, r->tokens + b * KVC_BLOCK_TOKENS, s->e->fingerprint);
             kvcache_publish(s->kvc, r->blocks[b], r->hashes[b]);
             r->n_published++;
         }
@@ -775,8 +772,8 @@ sched_main(void *arg)
             pthread_mutex_lock(&s->mu);
             continue;
         }
-        model_batch b = {n_tok, s->b_tokens, s->b_pos, (model_kv *const *)s->b_kv, s->b_want,
-                         s->b_logits};
+        model_batch b = {n_tok,     s->b_tokens, s->b_pos, (model_kv *const *)s->b_kv,
+                         s->b_want, s->b_logits};
         int64_t t0 = llm_now_ns();
         int rc = s->e->forward(s->e, &b);
         int64_t t1 = llm_now_ns();
@@ -828,39 +825,52 @@ register_metrics(sched *s, metrics *reg)
         metrics_counter(reg, "llm_worker_prompt_tokens_total", "Prompt tokens admitted.", NULL);
     s->m.cached_tokens = metrics_counter(reg, "llm_worker_prefix_cached_tokens_total",
                                          "Prompt tokens served from the prefix cache.", NULL);
-    s->m.generated_tokens = metrics_counter(reg, "llm_worker_generated_tokens_total",
-                                            "Tokens sampled.", NULL);
+    s->m.generated_tokens =
+        metrics_counter(reg, "llm_worker_generated_tokens_total", "Tokens sampled.", NULL);
     s->m.prefix_lookups = metrics_counter(reg, "llm_worker_prefix_lookups_total",
                                           "Requests looked up in the prefix cache.", NULL);
     s->m.prefix_hits = metrics_counter(reg, "llm_worker_prefix_hits_total",
                                        "Requests that reused at least one cached block.", NULL);
     s->m.running = metrics_gauge(reg, "llm_worker_running", "Sequences in the batch.", NULL);
     s->m.waiting = metrics_gauge(reg, "llm_worker_waiting", "Requests queued.", NULL);
-    s->m.kv_used = metrics_gauge(reg, "llm_worker_kv_blocks_used",
-                                 "KV blocks referenced by sequences.", NULL);
+    s->m.kv_used =
+        metrics_gauge(reg, "llm_worker_kv_blocks_used", "KV blocks referenced by sequences.", NULL);
     s->m.kv_cached = metrics_gauge(reg, "llm_worker_kv_blocks_cached",
                                    "Unreferenced KV blocks kept for prefix reuse.", NULL);
-    s->m.kv_total = metrics_gauge(reg, "llm_worker_kv_blocks_total", "KV blocks in the pool.",
-                                  NULL);
+    s->m.kv_total =
+        metrics_gauge(reg, "llm_worker_kv_blocks_total", "KV blocks in the pool.", NULL);
     metric_gauge_set(s->m.kv_total, s->e->n_blocks);
     s->m.step_s = metrics_histogram(reg, "llm_worker_step_seconds", "Forward step time.", NULL,
                                     metrics_latency_bounds, metrics_latency_n);
-    s->m.ttft_s = metrics_histogram(reg, "llm_worker_ttft_seconds",
-                                    "Submit to first token.", NULL, metrics_latency_bounds,
-                                    metrics_latency_n);
-    s->m.queue_s = metrics_histogram(reg, "llm_worker_queue_seconds",
-                                     "Submit to first admission.", NULL, metrics_latency_bounds,
-                                     metrics_latency_n);
+    s->m.ttft_s = metrics_histogram(reg, "llm_worker_ttft_seconds", "Submit to first token.", NULL,
+                                    metrics_latency_bounds, metrics_latency_n);
+    s->m.queue_s = metrics_histogram(reg, "llm_worker_queue_seconds", "Submit to first admission.",
+                                     NULL, metrics_latency_bounds, metrics_latency_n);
     static const double tok_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
-    s->m.batch_tokens = metrics_histogram(reg, "llm_worker_step_tokens", "Tokens per step.", NULL,
-                                          tok_bounds, 10);
+    s->m.batch_tokens =
+        metrics_histogram(reg, "llm_worker_step_tokens", "Tokens per step.", NULL, tok_bounds, 10);
+}
+
+/* free_parts releases what sched_new allocates (NULL-safe): its failure path and
+ * sched_free share it. */
+static void
+free_parts(sched *s)
+{
+    kvcache_free(s->kvc);
+    samp_ctx_free(s->sc);
+    free(s->b_tokens);
+    free(s->b_pos);
+    free(s->b_kv);
+    free(s->b_want);
+    free(s->b_logits);
+    free(s->planned);
 }
 
 int
 sched_new(engine *e, const sched_opts *o, metrics *reg, sched **out)
 {
-    if (o->max_running < 1 || o->prefill_chunk < 1 || o->max_waiting < 0 ||
-        o->max_stop < 0 || o->max_stop > SCHED_MAX_STOP || o->max_running > e->max_step_tokens)
+    if (o->max_running < 1 || o->prefill_chunk < 1 || o->max_waiting < 0 || o->max_stop < 0 ||
+        o->max_stop > SCHED_MAX_STOP || o->max_running > e->max_step_tokens)
         return LLM_EINVAL;
     sched *s = calloc(1, sizeof(*s));
     if (!s)
@@ -889,13 +899,7 @@ sched_new(engine *e, const sched_opts *o, metrics *reg, sched **out)
         *out = s;
         return LLM_OK;
     }
-    kvcache_free(s->kvc);
-    free(s->b_tokens);
-    free(s->b_pos);
-    free(s->b_kv);
-    free(s->b_want);
-    free(s->b_logits);
-    free(s->planned);
+    free_parts(s);
     free(s);
     return rc;
 }
@@ -932,14 +936,7 @@ sched_free(sched *s)
         req_free(s->reqs[i]);
     free(s->reqs);
     free(s->order);
-    kvcache_free(s->kvc);
-    samp_ctx_free(s->sc);
-    free(s->b_tokens);
-    free(s->b_pos);
-    free(s->b_kv);
-    free(s->b_want);
-    free(s->b_logits);
-    free(s->planned);
+    free_parts(s);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);

@@ -54,11 +54,11 @@ typedef enum {
 } sched_finish;
 
 typedef struct {
-    int max_running;      // sequences in a step at most
-    int prefill_chunk;    // prompt tokens one sequence adds to a step at most
-    int max_waiting;      // waiting requests at most; past it submit says LLM_EBUSY
-    int finished_ttl_ms;  // a finished stream stays readable this long
-    int max_stop;         // stop strings per request at most
+    int max_running;     // sequences in a step at most
+    int prefill_chunk;   // prompt tokens one sequence adds to a step at most
+    int max_waiting;     // waiting requests at most; past it submit says LLM_EBUSY
+    int finished_ttl_ms; // a finished stream stays readable this long
+    int max_stop;        // stop strings per request at most
 } sched_opts;
 
 #define SCHED_MAX_STOP 8

@@ -23,11 +23,10 @@
 #include <unistd.h>
 
 typedef struct {
-    char *engine, *model, *model_name, *listen, *advertise, *coordinator, *worker_id,
-        *log_level;
+    char *engine, *model, *model_name, *listen, *advertise, *coordinator, *worker_id, *log_level;
     int64_t threads, ctx, kv_memory_mb, step_tokens, max_running, prefill_chunk, max_waiting,
-        contexts, first_chunk_wait_ms, max_wait_ms, max_prompt_bytes, heartbeat_ms,
-        finished_ttl_ms, drain_timeout_ms, summary_max;
+        contexts, first_chunk_wait_ms, max_wait_ms, max_prompt_bytes, heartbeat_ms, finished_ttl_ms,
+        drain_timeout_ms, summary_max;
     int64_t synth_step_us, synth_prefill_us, synth_ctx, synth_blocks;
     bool mlock;
 } serve_cfg;
@@ -61,8 +60,7 @@ static const cfg_opt OPTS[] = {
     {"max_prompt_bytes", CFG_INT, &C.max_prompt_bytes, "1048576", 1, 1 << 28,
      "prompt text size limit"},
     {"heartbeat_ms", CFG_INT, &C.heartbeat_ms, "1000", 10, 600000, "heartbeat period"},
-    {"summary_max", CFG_INT, &C.summary_max, "256", 0, 65536,
-     "prefix block hashes per heartbeat"},
+    {"summary_max", CFG_INT, &C.summary_max, "256", 0, 65536, "prefix block hashes per heartbeat"},
     {"finished_ttl_ms", CFG_INT, &C.finished_ttl_ms, "30000", 0, 3600000,
      "a finished stream stays readable this long"},
     {"drain_timeout_ms", CFG_INT, &C.drain_timeout_ms, "60000", 0, 3600000,
@@ -148,8 +146,8 @@ serve_main(int argc, char **argv)
         threads = n > 0 ? (int)n : 1;
     }
     char *model_name = C.model_name[0] ? strdup(C.model_name)
-                                       : synthetic ? strdup("synthetic")
-                                                   : default_model_name(C.model);
+                       : synthetic     ? strdup("synthetic")
+                                       : default_model_name(C.model);
     char worker_id[300];
     if (C.worker_id[0]) {
         snprintf(worker_id, sizeof(worker_id), "%s", C.worker_id);
@@ -169,8 +167,8 @@ serve_main(int argc, char **argv)
         goto done;
     }
     if (synthetic) {
-        engine_synth_opts so = {(int)C.synth_step_us, (int)C.synth_prefill_us,
-                                (int)C.synth_ctx, (int)C.synth_blocks, (int)C.step_tokens};
+        engine_synth_opts so = {(int)C.synth_step_us, (int)C.synth_prefill_us, (int)C.synth_ctx,
+                                (int)C.synth_blocks, (int)C.step_tokens};
         rc = engine_synthetic_new(&so, &e, err, sizeof(err));
     } else {
         engine_model_opts mo = {C.model, threads, (int)C.step_tokens,
@@ -195,25 +193,19 @@ serve_main(int argc, char **argv)
         fprintf(stderr, "llm-worker: error: scheduler: %s\n", llm_strerror(rc));
         goto done;
     }
-    wserver_opts wo = {C.listen,
-                       model_name,
-                       (int)C.contexts,
-                       (int)C.first_chunk_wait_ms,
-                       (int)C.max_wait_ms,
-                       (int)C.max_prompt_bytes};
+    wserver_opts wo = {C.listen,           model_name,
+                       (int)C.contexts,    (int)C.first_chunk_wait_ms,
+                       (int)C.max_wait_ms, (int)C.max_prompt_bytes};
     if ((rc = wserver_new(s, e, reg, &wo, &w, err, sizeof(err))) != LLM_OK ||
         (rc = sched_start(s)) != LLM_OK || (rc = wserver_listen(w, err, sizeof(err))) != LLM_OK) {
         fprintf(stderr, "llm-worker: error: %s\n", err[0] ? err : llm_strerror(rc));
         goto done;
     }
     if (C.coordinator[0]) {
-        announce_opts ao = {C.coordinator,
-                            worker_id,
-                            C.advertise[0] ? C.advertise : C.listen,
-                            model_name,
-                            (int)C.heartbeat_ms,
-                            1,
-                            (int)C.summary_max};
+        announce_opts ao = {
+            C.coordinator,     worker_id,           C.advertise[0] ? C.advertise : C.listen,
+            model_name,        (int)C.heartbeat_ms, 1,
+            (int)C.summary_max};
         if ((rc = announce_start(s, e, &ao, &a, err, sizeof(err))) != LLM_OK) {
             fprintf(stderr, "llm-worker: error: %s\n", err);
             goto done;

@@ -171,8 +171,7 @@ build_prompt(wserver *w, const Llm__GenerateRequest *g, int32_t **ids, size_t *n
         for (size_t i = 0; i < cl->n_messages && rc == LLM_OK; i++) {
             const Llm__ChatMessage *m = cl->messages[i];
             if (!m || !role_ok(m->role)) {
-                llm_errf(err, err_len, "message %zu: role must be system, user or assistant",
-                         i);
+                llm_errf(err, err_len, "message %zu: role must be system, user or assistant", i);
                 rc = LLM_EINVAL;
             } else if (!utf8_valid(m->content, strlen(m->content), NULL)) {
                 llm_errf(err, err_len, "message %zu: content is not valid UTF-8", i);
@@ -223,8 +222,8 @@ deadline_from_unix_ms(uint64_t unix_ms)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t now_unix_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    int64_t left_ms = (int64_t)(unix_ms > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2 : unix_ms) -
-                      now_unix_ms;
+    int64_t left_ms =
+        (int64_t)(unix_ms > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2 : unix_ms) - now_unix_ms;
     if (left_ms > 365LL * 86400 * 1000)
         left_ms = 365LL * 86400 * 1000;
     int64_t d = (int64_t)llm_now_ns() + left_ms * 1000000;
@@ -246,8 +245,8 @@ submit(wserver *w, uint64_t id, const Llm__GenerateRequest *g, char *err, size_t
         return LLM_EINVAL;
     }
     if (sp->max_tokens > (uint32_t)w->e->ctx_len) {
-        llm_errf(err, err_len, "max_tokens %u exceeds the context of %d tokens",
-                 sp->max_tokens, w->e->ctx_len);
+        llm_errf(err, err_len, "max_tokens %u exceeds the context of %d tokens", sp->max_tokens,
+                 w->e->ctx_len);
         return LLM_ERANGE;
     }
     if (sp->n_stop > SCHED_MAX_STOP) {
@@ -345,8 +344,8 @@ dispatch(wserver *w, const uint8_t *msg, size_t len, wctx *c, reply *out, bool *
         const Llm__NextRequest *nr = env->next;
         if (nr->request_id)
             id = nr->request_id;
-        uint32_t wait = nr->wait_ms < (uint32_t)w->o.max_wait_ms ? nr->wait_ms
-                                                                 : (uint32_t)w->o.max_wait_ms;
+        uint32_t wait =
+            nr->wait_ms < (uint32_t)w->o.max_wait_ms ? nr->wait_ms : (uint32_t)w->o.max_wait_ms;
         if (c && wait > 0) {
             c->env_id = id;
             c->park_kind = PARK_NEXT;
@@ -360,8 +359,7 @@ dispatch(wserver *w, const uint8_t *msg, size_t len, wctx *c, reply *out, bool *
         if (rc == LLM_ENOENT)
             llm_errf(err, sizeof(err), "unknown request id %llu", (unsigned long long)id);
         else if (rc == LLM_EINVAL)
-            llm_errf(err, sizeof(err), "cursor after_seq=%u is outside the stream",
-                     nr->after_seq);
+            llm_errf(err, sizeof(err), "cursor after_seq=%u is outside the stream", nr->after_seq);
         if (rc == LLM_OK && !*parked)
             rc = reply_chunk(out, id, &ch, false);
         break;

@@ -32,8 +32,8 @@ typedef struct {
     int max_prompt_bytes;    // prompt text (or all messages) at most
 } wserver_opts;
 
-int wserver_new(sched *s, engine *e, metrics *reg, const wserver_opts *o, wserver **out,
-                char *err, size_t err_len);
+int wserver_new(sched *s, engine *e, metrics *reg, const wserver_opts *o, wserver **out, char *err,
+                size_t err_len);
 /* wserver_listen binds the socket and starts every context receiving. */
 int wserver_listen(wserver *w, char *err, size_t err_len);
 /* wserver_close stops receiving and closes the socket (parked contexts are answered
@@ -43,7 +43,6 @@ void wserver_free(wserver *w);
 
 /* wserver_handle answers one request message synchronously, never parking: the reply
  * is packed into *reply (malloc'ed, free()). Used by tests and the fuzz target. */
-int wserver_handle(wserver *w, const uint8_t *msg, size_t len, uint8_t **reply,
-                   size_t *reply_len);
+int wserver_handle(wserver *w, const uint8_t *msg, size_t len, uint8_t **reply, size_t *reply_len);
 
 #endif
