@@ -24,10 +24,11 @@ print_load(const char *kind, const char *id, const char *addr, const Llm__Worker
         fprintf(log_out, "%s %s %s\n", kind, id, addr);
         return;
     }
-    fprintf(log_out, "%s %s %s running=%u waiting=%u kv_total=%u kv_used=%u fingerprint=%016llx "
-           "hashes=%zu draining=%u\n",
-           kind, id, addr, l->running, l->waiting, l->kv_blocks_total, l->kv_blocks_used,
-           (unsigned long long)l->model_fingerprint, l->n_prefix_hashes, l->draining);
+    fprintf(log_out,
+            "%s %s %s running=%u waiting=%u kv_total=%u kv_used=%u fingerprint=%016llx "
+            "hashes=%zu draining=%u\n",
+            kind, id, addr, l->running, l->waiting, l->kv_blocks_total, l->kv_blocks_used,
+            (unsigned long long)l->model_fingerprint, l->n_prefix_hashes, l->draining);
 }
 
 int

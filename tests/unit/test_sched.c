@@ -379,8 +379,8 @@ START_TEST(test_model_engine_streams_equal_alone)
     char path[256], err[256];
     ck_assert_int_eq(test_tiny_model(path, sizeof(path), LLM_DTYPE_Q4_1, 3, false), LLM_OK);
     engine *e = NULL;
-    engine_model_opts mo = {.path = path, .threads = 2, .max_step_tokens = 64,
-                            .kv_memory_bytes = 4u << 20};
+    engine_model_opts mo = {
+        .path = path, .threads = 2, .max_step_tokens = 64, .kv_memory_bytes = 4u << 20};
     ck_assert_int_eq(engine_model_new(&mo, &e, err, sizeof(err)), LLM_OK);
     enum { N = 4, LEN = 21, GEN = 12 };
     int32_t prompts[N][LEN];
