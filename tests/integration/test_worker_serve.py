@@ -121,6 +121,8 @@ def main():
     ap.add_argument("--load", required=True)
     ap.add_argument("--ctl", required=True)
     ap.add_argument("--fake-coord", required=True)
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer and shorter streams on the model (sanitizer builds)")
     args = ap.parse_args()
     itest.check_binaries(args)
     res = itest.Results()
@@ -248,15 +250,17 @@ def main():
     # ---- the default model -------------------------------------------------------------------
     w, addr = start_worker(args, tmp, "model", "--model", args.model, "--ctx", "1024",
                            "--kv-memory-mb", "256")
-    reqs = [chat_req(i) for i in range(32)]
+    n = 8 if args.quick else 32
+    reqs = [chat_req(i, 12 if args.quick else 24) for i in range(n // 2)] + \
+        [chat_req(len(TOPICS) + i, 12 if args.quick else 24) for i in range(n // 2)]
     alone = load(args, addr, reqs, concurrency=1)
-    together = load(args, addr, reqs, concurrency=32)
+    together = load(args, addr, reqs, concurrency=n)
     same = [x["ids"] == y["ids"] for x, y in zip(alone["results"], together["results"])]
-    res.check("32 concurrent streams equal their runs alone (greedy)", all(same[:16]),
-              f"{same[:16].count(False)} differ")
-    res.check("32 concurrent streams equal their runs alone (seeded sampling)", all(same[16:]),
-              f"{same[16:].count(False)} differ")
-    res.check("all 32 streams produced text", together["failed"] == 0 and
+    res.check(f"{n} concurrent streams equal their runs alone (greedy)", all(same[:n // 2]),
+              f"{same[:n // 2].count(False)} differ")
+    res.check(f"{n} concurrent streams equal their runs alone (seeded sampling)",
+              all(same[n // 2:]), f"{same[n // 2:].count(False)} differ")
+    res.check(f"all {n} streams produced text", together["failed"] == 0 and
               all(len(x["ids"]) > 0 and x["text"] for x in together["results"]))
     paris = load(args, addr, [{"messages": [{"role": "user", "content":
                                              "What is the capital of France?"}],
@@ -292,13 +296,16 @@ def main():
               f"rc={rc} {w.stderr()[-1500:]}")
 
     # Preemption under a tiny KV budget: every request completes with the same output.
+    # 737,280-byte blocks: 18 MB = 25 blocks for 8 streams of ~6, 12 MB = 17 for 6 of ~5.
+    n_few, kv_mb, gen = (6, "12", 40) if args.quick else (8, "18", 64)
     tiny, taddr = start_worker(args, tmp, "tiny", "--model", args.model, "--ctx", "1024",
-                               "--kv-memory-mb", "18", "--max-running", "8")
+                               "--kv-memory-mb", kv_mb, "--max-running", "8")
     few = [{"messages": [{"role": "user", "content": f"Write a long story about {t}."}],
-            "max_tokens": 64} for t in TOPICS[:8]]
-    few[4:] = [dict(r, temperature=0.7, seed=7 + i) for i, r in enumerate(few[4:])]
+            "max_tokens": gen} for t in TOPICS[:n_few]]
+    few[n_few // 2:] = [dict(r, temperature=0.7, seed=7 + i)
+                        for i, r in enumerate(few[n_few // 2:])]
     alone_few = load(args, taddr, few, concurrency=1)
-    got = load(args, taddr, few, concurrency=8)
+    got = load(args, taddr, few, concurrency=n_few)
     pre = metric(stats(args, taddr), "llm_worker_preemptions_total")
     res.check("tiny KV budget: preemption happened", (pre or 0) > 0, f"preemptions={pre}")
     res.check("tiny KV budget: every request completes with its alone output",
