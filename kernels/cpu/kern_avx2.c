@@ -7,14 +7,27 @@
 
 #include "kern_avx2_util.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 
+/* CPUID directly rather than __builtin_cpu_supports: clang 14 does not know "f16c".
+ * AVX also needs the OS to save the YMM registers (XCR0 bits 1 and 2). */
 bool
 kern__cpu_has_avx2(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return false;
+    bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28),
+         f16c = c & (1u << 29);
+    if (!(fma && osxsave && avx && f16c))
+        return false;
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & 6u) != 6u || __get_cpuid_max(0, NULL) < 7)
+        return false;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (b & (1u << 5)) != 0; // AVX2
 }
 
 float
