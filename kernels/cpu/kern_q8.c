@@ -121,8 +121,8 @@ kern__matmul_q8(const kern__q8_impl *impl, const kern_mat *w, int64_t col0, int6
         }
         for (int64_t r = 0; r < row1 - row0; r++)
             for (int t = 0; t < nt; t++)
-                yg[t * y_stride + r] = kern__q8_dot_scalar(
-                    w->type, wr + (size_t)r * w->row_bytes, kern__q8x_at(xa + (size_t)t * xb, n_in),
-                    n_in);
+                yg[t * y_stride + r] =
+                    kern__q8_dot_scalar(w->type, wr + (size_t)r * w->row_bytes,
+                                        kern__q8x_at(xa + (size_t)t * xb, n_in), n_in);
     }
 }

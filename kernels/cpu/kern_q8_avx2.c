@@ -110,8 +110,8 @@ msum(const float *m, const float *s, int64_t nb)
     if (b < nb) {
         __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(nb - b)),
                                           _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_maskload_ps(m + b, mask),
-                                               _mm256_maskload_ps(s + b, mask)));
+        acc = _mm256_add_ps(
+            acc, _mm256_mul_ps(_mm256_maskload_ps(m + b, mask), _mm256_maskload_ps(s + b, mask)));
     }
     return hsum_ps(acc);
 }
@@ -133,8 +133,8 @@ unpack_rows(const int kind, int R, const char *w, size_t rb, int64_t n, char *u)
 
 /* One token against R rows (4 or 1) decoded in registers; their m_w go to mw_out. */
 static inline __attribute__((always_inline)) void
-tile_direct(const int kind, const int R, const char *w, size_t rb, kern__q8x x, int64_t n,
-            float *y, float *mw_out)
+tile_direct(const int kind, const int R, const char *w, size_t rb, kern__q8x x, int64_t n, float *y,
+            float *mw_out)
 {
     __m256 acc[4];
     for (int r = 0; r < R; r++)
@@ -237,9 +237,15 @@ kern__q8_gemm_avx2(llm_dtype t, const char *w, size_t row_bytes, int64_t n_rows,
                    int64_t n, int n_tok, float *y, int64_t y_stride, void *work)
 {
     switch (t) {
-    case LLM_DTYPE_Q4_0: q8_gemm(KIND_Q4_0, w, row_bytes, n_rows, xa, n, n_tok, y, y_stride, work); break;
-    case LLM_DTYPE_Q4_1: q8_gemm(KIND_Q4_1, w, row_bytes, n_rows, xa, n, n_tok, y, y_stride, work); break;
-    case LLM_DTYPE_Q8_0: q8_gemm(KIND_Q8_0, w, row_bytes, n_rows, xa, n, n_tok, y, y_stride, work); break;
+    case LLM_DTYPE_Q4_0:
+        q8_gemm(KIND_Q4_0, w, row_bytes, n_rows, xa, n, n_tok, y, y_stride, work);
+        break;
+    case LLM_DTYPE_Q4_1:
+        q8_gemm(KIND_Q4_1, w, row_bytes, n_rows, xa, n, n_tok, y, y_stride, work);
+        break;
+    case LLM_DTYPE_Q8_0:
+        q8_gemm(KIND_Q8_0, w, row_bytes, n_rows, xa, n, n_tok, y, y_stride, work);
+        break;
     default: assert(!"kern__q8_gemm_avx2: unsupported type"); break;
     }
 }
