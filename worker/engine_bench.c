@@ -199,8 +199,8 @@ main(int argc, char **argv)
                         c->ctx_len);
     }
     double wbytes = (double)model_weight_bytes(m);
-    printf("model: %s (%.1f MB of weights read per token), simd: %s\n\n", model_path, wbytes / 1e6,
-           kern_simd_name());
+    printf("model: %s (%.1f MB of weights read per token), simd: %s, activations: %s\n\n",
+           model_path, wbytes / 1e6, kern_simd_name(), kern_act_name());
     printf("| threads | triad GB/s | prefill tok/s (%d-token prompt) | decode tok/s | "
            "bandwidth bound tok/s | decode / bound |\n|---|---|---|---|---|---|\n",
            (int)n_prompt);
