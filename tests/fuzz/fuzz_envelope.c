@@ -7,6 +7,7 @@
  */
 #include "engine.h"
 #include "llm_err.h"
+#include "log.h"
 #include "metrics.h"
 #include "sched.h"
 #include "server.h"
@@ -42,6 +43,7 @@ setup(void)
                        .first_chunk_wait_ms = 0,
                        .max_wait_ms = 0,
                        .max_prompt_bytes = 4096};
+    log_set_level(LOG_LEVEL_ERROR); // a million refusals would be a million log lines
     metrics *reg = metrics_new();
     if (!reg || engine_synthetic_new(&eo, &e, err, sizeof(err)) != LLM_OK ||
         sched_new(e, &so, reg, &s) != LLM_OK || sched_start(s) != LLM_OK ||
