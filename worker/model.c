@@ -5,14 +5,20 @@
  * jobs (QKV projection, attention, output projection, FFN gate/up + SwiGLU), with the
  * FFN down projection folded into a fifth; norms and residual adds are cheap and run on
  * the calling thread between jobs. Matrix jobs split weight rows across threads and
- * decode each row once for all tokens of the step. The KV cache is one contiguous
- * [layer][pos][kv_dim] array per sequence; paging comes with the serving scheduler.
+ * decode each row once for all tokens of the step.
+ *
+ * The KV cache is paged: a pool of blocks of MODEL_KV_BLOCK positions, each block one
+ * contiguous [K, V][layer][row][kv_dim] range, and per sequence a table of block ids.
+ * Attention walks the table block by block. Its arithmetic is chunked by logical block
+ * (positions 16i .. 16i + 15), never by storage, so where the blocks lie changes only
+ * addresses: a sequence gives bitwise the same logits through any table.
  */
 #include "model.h"
 
 #include "llm_err.h"
 #include "log.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,13 +35,21 @@ struct model {
     tok_vocab *vocab;
 };
 
-struct model_kv {
-    int n_ctx;
-    int kv_dim; // local KV heads * head_dim
+struct model_kvpool {
+    int n_blocks;
     int n_layers;
-    float *k; // [n_layers][n_ctx][kv_dim]
-    float *v; // [n_layers][n_ctx][kv_dim]
+    int kv_head0, kv_head1; // the shard's KV heads, which fix what a block holds
+    int kv_dim;             // local KV heads * head_dim
+    size_t block_floats;    // 2 * v_off
+    size_t v_off;           // n_layers * MODEL_KV_BLOCK * kv_dim: V after K in a block
+    float *data;            // [n_blocks][2][n_layers][MODEL_KV_BLOCK][kv_dim]
 };
+
+/* What model_kv_new makes: the public view first, so model_kv_free can convert back. */
+typedef struct {
+    model_kv kv;
+    int32_t *table; // [n_blocks] the identity 0 .. n_blocks - 1
+} kv_private;
 
 struct model_state {
     model_shard shard;
@@ -55,7 +69,8 @@ struct model_state {
     float *hb;         // [max_tokens][ffn_local] gate, then SwiGLU output
     float *hb2;        // [max_tokens][ffn_local] up
     float *scratch;    // [n_threads][scratch_len] decoded weight rows / attention scores
-    int scratch_len;
+                       // and one head's partial attention output
+    size_t scratch_len;
 };
 
 // --- loading -------------------------------------------------------------------------
@@ -368,25 +383,100 @@ shard_valid(const model *m, const model_shard *s)
     return true;
 }
 
+static int
+kv_dim_of(const model *m, const model_shard *shard)
+{
+    return (shard->kv_head1 - shard->kv_head0) * m->cfg.head_dim;
+}
+
+size_t
+model_kv_block_bytes(const model *m, const model_shard *shard)
+{
+    if (!shard_valid(m, shard))
+        return 0;
+    return sizeof(float) * 2 * (size_t)m->cfg.n_layers * MODEL_KV_BLOCK *
+           (size_t)kv_dim_of(m, shard);
+}
+
+int
+model_kvpool_new(const model *m, const model_shard *shard, int n_blocks, model_kvpool **out)
+{
+    if (n_blocks < 1 || !shard_valid(m, shard))
+        return LLM_EINVAL;
+    model_kvpool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return LLM_ENOMEM;
+    p->n_blocks = n_blocks;
+    p->n_layers = m->cfg.n_layers;
+    p->kv_head0 = shard->kv_head0;
+    p->kv_head1 = shard->kv_head1;
+    p->kv_dim = kv_dim_of(m, shard);
+    p->v_off = (size_t)p->n_layers * MODEL_KV_BLOCK * (size_t)p->kv_dim;
+    p->block_floats = 2 * p->v_off;
+    // calloc: a block copied out before it is full holds zeros past its last row rather
+    // than stale bytes, and pages no sequence has touched yet cost no memory.
+    p->data = calloc((size_t)n_blocks, sizeof(float) * p->block_floats);
+    if (!p->data) {
+        model_kvpool_free(p);
+        return LLM_ENOMEM;
+    }
+    *out = p;
+    return LLM_OK;
+}
+
+void
+model_kvpool_free(model_kvpool *p)
+{
+    if (!p)
+        return;
+    free(p->data);
+    free(p);
+}
+
+int
+model_kvpool_n_blocks(const model_kvpool *p)
+{
+    assert(p);
+    return p->n_blocks;
+}
+
+void *
+model_kvpool_block(model_kvpool *p, int32_t block)
+{
+    assert(p);
+    if (block < 0 || block >= p->n_blocks)
+        return NULL;
+    return p->data + (size_t)block * p->block_floats;
+}
+
+/* Layer l's MODEL_KV_BLOCK key rows in block b; its value rows are p->v_off floats on. */
+static inline float *
+block_keys(const model_kvpool *p, int32_t b, int l)
+{
+    return p->data + (size_t)b * p->block_floats + (size_t)l * MODEL_KV_BLOCK * (size_t)p->kv_dim;
+}
+
 int
 model_kv_new(const model *m, const model_shard *shard, int n_ctx, model_kv **out)
 {
-    if (n_ctx < 1 || !shard_valid(m, shard))
+    if (n_ctx < 1)
         return LLM_EINVAL;
-    model_kv *kv = calloc(1, sizeof(*kv));
-    if (!kv)
+    int n_blocks = (int)(((int64_t)n_ctx + MODEL_KV_BLOCK - 1) / MODEL_KV_BLOCK);
+    kv_private *kp = calloc(1, sizeof(*kp));
+    if (!kp)
         return LLM_ENOMEM;
-    kv->n_ctx = n_ctx;
-    kv->n_layers = m->cfg.n_layers;
-    kv->kv_dim = (shard->kv_head1 - shard->kv_head0) * m->cfg.head_dim;
-    size_t n = (size_t)kv->n_layers * (size_t)n_ctx * (size_t)kv->kv_dim;
-    kv->k = calloc(n, sizeof(float));
-    kv->v = calloc(n, sizeof(float));
-    if (!kv->k || !kv->v) {
-        model_kv_free(kv);
-        return LLM_ENOMEM;
+    int rc = model_kvpool_new(m, shard, n_blocks, &kp->kv.pool);
+    if (rc == LLM_OK && !(kp->table = malloc(sizeof(int32_t) * (size_t)n_blocks)))
+        rc = LLM_ENOMEM;
+    if (rc != LLM_OK) {
+        model_kv_free(&kp->kv);
+        return rc;
     }
-    *out = kv;
+    for (int i = 0; i < n_blocks; i++)
+        kp->table[i] = i;
+    kp->kv.blocks = kp->table;
+    kp->kv.n_blocks = n_blocks;
+    *out = &kp->kv;
     return LLM_OK;
 }
 
@@ -395,15 +485,18 @@ model_kv_free(model_kv *kv)
 {
     if (!kv)
         return;
-    free(kv->k);
-    free(kv->v);
-    free(kv);
+    kv_private *kp = (kv_private *)kv; // only model_kv_new's caches come here
+    model_kvpool_free(kp->kv.pool);
+    free(kp->table);
+    free(kp);
 }
 
 int
 model_kv_capacity(const model_kv *kv)
 {
-    return kv->n_ctx;
+    assert(kv);
+    int64_t cap = (int64_t)kv->n_blocks * MODEL_KV_BLOCK;
+    return cap > INT32_MAX ? INT32_MAX : (int)cap;
 }
 
 int
@@ -426,11 +519,12 @@ model_state_new(const model *m, const model_shard *shard, int max_tokens, int n_
     int ffn = shard->ffn1 - shard->ffn0;
     // Scratch holds the decoded weight rows of a matmul (inputs are at most
     // max(dim, hidden, q_dim) wide) or one head's attention scores (up to the model's
-    // context length).
+    // context length) of each query head sharing a KV head, and a block's partial output.
     int in = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
     in = in > q_dim ? in : q_dim;
-    int sl = KERN_MATMUL_SCRATCH(in);
-    sl = sl > c->ctx_len ? sl : c->ctx_len;
+    size_t sl = KERN_MATMUL_SCRATCH(in);
+    size_t att_len = (size_t)(c->n_heads / c->n_kv_heads) * (c->ctx_len + c->head_dim);
+    sl = sl > att_len ? sl : att_len;
     s->scratch_len = (sl + 15) / 16 * 16; // whole cache lines per thread: no false sharing
     s->x = malloc(sizeof(float) * T * (size_t)c->dim);
     s->xb = malloc(sizeof(float) * T * (size_t)c->dim);
@@ -554,29 +648,61 @@ typedef struct {
 } att_job;
 
 /* Causal attention for each (token, local query head) pair, split across threads.
- * Each pair reads keys/values of positions 0..pos from its own sequence's cache. */
+ * Each pair reads keys/values of positions 0..pos through its own sequence's block table:
+ * scores block by block into one array, one softmax over all of them, then each block's
+ * weighted values summed into the output in block order. kern_attn_values overwrites its
+ * output, so each block after the first goes through scratch rows that are then added
+ * (an accumulating kernel variant would save that pass of head_dim adds per block).
+ *
+ * A thread takes the query heads of its range that share a KV head together, block by
+ * block, so each block's keys and values come from memory once for the group and from L1
+ * for the rest: a block is only 16 rows, too short for the hardware prefetchers to hide
+ * the latency of reading it once per head. The arithmetic of each pair is unchanged by
+ * this order, and so by the thread count. */
 static void
 att_run(void *ctx, int ith, int nth)
 {
     att_job *j = ctx;
     const model_config *c = j->c;
     model_state *s = j->s;
-    int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
-    int q_dim = j->n_q_local * hd, kv_dim = j->n_kv_local * hd;
-    float *att = s->scratch + (size_t)ith * (size_t)s->scratch_len;
+    int hd = c->head_dim, group = c->n_heads / c->n_kv_heads, nq = j->n_q_local;
+    int q_dim = nq * hd, kv_dim = j->n_kv_local * hd;
+    float *att = s->scratch + (size_t)ith * (size_t)s->scratch_len; // [group][ctx_len] scores
+    float *part = att + (size_t)group * c->ctx_len; // [group][hd] one block's values
     float scale = 1.0f / sqrtf((float)hd);
-    int pairs = j->b->n_tok * j->n_q_local;
-    for (int pi = pairs * ith / nth; pi < pairs * (ith + 1) / nth; pi++) {
-        int t = pi / j->n_q_local, h = pi % j->n_q_local, pos = j->b->pos[t];
+    int pairs = j->b->n_tok * nq, end = pairs * (ith + 1) / nth;
+    for (int pi = pairs * ith / nth, n_h; pi < end; pi += n_h) {
+        int t = pi / nq, h0 = pi % nq, n_pos = j->b->pos[t] + 1;
+        int h1 = (h0 / group + 1) * group; // past the last head sharing h0's KV head
+        n_h = (h1 < nq ? h1 : nq) - h0;
+        n_h = n_h < end - pi ? n_h : end - pi;
         const model_kv *kv = j->b->kv[t];
-        const float *kc = kv->k + (size_t)j->layer * kv->n_ctx * kv_dim;
-        const float *vc = kv->v + (size_t)j->layer * kv->n_ctx * kv_dim;
-        const float *q = s->q + (size_t)t * q_dim + (size_t)h * hd;
-        int kvh = h / group;
-        kern_attn_scores(att, q, kc + (size_t)kvh * hd, kv_dim, pos + 1, hd, scale);
-        kern_softmax(att, pos + 1);
-        float *out = s->att_out + (size_t)t * q_dim + (size_t)h * hd;
-        kern_attn_values(out, att, vc + (size_t)kvh * hd, kv_dim, pos + 1, hd);
+        const model_kvpool *kp = kv->pool;
+        int n_blk = (n_pos + MODEL_KV_BLOCK - 1) / MODEL_KV_BLOCK;
+        size_t head = (size_t)(h0 / group) * hd;
+        const float *q = s->q + (size_t)t * q_dim + (size_t)h0 * hd;
+        float *out = s->att_out + (size_t)t * q_dim + (size_t)h0 * hd;
+        for (int i = 0; i < n_blk; i++) {
+            int p0 = i * MODEL_KV_BLOCK;
+            int n = n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK;
+            const float *kc = block_keys(kp, kv->blocks[i], j->layer) + head;
+            for (int r = 0; r < n_h; r++)
+                kern_attn_scores(att + (size_t)r * c->ctx_len + p0, q + (size_t)r * hd, kc, kv_dim,
+                                 n, hd, scale);
+        }
+        for (int r = 0; r < n_h; r++)
+            kern_softmax(att + (size_t)r * c->ctx_len, n_pos);
+        for (int i = 0; i < n_blk; i++) {
+            int p0 = i * MODEL_KV_BLOCK;
+            int n = n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK;
+            const float *vc = block_keys(kp, kv->blocks[i], j->layer) + kp->v_off + head;
+            float *dst = i == 0 ? out : part;
+            for (int r = 0; r < n_h; r++)
+                kern_attn_values(dst + (size_t)r * hd, att + (size_t)r * c->ctx_len + p0, vc,
+                                 kv_dim, n, hd);
+            if (i > 0) // the group's heads are adjacent in out: one add for all of them
+                kern_axpy_f32(out, 1.0f, part, (int64_t)n_h * hd); // exact: out += part
+        }
     }
 }
 
@@ -595,9 +721,9 @@ int
 model_forward(const model *m, model_state *s, model_kv *kv, const int32_t *tokens, int n_tok,
               int pos0, pool *p, model_allreduce_fn allreduce, void *ar_ctx, float *logits)
 {
-    if (n_tok < 1 || n_tok > s->max_tokens)
+    if (n_tok < 1 || n_tok > s->max_tokens || !kv)
         return LLM_EINVAL;
-    if (pos0 < 0 || pos0 > kv->n_ctx - n_tok)
+    if (pos0 < 0 || pos0 > model_kv_capacity(kv) - n_tok)
         return LLM_ERANGE;
     // The batch description lives in the state: no allocation per step.
     for (int t = 0; t < n_tok; t++) {
@@ -609,19 +735,47 @@ model_forward(const model *m, model_state *s, model_kv *kv, const int32_t *token
     return model_forward_batch(m, s, &b, p, allreduce, ar_ctx);
 }
 
+/* view_check: kv is a usable view for this state's shard with capacity for pos; then
+ * the block ids of positions 0..pos must lie in the pool. */
+static int
+view_check(const model *m, const model_state *s, const model_kv *kv, int pos)
+{
+    const model_kvpool *kp = kv ? kv->pool : NULL;
+    if (!kp || kp->kv_head0 != s->shard.kv_head0 || kp->kv_head1 != s->shard.kv_head1 ||
+        kp->n_layers != m->cfg.n_layers || kp->kv_dim != kv_dim_of(m, &s->shard) ||
+        kv->n_blocks < 0 || (kv->n_blocks > 0 && !kv->blocks))
+        return LLM_EINVAL;
+    if (pos < 0 || pos >= model_kv_capacity(kv) || pos >= m->cfg.ctx_len)
+        return LLM_ERANGE;
+    return LLM_OK;
+}
+
 static int
 batch_check(const model *m, const model_state *s, const model_batch *b, pool *p)
 {
     const model_config *c = &m->cfg;
-    int kv_dim = (s->shard.kv_head1 - s->shard.kv_head0) * c->head_dim;
     if (b->n_tok < 1 || b->n_tok > s->max_tokens || pool_n_threads(p) > s->n_threads)
         return LLM_EINVAL;
+    // Block ids are checked once per run of tokens with the same view (a prefill chunk),
+    // up to the highest block seen so far: O(blocks) rather than O(tokens * blocks).
+    const model_kv *seen = NULL;
+    int seen_upto = -1;
     for (int t = 0; t < b->n_tok; t++) {
-        if (b->tokens[t] < 0 || b->tokens[t] >= c->vocab_size || !b->kv[t] ||
-            b->kv[t]->kv_dim != kv_dim || b->kv[t]->n_layers != c->n_layers)
+        const model_kv *kv = b->kv[t];
+        if (b->tokens[t] < 0 || b->tokens[t] >= c->vocab_size)
             return LLM_EINVAL;
-        if (b->pos[t] < 0 || b->pos[t] >= b->kv[t]->n_ctx || b->pos[t] >= c->ctx_len)
-            return LLM_ERANGE;
+        int rc = view_check(m, s, kv, b->pos[t]);
+        if (rc != LLM_OK)
+            return rc;
+        if (kv != seen) {
+            seen = kv;
+            seen_upto = -1;
+        }
+        for (int i = seen_upto + 1; i <= b->pos[t] / MODEL_KV_BLOCK; i++)
+            if (kv->blocks[i] < 0 || kv->blocks[i] >= kv->pool->n_blocks)
+                return LLM_EINVAL;
+        if (b->pos[t] / MODEL_KV_BLOCK > seen_upto)
+            seen_upto = b->pos[t] / MODEL_KV_BLOCK;
     }
     return LLM_OK;
 }
@@ -659,15 +813,18 @@ model_forward_batch(const model *m, model_state *s, const model_batch *b, pool *
         mm1(&qkv, &L->wv, (int64_t)sh->kv_head0 * hd, kv_dim, s->v, kv_dim);
         pool_run(p, mm_run, &qkv);
 
-        // RoPE, then append K and V at their positions, all before attention reads them.
+        // RoPE, then write K and V into the rows of their positions (and no other row,
+        // which is what makes shared prefix blocks safe), all before attention reads them.
         for (int t = 0; t < n_tok; t++) {
             const float *cs = s->rope + (size_t)t * hd;
-            model_kv *kv = b->kv[t];
-            size_t at = ((size_t)l * kv->n_ctx + (size_t)b->pos[t]) * kv_dim;
+            const model_kv *kv = b->kv[t];
+            int pos = b->pos[t];
+            float *kr = block_keys(kv->pool, kv->blocks[pos / MODEL_KV_BLOCK], l) +
+                        (size_t)(pos % MODEL_KV_BLOCK) * kv_dim;
             kern_rope_apply(s->q + (size_t)t * q_dim, n_q, hd, cs);
             kern_rope_apply(s->k + (size_t)t * kv_dim, n_kv, hd, cs);
-            memcpy(kv->k + at, s->k + (size_t)t * kv_dim, sizeof(float) * (size_t)kv_dim);
-            memcpy(kv->v + at, s->v + (size_t)t * kv_dim, sizeof(float) * (size_t)kv_dim);
+            memcpy(kr, s->k + (size_t)t * kv_dim, sizeof(float) * (size_t)kv_dim);
+            memcpy(kr + kv->pool->v_off, s->v + (size_t)t * kv_dim, sizeof(float) * (size_t)kv_dim);
         }
         att_job aj = {c, s, b, l, n_q, n_kv};
         pool_run(p, att_run, &aj);

@@ -3,13 +3,16 @@
  *
  * Kept apart, as in llama2.c: model_config (hyperparameters), model_weights (borrowed
  * views into the mmapped GGUF, one shape comment each), model_state (per-step scratch,
- * one per caller) and model_kv (the KV cache of one sequence). Attention heads and FFN
+ * one per caller) and the paged KV cache: a model_kvpool of fixed-size blocks shared by all
+ * sequences, and a model_kv per sequence that lists its blocks. Attention heads and FFN
  * columns are indexed by range (model_shard), and the two places where a tensor-parallel
  * rank's partial sums must be joined call an all-reduce hook, so a rank can run its
- * slice with this same forward pass.
+ * slice with this same forward pass. Which blocks a sequence gets, their sharing and
+ * their eviction are the block manager's business (kv_), not this module's.
  *
- * Thread: a model is immutable after load and may be shared; a model_state and a
- * model_kv belong to one caller at a time. model_forward uses the given pool.
+ * Thread: a model is immutable after load and may be shared; a model_state belongs to one
+ * caller at a time. A pool may be shared by steps on several threads only when no block one
+ * step writes is read or written by another. model_forward uses the given pool.
  */
 #ifndef LLM_WORKER_MODEL_H
 #define LLM_WORKER_MODEL_H
@@ -25,7 +28,10 @@
 
 typedef struct model model;
 typedef struct model_state model_state;
+typedef struct model_kvpool model_kvpool; /* opaque: K and V storage for n_blocks blocks */
 typedef struct model_kv model_kv;
+
+#define MODEL_KV_BLOCK 16 /* positions per KV block */
 
 typedef struct {
     int n_layers;
@@ -93,10 +99,40 @@ const gguf_file *model_get_gguf(const model *m);
 /* model_full_shard is the whole model (single rank). */
 model_shard model_full_shard(const model *m);
 
-/* model_kv_new allocates the KV cache of one sequence of up to n_ctx positions for
- * the shard. LLM_EINVAL if n_ctx < 1, LLM_ENOMEM. Free with model_kv_free(). */
+/* A sequence's cache: a view of pool blocks. Position p lives in block blocks[p / MODEL_KV_BLOCK]
+ * at row p % MODEL_KV_BLOCK; capacity is n_blocks * MODEL_KV_BLOCK positions. The caller owns
+ * the table and may grow it between steps. Two views may list the same block (a shared
+ * prefix): a step writes only the rows of its tokens' own positions, so a block stays
+ * read-only for as long as no token of a step falls in it. */
+struct model_kv {
+    model_kvpool *pool;    // borrowed
+    const int32_t *blocks; // [n_blocks] block ids in 0 .. model_kvpool_n_blocks(pool) - 1
+    int n_blocks;
+};
+
+/* model_kvpool_new allocates n_blocks blocks for the shard (every layer, K and V), zeroed.
+ * LLM_EINVAL if n_blocks < 1 or the shard is invalid, LLM_ENOMEM. Free with
+ * model_kvpool_free(). */
+int model_kvpool_new(const model *m, const model_shard *shard, int n_blocks, model_kvpool **out);
+void model_kvpool_free(model_kvpool *p);
+int model_kvpool_n_blocks(const model_kvpool *p);
+/* Bytes of one block (K and V, all layers) for the shard: sizes a pool from a memory budget.
+ * 0 for an invalid shard. */
+size_t model_kv_block_bytes(const model *m, const model_shard *shard);
+/* One block's storage as one contiguous byte range of model_kv_block_bytes() bytes (for
+ * copying blocks to and from a cache tier), laid out [K, V][n_layers][MODEL_KV_BLOCK]
+ * [local KV heads * head_dim] floats. Borrowed, valid until model_kvpool_free(); NULL if
+ * block is outside 0 .. n_blocks - 1. */
+void *model_kvpool_block(model_kvpool *p, int32_t block);
+
+/* model_kv_new makes the cache of one sequence for single-sequence callers (CLI, tests): a
+ * private pool of ceil(n_ctx / MODEL_KV_BLOCK) blocks and the identity table over it.
+ * LLM_EINVAL if n_ctx < 1 or the shard is invalid, LLM_ENOMEM. Free with model_kv_free(),
+ * which takes only caches made here: a view a caller built is never passed to it. */
 int model_kv_new(const model *m, const model_shard *shard, int n_ctx, model_kv **out);
 void model_kv_free(model_kv *kv);
+/* Positions the view holds: n_blocks * MODEL_KV_BLOCK, so model_kv_new's n_ctx rounded up
+ * to whole blocks. A step refuses positions from here on with LLM_ERANGE. */
 int model_kv_capacity(const model_kv *kv);
 
 /* model_state_new allocates scratch for steps of up to max_tokens tokens run on up to
@@ -109,7 +145,8 @@ void model_state_free(model_state *s);
  * positions pos0 .. pos0 + n_tok - 1 of the sequence whose cache is kv, writing their keys and
  * values into it. When logits is not NULL it receives the vocab_size logits of the last token.
  * allreduce may be NULL (one rank). Returns LLM_OK, LLM_EINVAL (n_tok outside 1..max_tokens, a
- * token id out of range) or LLM_ERANGE (positions past the cache), or what allreduce returned. */
+ * token id out of range, a bad view as model_forward_batch says) or LLM_ERANGE (positions past
+ * the cache), or what allreduce returned. */
 int model_forward(const model *m, model_state *s, model_kv *kv, const int32_t *tokens, int n_tok,
                   int pos0, pool *p, model_allreduce_fn allreduce, void *ar_ctx, float *logits);
 
@@ -126,9 +163,14 @@ typedef struct {
     float *logits;           // [number of want_logits][vocab_size], in token order
 } model_batch;
 
-/* model_forward_batch runs one step over b. Returns LLM_OK, LLM_EINVAL (n_tok outside
- * 1..max_tokens, a token id out of range, a NULL or mismatched cache), LLM_ERANGE (a
- * position outside its cache or the model's context) or what allreduce returned. */
+/* model_forward_batch runs one step over b: writes each token's keys and values into the
+ * row of its position and attends over positions 0 .. pos of its view. A token's attention is
+ * bitwise the same whatever else is in the step and whichever blocks hold its positions
+ * (the matmul kernels may still round differently for steps of different sizes). Returns LLM_OK,
+ * LLM_EINVAL (n_tok outside 1..max_tokens, a token id out of range, a NULL view or pool, a pool of
+ * another shard, a block id of one of positions 0 .. pos outside the pool), LLM_ERANGE (a position
+ * outside its view's capacity or the model's context) or what allreduce returned. Nothing is
+ * written unless every token is valid. */
 int model_forward_batch(const model *m, model_state *s, const model_batch *b, pool *p,
                         model_allreduce_fn allreduce, void *ar_ctx);
 

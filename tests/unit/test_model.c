@@ -1,7 +1,9 @@
 /*
  * test_model.c - the forward pass on tiny random models of every type: batched steps
  * equal single-token steps, thread counts do not change results, two tensor-parallel
- * shards joined by an all-reduce equal the whole model, and bad calls are refused.
+ * shards joined by an all-reduce equal the whole model, and bad calls are refused. The
+ * paged KV cache: any block table, shared prefix blocks and blocks copied as bytes give
+ * bitwise the logits of model_kv_new's identity cache, and bad views are refused.
  */
 #include "gen.h"
 #include "gguf_write.h"
@@ -257,14 +259,17 @@ START_TEST(test_forward_refuses_bad_calls)
     model_state *s = NULL;
     model_kv *kv = NULL;
     ck_assert_int_eq(model_state_new(m, &sh, 4, 1, &s), LLM_OK);
+    // 8 positions round up to one whole block of 16.
     ck_assert_int_eq(model_kv_new(m, &sh, 8, &kv), LLM_OK);
+    ck_assert_int_eq(model_kv_capacity(kv), MODEL_KV_BLOCK);
     int32_t bad[] = {1, 99999};
     ck_assert_int_eq(model_forward(m, s, kv, toks, 0, 0, NULL, NULL, NULL, NULL), LLM_EINVAL);
     ck_assert_int_eq(model_forward(m, s, kv, toks, 5, 0, NULL, NULL, NULL, NULL), LLM_EINVAL);
     ck_assert_int_eq(model_forward(m, s, kv, bad, 2, 0, NULL, NULL, NULL, NULL), LLM_EINVAL);
-    ck_assert_int_eq(model_forward(m, s, kv, toks, 2, 7, NULL, NULL, NULL, NULL), LLM_ERANGE);
+    ck_assert_int_eq(model_forward(m, s, kv, toks, 2, 15, NULL, NULL, NULL, NULL), LLM_ERANGE);
     ck_assert_int_eq(model_forward(m, s, kv, toks, 1, -1, NULL, NULL, NULL, NULL), LLM_ERANGE);
-    ck_assert_int_eq(model_forward(m, s, kv, toks, 1, 7, NULL, NULL, NULL, NULL), LLM_OK);
+    ck_assert_int_eq(model_forward(m, s, kv, toks, 1, 15, NULL, NULL, NULL, NULL), LLM_OK);
+    ck_assert_int_eq(model_forward(m, s, NULL, toks, 1, 0, NULL, NULL, NULL, NULL), LLM_EINVAL);
     model_shard bad_shard = {1, 1, 0, 128};
     model_state *s2 = NULL;
     ck_assert_int_eq(model_state_new(m, &bad_shard, 4, 1, &s2), LLM_EINVAL);
@@ -342,6 +347,310 @@ START_TEST(test_load_names_what_is_wrong)
 }
 END_TEST
 
+/* --- paged KV cache ------------------------------------------------------------------ */
+
+#define PG_LEN 70 // four full blocks and part of a fifth
+
+typedef struct {
+    model *m;
+    model_shard sh;
+    model_state *s;
+    pool *p;
+    int V;
+    int32_t toks[PG_LEN];
+    char path[256];
+} pg_fixture;
+
+static void
+pg_open(pg_fixture *f, llm_dtype t)
+{
+    f->m = load_tiny(t, false, f->path, sizeof(f->path));
+    f->sh = model_full_shard(f->m);
+    f->V = model_get_config(f->m)->vocab_size;
+    ck_assert_int_eq(model_state_new(f->m, &f->sh, 16, 2, &f->s), LLM_OK);
+    ck_assert_int_eq(pool_new(2, &f->p), LLM_OK);
+    for (int i = 0; i < PG_LEN; i++)
+        f->toks[i] = (int32_t)((i * 37 + 11) % f->V);
+}
+
+static void
+pg_close(pg_fixture *f)
+{
+    pool_free(f->p);
+    model_state_free(f->s);
+    model_free(f->m);
+    unlink(f->path);
+}
+
+/* Runs toks[from..n) at positions from..n-1 through kv in steps of `step` tokens; the
+ * logits of each step's last token go to logits[pos][V] (calloc'ed, [n][V]). */
+static float *
+pg_run(pg_fixture *f, model_kv *kv, const int32_t *tk, int from, int n, int step)
+{
+    float *logits = calloc((size_t)n * (size_t)f->V, sizeof(float));
+    for (int pos = from; pos < n; pos += step) {
+        int k = n - pos < step ? n - pos : step;
+        ck_assert_int_eq(model_forward(f->m, f->s, kv, tk + pos, k, pos, f->p, NULL, NULL,
+                                       logits + (size_t)(pos + k - 1) * f->V),
+                         LLM_OK);
+    }
+    return logits;
+}
+
+static void
+pg_assert_same(const pg_fixture *f, const float *a, const float *b, int from, int n)
+{
+    for (int pos = from; pos < n; pos++)
+        ck_assert_msg(memcmp(a + (size_t)pos * f->V, b + (size_t)pos * f->V,
+                             sizeof(float) * (size_t)f->V) == 0,
+                      "logits at position %d differ", pos);
+}
+
+START_TEST(test_scrambled_block_table_gives_bitwise_the_identity_cache_logits)
+{
+    const llm_dtype types[] = {LLM_DTYPE_F32, LLM_DTYPE_Q4_1};
+    for (int ti = 0; ti < 2; ti++) {
+        pg_fixture f;
+        pg_open(&f, types[ti]);
+        model_kv *ident = NULL;
+        model_kvpool *kp = NULL;
+        ck_assert_int_eq(model_kv_new(f.m, &f.sh, PG_LEN, &ident), LLM_OK);
+        ck_assert_int_eq(model_kv_capacity(ident), 80);
+        ck_assert_int_eq(model_kvpool_new(f.m, &f.sh, 9, &kp), LLM_OK);
+        const int32_t table[5] = {6, 2, 8, 0, 4};
+        model_kv view = {kp, table, 5};
+        ck_assert_int_eq(model_kv_capacity(&view), 80);
+        // One token per step, then prefill chunks of 7 that straddle block edges.
+        const int steps[2] = {1, 7};
+        for (int si = 0; si < 2; si++) {
+            float *a = pg_run(&f, ident, f.toks, 0, PG_LEN, steps[si]);
+            float *b = pg_run(&f, &view, f.toks, 0, PG_LEN, steps[si]);
+            pg_assert_same(&f, a, b, 0, PG_LEN);
+            free(a);
+            free(b);
+        }
+        model_kvpool_free(kp);
+        model_kv_free(ident);
+        pg_close(&f);
+    }
+}
+END_TEST
+
+START_TEST(test_shared_prefix_blocks_give_the_logits_of_a_fresh_run)
+{
+    pg_fixture f;
+    pg_open(&f, LLM_DTYPE_Q8_0);
+    // B shares A's first 32 tokens (two full blocks) and then goes its own way.
+    int32_t tb[PG_LEN];
+    memcpy(tb, f.toks, sizeof(tb));
+    for (int i = 32; i < PG_LEN; i++)
+        tb[i] = (int32_t)((i * 53 + 5) % f.V);
+    model_kvpool *kp = NULL;
+    ck_assert_int_eq(model_kvpool_new(f.m, &f.sh, 12, &kp), LLM_OK);
+    const int32_t ta[3] = {3, 9, 5};
+    const int32_t tbl[5] = {3, 9, 1, 11, 7};
+    model_kv a = {kp, ta, 3}, b = {kp, tbl, 5};
+    // A prefills 40 tokens in chunks of 8; B computes only what follows the shared prefix.
+    free(pg_run(&f, &a, f.toks, 0, 40, 8));
+    size_t bb = model_kv_block_bytes(f.m, &f.sh);
+    void *before = malloc(2 * bb);
+    memcpy(before, model_kvpool_block(kp, 3), bb);
+    memcpy((char *)before + bb, model_kvpool_block(kp, 9), bb);
+    float *got = pg_run(&f, &b, tb, 32, PG_LEN, 1);
+    // The shared blocks are as A left them: B wrote only its own positions.
+    ck_assert(memcmp(before, model_kvpool_block(kp, 3), bb) == 0);
+    ck_assert(memcmp((char *)before + bb, model_kvpool_block(kp, 9), bb) == 0);
+    // From scratch, with the prefix in the same chunks as A's.
+    model_kv *fresh = NULL;
+    ck_assert_int_eq(model_kv_new(f.m, &f.sh, PG_LEN, &fresh), LLM_OK);
+    free(pg_run(&f, fresh, tb, 0, 32, 8));
+    float *want = pg_run(&f, fresh, tb, 32, PG_LEN, 1);
+    pg_assert_same(&f, got, want, 32, PG_LEN);
+    free(got);
+    free(want);
+    free(before);
+    model_kv_free(fresh);
+    model_kvpool_free(kp);
+    pg_close(&f);
+}
+END_TEST
+
+START_TEST(test_blocks_copied_as_bytes_continue_the_sequence)
+{
+    pg_fixture f;
+    pg_open(&f, LLM_DTYPE_Q4_0);
+    model_kvpool *src = NULL, *dst = NULL;
+    ck_assert_int_eq(model_kvpool_new(f.m, &f.sh, 5, &src), LLM_OK);
+    ck_assert_int_eq(model_kvpool_new(f.m, &f.sh, 7, &dst), LLM_OK);
+    ck_assert_int_eq(model_kvpool_n_blocks(dst), 7);
+    size_t bb = model_kv_block_bytes(f.m, &f.sh);
+    // [K, V][2 layers][16 rows][2 KV heads * 16] floats, one range per block.
+    ck_assert_uint_eq(bb, sizeof(float) * 2 * 2 * MODEL_KV_BLOCK * 32);
+    ck_assert_uint_eq(
+        (size_t)((char *)model_kvpool_block(src, 1) - (char *)model_kvpool_block(src, 0)), bb);
+    ck_assert_ptr_null(model_kvpool_block(src, 5));
+    ck_assert_ptr_null(model_kvpool_block(src, -1));
+    const int32_t ts[5] = {0, 1, 2, 3, 4}, td[5] = {6, 0, 5, 2, 3};
+    model_kv a = {src, ts, 5}, b = {dst, td, 5};
+    free(pg_run(&f, &a, f.toks, 0, 40, 8));
+    // Copy the two full blocks and the partial third one, then both continue.
+    for (int i = 0; i < 3; i++)
+        memcpy(model_kvpool_block(dst, td[i]), model_kvpool_block(src, ts[i]), bb);
+    float *x = pg_run(&f, &a, f.toks, 40, PG_LEN, 1);
+    float *y = pg_run(&f, &b, f.toks, 40, PG_LEN, 1);
+    pg_assert_same(&f, x, y, 40, PG_LEN);
+    free(x);
+    free(y);
+    model_kvpool_free(src);
+    model_kvpool_free(dst);
+    pg_close(&f);
+}
+END_TEST
+
+/* Runs the history of three sequences, then one step mixing a 7-token prefill chunk of
+ * sequence 0 (across the block edge at 16) with decode tokens of 1 and 2 (2 starting its
+ * third block); the step's three logit rows go to out[3][V]. */
+static void
+pg_mixed_step(pg_fixture *f, model_kv *const views[3], float *out)
+{
+    static const int hist[3] = {12, 20, 32};
+    for (int i = 0; i < 3; i++)
+        free(pg_run(f, views[i], f->toks + 3 * i, 0, hist[i], 8));
+    int32_t tk[9], pos[9];
+    model_kv *kvs[9];
+    bool want[9];
+    for (int t = 0; t < 7; t++) {
+        tk[t] = f->toks[12 + t];
+        pos[t] = 12 + t;
+        kvs[t] = views[0];
+        want[t] = t == 6;
+    }
+    for (int i = 1; i < 3; i++) {
+        tk[6 + i] = f->toks[3 * i + hist[i]];
+        pos[6 + i] = hist[i];
+        kvs[6 + i] = views[i];
+        want[6 + i] = true;
+    }
+    model_batch b = {9, tk, pos, kvs, want, out};
+    ck_assert_int_eq(model_forward_batch(f->m, f->s, &b, f->p, NULL, NULL), LLM_OK);
+}
+
+START_TEST(test_batch_of_paged_sequences_equals_each_alone)
+{
+    pg_fixture f;
+    pg_open(&f, LLM_DTYPE_Q4_1);
+    int V = f.V;
+    model_kvpool *kp = NULL;
+    ck_assert_int_eq(model_kvpool_new(f.m, &f.sh, 16, &kp), LLM_OK);
+    // The same three sequences through two different interleavings of one pool.
+    const int32_t t1[3][3] = {{5, 0, 11}, {2, 9, 14}, {7, 3, 12}};
+    const int32_t t2[3][3] = {{15, 1, 4}, {10, 6, 13}, {8, 0, 2}};
+    model_kv v1[3], v2[3];
+    model_kv *p1[3], *p2[3];
+    for (int i = 0; i < 3; i++) {
+        v1[i] = (model_kv){kp, t1[i], 3};
+        v2[i] = (model_kv){kp, t2[i], 3};
+        p1[i] = &v1[i];
+        p2[i] = &v2[i];
+    }
+    float *g1 = malloc(sizeof(float) * 3 * V), *g2 = malloc(sizeof(float) * 3 * V);
+    pg_mixed_step(&f, p1, g1);
+    pg_mixed_step(&f, p2, g2);
+    ck_assert(memcmp(g1, g2, sizeof(float) * 3 * V) == 0);
+    // Each alone, through its own identity cache, in the same history chunks. The matmul
+    // kernels pick their inner loop by the number of tokens in a step (fused row dots for
+    // a few tokens, decoded rows for more), so a token decoded alone and the same token in
+    // a step of 9 may differ in the last bits; the attention above is bitwise the same,
+    // which the two layouts just showed. Hence a tolerance here.
+    static const int hist[3] = {12, 20, 32}, alone_step[3] = {7, 1, 1};
+    for (int i = 0; i < 3; i++) {
+        model_kv *kv = NULL;
+        ck_assert_int_eq(model_kv_new(f.m, &f.sh, 48, &kv), LLM_OK);
+        free(pg_run(&f, kv, f.toks + 3 * i, 0, hist[i], 8));
+        int n = hist[i] + alone_step[i];
+        float *want = pg_run(&f, kv, f.toks + 3 * i, hist[i], n, alone_step[i]);
+        const float *w = want + (size_t)(n - 1) * V;
+        float max = 0;
+        for (int k = 0; k < V; k++)
+            max = fmaxf(max, fabsf(w[k]));
+        for (int k = 0; k < V; k++)
+            ck_assert_msg(fabsf(g1[i * V + k] - w[k]) <= 1e-5f * fmaxf(1, max),
+                          "seq %d logit %d: %g vs %g", i, k, (double)g1[i * V + k], (double)w[k]);
+        free(want);
+        model_kv_free(kv);
+    }
+    free(g1);
+    free(g2);
+    model_kvpool_free(kp);
+    pg_close(&f);
+}
+END_TEST
+
+START_TEST(test_bad_views_are_refused)
+{
+    pg_fixture f;
+    pg_open(&f, LLM_DTYPE_F16);
+    model_kvpool *kp = NULL, *other = NULL;
+    ck_assert_int_eq(model_kvpool_new(f.m, &f.sh, 0, &kp), LLM_EINVAL);
+    model_shard bad_shard = {1, 1, 0, 128};
+    ck_assert_int_eq(model_kvpool_new(f.m, &bad_shard, 4, &kp), LLM_EINVAL);
+    ck_assert_uint_eq(model_kv_block_bytes(f.m, &bad_shard), 0);
+    ck_assert_int_eq(model_kvpool_new(f.m, &f.sh, 4, &kp), LLM_OK);
+    model_shard half = {0, 1, 0, 64};
+    ck_assert_int_eq(model_kvpool_new(f.m, &half, 4, &other), LLM_OK);
+    model_state *s = f.s;
+    int32_t tk[1] = {f.toks[0]};
+    int32_t pos[1] = {0};
+    model_kv view = {kp, (const int32_t[2]){3, 1}, 2};
+    model_kv *kvs[1] = {&view};
+    model_batch b = {1, tk, pos, kvs, NULL, NULL};
+    ck_assert_int_eq(model_forward_batch(f.m, s, &b, f.p, NULL, NULL), LLM_OK);
+    pos[0] = 31; // the last position of the capacity
+    ck_assert_int_eq(model_forward_batch(f.m, s, &b, f.p, NULL, NULL), LLM_OK);
+    pos[0] = 32;
+    ck_assert_int_eq(model_forward_batch(f.m, s, &b, f.p, NULL, NULL), LLM_ERANGE);
+    pos[0] = -1;
+    ck_assert_int_eq(model_forward_batch(f.m, s, &b, f.p, NULL, NULL), LLM_ERANGE);
+    pos[0] = 5;
+    view.pool = NULL;
+    ck_assert_int_eq(model_forward_batch(f.m, s, &b, f.p, NULL, NULL), LLM_EINVAL);
+    view.pool = other; // blocks of another shard's width
+    ck_assert_int_eq(model_forward_batch(f.m, s, &b, f.p, NULL, NULL), LLM_EINVAL);
+    view.pool = kp;
+    view.blocks = NULL;
+    ck_assert_int_eq(model_forward_batch(f.m, s, &b, f.p, NULL, NULL), LLM_EINVAL);
+    view.n_blocks = -1;
+    view.blocks = (const int32_t[2]){3, 1};
+    ck_assert_int_eq(model_forward_batch(f.m, s, &b, f.p, NULL, NULL), LLM_EINVAL);
+    view.n_blocks = 0;
+    ck_assert_int_eq(model_forward_batch(f.m, s, &b, f.p, NULL, NULL), LLM_ERANGE);
+    // Block ids are checked for every position a token reads, 0 .. pos, and only those.
+    view.n_blocks = 2;
+    view.blocks = (const int32_t[2]){1, 4};
+    ck_assert_int_eq(model_forward_batch(f.m, s, &b, f.p, NULL, NULL), LLM_OK);
+    pos[0] = 16;
+    ck_assert_int_eq(model_forward_batch(f.m, s, &b, f.p, NULL, NULL), LLM_EINVAL);
+    view.blocks = (const int32_t[2]){-1, 2};
+    ck_assert_int_eq(model_forward_batch(f.m, s, &b, f.p, NULL, NULL), LLM_EINVAL);
+    // A refused step writes nothing, even for the valid tokens before the bad one.
+    size_t bb = model_kv_block_bytes(f.m, &f.sh);
+    void *before = malloc(bb);
+    memcpy(before, model_kvpool_block(kp, 2), bb);
+    model_kv good = {kp, (const int32_t[1]){2}, 1}, bad = {kp, (const int32_t[1]){7}, 1};
+    int32_t tk2[2] = {f.toks[1], f.toks[2]}, pos2[2] = {3, 3};
+    model_kv *kvs2[2] = {&good, &bad};
+    model_batch b2 = {2, tk2, pos2, kvs2, NULL, NULL};
+    ck_assert_int_eq(model_forward_batch(f.m, s, &b2, f.p, NULL, NULL), LLM_EINVAL);
+    ck_assert(memcmp(before, model_kvpool_block(kp, 2), bb) == 0);
+    free(before);
+    model_kvpool_free(other);
+    model_kvpool_free(kp);
+    model_kvpool_free(NULL);
+    model_kv_free(NULL);
+    pg_close(&f);
+}
+END_TEST
+
 Suite *model_suite(void);
 
 Suite *
@@ -359,5 +668,13 @@ model_suite(void)
     tcase_add_test(tc, test_generation_respects_max_tokens_and_context);
     tcase_add_test(tc, test_load_names_what_is_wrong);
     suite_add_tcase(s, tc);
+    TCase *pg = tcase_create("paged");
+    tcase_set_timeout(pg, 60);
+    tcase_add_test(pg, test_scrambled_block_table_gives_bitwise_the_identity_cache_logits);
+    tcase_add_test(pg, test_shared_prefix_blocks_give_the_logits_of_a_fresh_run);
+    tcase_add_test(pg, test_blocks_copied_as_bytes_continue_the_sequence);
+    tcase_add_test(pg, test_batch_of_paged_sequences_equals_each_alone);
+    tcase_add_test(pg, test_bad_views_are_refused);
+    suite_add_tcase(s, pg);
     return s;
 }
