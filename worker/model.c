@@ -40,7 +40,7 @@ struct model_kvpool {
     int n_layers;
     int kv_head0, kv_head1; // the shard's KV heads, which fix what a block holds
     int kv_dim;             // local KV heads * head_dim
-    size_t block_floats;    // 2 * n_layers * MODEL_KV_BLOCK * kv_dim
+    size_t block_floats;    // 2 * v_off
     size_t v_off;           // n_layers * MODEL_KV_BLOCK * kv_dim: V after K in a block
     float *data;            // [n_blocks][2][n_layers][MODEL_KV_BLOCK][kv_dim]
 };
@@ -70,7 +70,7 @@ struct model_state {
     float *hb2;        // [max_tokens][ffn_local] up
     float *scratch;    // [n_threads][scratch_len] decoded weight rows / attention scores
                        // and one head's partial attention output
-    int scratch_len;
+    size_t scratch_len;
 };
 
 // --- loading -------------------------------------------------------------------------
@@ -519,11 +519,12 @@ model_state_new(const model *m, const model_shard *shard, int max_tokens, int n_
     int ffn = shard->ffn1 - shard->ffn0;
     // Scratch holds the decoded weight rows of a matmul (inputs are at most
     // max(dim, hidden, q_dim) wide) or one head's attention scores (up to the model's
-    // context length) and a block's partial output (head_dim).
+    // context length) of each query head sharing a KV head, and a block's partial output.
     int in = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
     in = in > q_dim ? in : q_dim;
-    int sl = KERN_MATMUL_SCRATCH(in);
-    sl = sl > c->ctx_len + c->head_dim ? sl : c->ctx_len + c->head_dim;
+    size_t sl = KERN_MATMUL_SCRATCH(in);
+    size_t att_len = (size_t)(c->n_heads / c->n_kv_heads) * (c->ctx_len + c->head_dim);
+    sl = sl > att_len ? sl : att_len;
     s->scratch_len = (sl + 15) / 16 * 16; // whole cache lines per thread: no false sharing
     s->x = malloc(sizeof(float) * T * (size_t)c->dim);
     s->xb = malloc(sizeof(float) * T * (size_t)c->dim);
@@ -650,43 +651,57 @@ typedef struct {
  * Each pair reads keys/values of positions 0..pos through its own sequence's block table:
  * scores block by block into one array, one softmax over all of them, then each block's
  * weighted values summed into the output in block order. kern_attn_values overwrites its
- * output, so each block after the first goes through a scratch row that is then added
- * (an accumulating kernel variant would save that pass of head_dim adds per block). */
+ * output, so each block after the first goes through scratch rows that are then added
+ * (an accumulating kernel variant would save that pass of head_dim adds per block).
+ *
+ * A thread takes the query heads of its range that share a KV head together, block by
+ * block, so each block's keys and values come from memory once for the group and from L1
+ * for the rest: a block is only 16 rows, too short for the hardware prefetchers to hide
+ * the latency of reading it once per head. The arithmetic of each pair is unchanged by
+ * this order, and so by the thread count. */
 static void
 att_run(void *ctx, int ith, int nth)
 {
     att_job *j = ctx;
     const model_config *c = j->c;
     model_state *s = j->s;
-    int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
-    int q_dim = j->n_q_local * hd, kv_dim = j->n_kv_local * hd;
-    float *att = s->scratch + (size_t)ith * (size_t)s->scratch_len; // [ctx_len] scores
-    float *part = att + c->ctx_len;                                 // [hd] one block's values
+    int hd = c->head_dim, group = c->n_heads / c->n_kv_heads, nq = j->n_q_local;
+    int q_dim = nq * hd, kv_dim = j->n_kv_local * hd;
+    float *att = s->scratch + (size_t)ith * (size_t)s->scratch_len; // [group][ctx_len] scores
+    float *part = att + (size_t)group * c->ctx_len; // [group][hd] one block's values
     float scale = 1.0f / sqrtf((float)hd);
-    int pairs = j->b->n_tok * j->n_q_local;
-    for (int pi = pairs * ith / nth; pi < pairs * (ith + 1) / nth; pi++) {
-        int t = pi / j->n_q_local, h = pi % j->n_q_local, n_pos = j->b->pos[t] + 1;
+    int pairs = j->b->n_tok * nq, end = pairs * (ith + 1) / nth;
+    for (int pi = pairs * ith / nth, n_h; pi < end; pi += n_h) {
+        int t = pi / nq, h0 = pi % nq, n_pos = j->b->pos[t] + 1;
+        int h1 = (h0 / group + 1) * group; // past the last head sharing h0's KV head
+        n_h = (h1 < nq ? h1 : nq) - h0;
+        n_h = n_h < end - pi ? n_h : end - pi;
         const model_kv *kv = j->b->kv[t];
         const model_kvpool *kp = kv->pool;
         int n_blk = (n_pos + MODEL_KV_BLOCK - 1) / MODEL_KV_BLOCK;
-        size_t head = (size_t)(h / group) * hd;
-        const float *q = s->q + (size_t)t * q_dim + (size_t)h * hd;
+        size_t head = (size_t)(h0 / group) * hd;
+        const float *q = s->q + (size_t)t * q_dim + (size_t)h0 * hd;
+        float *out = s->att_out + (size_t)t * q_dim + (size_t)h0 * hd;
         for (int i = 0; i < n_blk; i++) {
-            int p0 = i * MODEL_KV_BLOCK,
-                n = n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK;
-            const float *kc = block_keys(kp, kv->blocks[i], j->layer) + head;
-            kern_attn_scores(att + p0, q, kc, kv_dim, n, hd, scale);
-        }
-        kern_softmax(att, n_pos);
-        float *out = s->att_out + (size_t)t * q_dim + (size_t)h * hd;
-        const float *vc = block_keys(kp, kv->blocks[0], j->layer) + kp->v_off + head;
-        kern_attn_values(out, att, vc, kv_dim, n_pos < MODEL_KV_BLOCK ? n_pos : MODEL_KV_BLOCK, hd);
-        for (int i = 1; i < n_blk; i++) {
             int p0 = i * MODEL_KV_BLOCK;
             int n = n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK;
-            vc = block_keys(kp, kv->blocks[i], j->layer) + kp->v_off + head;
-            kern_attn_values(part, att + p0, vc, kv_dim, n, hd);
-            kern_axpy_f32(out, 1.0f, part, hd); // exact: out += part
+            const float *kc = block_keys(kp, kv->blocks[i], j->layer) + head;
+            for (int r = 0; r < n_h; r++)
+                kern_attn_scores(att + (size_t)r * c->ctx_len + p0, q + (size_t)r * hd, kc, kv_dim,
+                                 n, hd, scale);
+        }
+        for (int r = 0; r < n_h; r++)
+            kern_softmax(att + (size_t)r * c->ctx_len, n_pos);
+        for (int i = 0; i < n_blk; i++) {
+            int p0 = i * MODEL_KV_BLOCK;
+            int n = n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK;
+            const float *vc = block_keys(kp, kv->blocks[i], j->layer) + kp->v_off + head;
+            float *dst = i == 0 ? out : part;
+            for (int r = 0; r < n_h; r++)
+                kern_attn_values(dst + (size_t)r * hd, att + (size_t)r * c->ctx_len + p0, vc,
+                                 kv_dim, n, hd);
+            if (i > 0) // the group's heads are adjacent in out: one add for all of them
+                kern_axpy_f32(out, 1.0f, part, (int64_t)n_h * hd); // exact: out += part
         }
     }
 }

@@ -164,13 +164,13 @@ typedef struct {
 } model_batch;
 
 /* model_forward_batch runs one step over b: writes each token's keys and values into the
- * row of its position and attends over positions 0 .. pos of its view. A token's result
- * depends only on its sequence's tokens and positions, never on the other tokens in the step
- * or on which blocks hold its positions. Returns LLM_OK, LLM_EINVAL (n_tok outside
- * 1..max_tokens, a token id out of range, a NULL view or pool, a pool of another shard, a
- * block id of one of positions 0 .. pos outside the pool), LLM_ERANGE (a position outside its
- * view's capacity or the model's context) or what allreduce returned. Nothing is written
- * unless every token is valid. */
+ * row of its position and attends over positions 0 .. pos of its view. A token's attention is
+ * bitwise the same whatever else is in the step and whichever blocks hold its positions
+ * (the matmul kernels may still round differently for steps of different sizes). Returns LLM_OK,
+ * LLM_EINVAL (n_tok outside 1..max_tokens, a token id out of range, a NULL view or pool, a pool of
+ * another shard, a block id of one of positions 0 .. pos outside the pool), LLM_ERANGE (a position
+ * outside its view's capacity or the model's context) or what allreduce returned. Nothing is
+ * written unless every token is valid. */
 int model_forward_batch(const model *m, model_state *s, const model_batch *b, pool *p,
                         model_allreduce_fn allreduce, void *ar_ctx);
 
