@@ -151,6 +151,7 @@ engine_model_new(const engine_model_opts *o, engine **out, char *err, size_t err
         model_engine_destroy(e);
         return rc;
     }
+    e->pool = me->p;
     LOG_INFO("event=engine_ready kind=model path=%s kv_blocks=%d kv_mb=%.1f step_tokens=%d "
              "fingerprint=%016llx",
              o->path, e->n_blocks, (double)e->n_blocks * (double)block_bytes / 1048576.0,

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "pool.h"
 #include "tok.h"
 
 typedef struct engine engine;
@@ -30,6 +31,7 @@ struct engine {
     uint64_t fingerprint; // identifies the weights: part of every KV block hash
     model_kvpool *kvpool; // KV storage (NULL for synthetic: accounting only)
     int n_blocks;         // KV blocks available
+    pool *pool;           // the compute threads, free between steps (NULL: the caller only)
 
     /* encode builds prompt ids: chat messages through the model's template (special
      * tokens parsed), or raw text; BOS added when the vocabulary wants it. */

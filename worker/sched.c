@@ -62,7 +62,8 @@ struct sched {
     engine *e;
     sched_opts o;
     kvcache *kvc;
-    samp_ctx *sc;
+    samp_ctx **sc; // one per pool thread: rows are sampled in parallel
+    int n_sc;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -80,7 +81,10 @@ struct sched {
     model_kv **b_kv;
     bool *b_want;
     float *b_logits;
-    sreq **planned; // requests in this step, in batch order
+    sreq **planned;   // requests in this step, in batch order
+    sreq **row_req;   // the request of each logits row
+    int32_t *row_tok; // the token sampled from each row
+    int n_rows;
     int n_planned;
     sreq **order; // scratch for sorting
 
@@ -706,10 +710,33 @@ apply(sched *s, int rc, int64_t now)
             r->n_published++;
         }
         if (r->step_logits && !r->cancel) {
-            const float *lg = s->b_logits + (size_t)r_row * (size_t)s->e->n_vocab;
-            append_token(s, r, samp_sample(s->sc, &r->samp, lg, r->n_tokens), now);
+            append_token(s, r, s->row_tok[r_row], now);
         }
     }
+}
+
+/* sample_rows draws the next token of every logits row of the step, the rows split
+ * across the pool's threads (a full-vocabulary draw is about a millisecond). Runs
+ * without the lock: only this thread changes a running request's tokens and params. */
+static void
+sample_run(void *ctx, int ith, int nth)
+{
+    sched *s = ctx;
+    for (int i = ith; i < s->n_rows; i += nth) {
+        const sreq *r = s->row_req[i];
+        const float *lg = s->b_logits + (size_t)i * (size_t)s->e->n_vocab;
+        s->row_tok[i] = samp_sample(s->sc[ith], &r->samp, lg, r->n_tokens);
+    }
+}
+
+static void
+sample_rows(sched *s)
+{
+    s->n_rows = 0;
+    for (int i = 0; i < s->n_planned; i++)
+        if (s->planned[i]->step_logits)
+            s->row_req[s->n_rows++] = s->planned[i];
+    pool_run(s->e->pool, sample_run, s);
 }
 
 static bool
@@ -777,7 +804,9 @@ sched_main(void *arg)
         int64_t t0 = llm_now_ns();
         int rc = s->e->forward(s->e, &b);
         int64_t t1 = llm_now_ns();
-        if (rc != LLM_OK)
+        if (rc == LLM_OK)
+            sample_rows(s);
+        else
             LOG_ERROR("event=step_failed tokens=%d err=%s", n_tok, llm_strerror(rc));
         double ms = (double)(t1 - t0) / 1e6;
         metric_histogram_observe(s->m.step_s, ms / 1e3);
@@ -857,7 +886,11 @@ static void
 free_parts(sched *s)
 {
     kvcache_free(s->kvc);
-    samp_ctx_free(s->sc);
+    for (int i = 0; s->sc && i < s->n_sc; i++)
+        samp_ctx_free(s->sc[i]);
+    free(s->sc);
+    free(s->row_req);
+    free(s->row_tok);
     free(s->b_tokens);
     free(s->b_pos);
     free(s->b_kv);
@@ -885,10 +918,16 @@ sched_new(engine *e, const sched_opts *o, metrics *reg, sched **out)
     s->b_want = malloc(sizeof(bool) * (size_t)T);
     s->b_logits = malloc(sizeof(float) * (size_t)o->max_running * (size_t)e->n_vocab);
     s->planned = malloc(sizeof(sreq *) * (size_t)o->max_running);
+    s->row_req = malloc(sizeof(sreq *) * (size_t)o->max_running);
+    s->row_tok = malloc(sizeof(int32_t) * (size_t)o->max_running);
+    s->n_sc = pool_n_threads(e->pool);
+    s->sc = calloc((size_t)s->n_sc, sizeof(samp_ctx *));
     int rc = LLM_ENOMEM;
-    if (s->b_tokens && s->b_pos && s->b_kv && s->b_want && s->b_logits && s->planned &&
-        (rc = kvcache_new(e->n_blocks, &s->kvc)) == LLM_OK &&
-        (rc = samp_ctx_new(e->n_vocab, &s->sc)) == LLM_OK) {
+    bool ok = s->b_tokens && s->b_pos && s->b_kv && s->b_want && s->b_logits && s->planned &&
+              s->row_req && s->row_tok && s->sc;
+    for (int i = 0; ok && i < s->n_sc; i++)
+        ok = (rc = samp_ctx_new(e->n_vocab, &s->sc[i])) == LLM_OK;
+    if (ok && (rc = kvcache_new(e->n_blocks, &s->kvc)) == LLM_OK) {
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
