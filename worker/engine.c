@@ -48,36 +48,11 @@ static int
 model_encode(const engine *e, const char *text, const tok_chat_msg *msgs, size_t n_msgs,
              int32_t **ids, size_t *n_ids, char *err, size_t err_len)
 {
-    const tok_vocab *v = model_get_vocab(((const model_engine *)e)->m);
-    char *chat = NULL;
-    int rc;
-    if (msgs) {
-        if ((rc = tok_chat_apply(v, msgs, n_msgs, true, &chat)) != LLM_OK) {
-            llm_errf(err, err_len, "the model's chat template is not supported");
-            return rc;
-        }
-        text = chat;
-    }
-    int32_t *body = NULL;
-    size_t n_body = 0;
-    rc = tok_encode(v, text, strlen(text), msgs != NULL, &body, &n_body);
-    free(chat);
-    if (rc != LLM_OK)
-        return rc;
-    bool bos = tok_add_bos(v) && tok_bos(v) >= 0;
-    int32_t *out = malloc(sizeof(int32_t) * (n_body + 1));
-    if (!out) {
-        free(body);
-        return LLM_ENOMEM;
-    }
-    if (bos)
-        out[0] = tok_bos(v);
-    if (n_body)
-        memcpy(out + bos, body, sizeof(int32_t) * n_body);
-    free(body);
-    *ids = out;
-    *n_ids = n_body + bos;
-    return LLM_OK;
+    int rc =
+        tok_prompt(model_get_vocab(((const model_engine *)e)->m), text, msgs, n_msgs, ids, n_ids);
+    if (rc == LLM_ENOTSUP)
+        llm_errf(err, err_len, "the model's chat template is not supported");
+    return rc;
 }
 
 static int

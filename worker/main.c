@@ -256,37 +256,12 @@ dump_json(const char *path, const text_log *text, const int32_t *prompt, int n_p
 static int
 build_prompt(const cli_opts *o, const tok_vocab *v, int32_t **ids, size_t *n_ids)
 {
-    char *chat = NULL;
-    const char *text = o->prompt;
-    int rc = LLM_OK;
-    if (o->chat) {
-        tok_chat_msg msgs[2];
-        size_t n = 0;
-        if (o->system)
-            msgs[n++] = (tok_chat_msg){"system", o->system};
-        msgs[n++] = (tok_chat_msg){"user", o->prompt};
-        if ((rc = tok_chat_apply(v, msgs, n, true, &chat)) != LLM_OK)
-            return rc;
-        text = chat;
-    }
-    int32_t *body = NULL;
-    size_t n_body = 0;
-    rc = tok_encode(v, text, strlen(text), o->chat, &body, &n_body);
-    free(chat);
-    if (rc != LLM_OK)
-        return rc;
-    bool bos = tok_add_bos(v) && tok_bos(v) >= 0;
-    *ids = malloc(sizeof(int32_t) * (n_body + 1));
-    if (!*ids) {
-        free(body);
-        return LLM_ENOMEM;
-    }
-    if (bos)
-        (*ids)[0] = tok_bos(v);
-    memcpy(*ids + bos, body, sizeof(int32_t) * n_body);
-    *n_ids = n_body + bos;
-    free(body);
-    return LLM_OK;
+    tok_chat_msg msgs[2];
+    size_t n = 0;
+    if (o->system)
+        msgs[n++] = (tok_chat_msg){"system", o->system};
+    msgs[n++] = (tok_chat_msg){"user", o->prompt};
+    return tok_prompt(v, o->prompt, o->chat ? msgs : NULL, n, ids, n_ids);
 }
 
 /* One local generation when --prompt is given; otherwise the server (serve.c). */

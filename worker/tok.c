@@ -1061,3 +1061,36 @@ tok_chat_apply(const tok_vocab *v, const tok_chat_msg *msgs, size_t n_msgs, bool
     *out = b.p;
     return LLM_OK;
 }
+
+int
+tok_prompt(const tok_vocab *v, const char *text, const tok_chat_msg *msgs, size_t n_msgs,
+           int32_t **ids, size_t *n_ids)
+{
+    char *chat = NULL;
+    int rc;
+    if (msgs) {
+        if ((rc = tok_chat_apply(v, msgs, n_msgs, true, &chat)) != LLM_OK)
+            return rc;
+        text = chat;
+    }
+    int32_t *body = NULL;
+    size_t n_body = 0;
+    rc = tok_encode(v, text, strlen(text), msgs != NULL, &body, &n_body);
+    free(chat);
+    if (rc != LLM_OK)
+        return rc;
+    bool bos = tok_add_bos(v) && tok_bos(v) >= 0;
+    int32_t *out = malloc(sizeof(int32_t) * (n_body + 1));
+    if (!out) {
+        free(body);
+        return LLM_ENOMEM;
+    }
+    if (bos)
+        out[0] = tok_bos(v);
+    if (n_body)
+        memcpy(out + bos, body, sizeof(int32_t) * n_body);
+    free(body);
+    *ids = out;
+    *n_ids = n_body + bos;
+    return LLM_OK;
+}

@@ -77,4 +77,11 @@ int tok_decode(const tok_vocab *v, const int32_t *ids, size_t n_ids, bool render
 int tok_chat_apply(const tok_vocab *v, const tok_chat_msg *msgs, size_t n_msgs, bool add_assistant,
                    char **out);
 
+/* tok_prompt makes the ids a generation starts from: msgs (if not NULL) rendered by
+ * tok_chat_apply with the assistant header and encoded with special tokens parsed, or
+ * else text encoded as plain bytes; then BOS in front when the vocabulary asks for it.
+ * *ids is malloc'ed (free()). LLM_OK, LLM_ENOMEM or tok_chat_apply's LLM_ENOTSUP. */
+int tok_prompt(const tok_vocab *v, const char *text, const tok_chat_msg *msgs, size_t n_msgs,
+               int32_t **ids, size_t *n_ids);
+
 #endif
