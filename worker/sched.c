@@ -152,14 +152,19 @@ blocks_for(int n_positions)
     return (n_positions + KVC_BLOCK_TOKENS - 1) / KVC_BLOCK_TOKENS;
 }
 
+static int
+count_state(const sched *s, req_state st)
+{
+    int n = 0;
+    for (int i = 0; i < s->n_reqs; i++)
+        n += s->reqs[i]->state == st;
+    return n;
+}
+
 static void
 update_gauges(sched *s)
 {
-    int running = 0, waiting = 0;
-    for (int i = 0; i < s->n_reqs; i++) {
-        running += s->reqs[i]->state == ST_RUNNING;
-        waiting += s->reqs[i]->state == ST_WAITING;
-    }
+    int running = count_state(s, ST_RUNNING), waiting = count_state(s, ST_WAITING);
     kvc_stats st = kvcache_stats(s->kvc);
     metric_gauge_set(s->m.running, running);
     metric_gauge_set(s->m.waiting, waiting);
@@ -313,9 +318,7 @@ sched_submit(sched *s, uint64_t id, const sched_req *q, char *err, size_t err_le
 
     pthread_mutex_lock(&s->mu);
     int rc = LLM_OK;
-    int waiting = 0;
-    for (int i = 0; i < s->n_reqs; i++)
-        waiting += s->reqs[i]->state == ST_WAITING;
+    int waiting = count_state(s, ST_WAITING);
     if (s->draining || s->stopping) {
         llm_errf(err, err_len, "the worker is draining and takes no new requests");
         rc = LLM_EBUSY;
@@ -543,9 +546,7 @@ sorted(sched *s, req_state st)
 static void
 admit(sched *s, int64_t now)
 {
-    int running = 0;
-    for (int i = 0; i < s->n_reqs; i++)
-        running += s->reqs[i]->state == ST_RUNNING;
+    int running = count_state(s, ST_RUNNING);
     int n = sorted(s, ST_WAITING);
     for (int i = 0; i < n && running < s->o.max_running; i++) {
         sreq *r = s->order[i];
@@ -742,10 +743,9 @@ sample_rows(sched *s)
 static bool
 has_work(const sched *s)
 {
-    for (int i = 0; i < s->n_reqs; i++)
-        if (s->reqs[i]->state != ST_FINISHED || s->reqs[i]->cancel)
-            return true;
-    return false;
+    // A cancel of a finished request changes nothing: only unfinished ones are work
+    // (counting the cancel flag too kept the loop spinning until the record expired).
+    return count_state(s, ST_FINISHED) < s->n_reqs;
 }
 
 /* next_wakeup: the earliest time something must happen while idle. */
@@ -986,10 +986,8 @@ sched_get_load(sched *s, sched_load *out)
 {
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&s->mu);
-    for (int i = 0; i < s->n_reqs; i++) {
-        out->running += s->reqs[i]->state == ST_RUNNING;
-        out->waiting += s->reqs[i]->state == ST_WAITING;
-    }
+    out->running = count_state(s, ST_RUNNING);
+    out->waiting = count_state(s, ST_WAITING);
     kvc_stats st = kvcache_stats(s->kvc);
     out->kv_blocks_total = st.total;
     out->kv_blocks_used = st.used;
