@@ -20,6 +20,7 @@ static const char *const err_names[] = {
     [LLM_ENOTSUP] = "not supported",
     [LLM_ERANGE] = "out of range",
     [LLM_ECANCELED] = "canceled",
+    [LLM_EUNAVAIL] = "unavailable",
 };
 
 const char *

@@ -22,6 +22,7 @@ typedef enum {
     LLM_ENOTSUP = 9,    // well-formed but unsupported (tensor type, architecture)
     LLM_ERANGE = 10,    // value out of the allowed range (too long, too big)
     LLM_ECANCELED = 11, // stopped on request
+    LLM_EUNAVAIL = 12,  // no worker can serve it now (none ready, retries spent)
 } llm_err;
 
 /* llm_strerror returns a static, human-readable name for err ("unknown error" for

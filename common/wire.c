@@ -41,6 +41,12 @@ body_ptr(const Llm__Envelope *e)
     case LLM__ENVELOPE__BODY_DEREGISTER: return e->deregister;
     case LLM__ENVELOPE__BODY_STATS: return e->stats;
     case LLM__ENVELOPE__BODY_STATS_REPLY: return e->stats_reply;
+    case LLM__ENVELOPE__BODY_LIST_MODELS: return e->list_models;
+    case LLM__ENVELOPE__BODY_LIST_MODELS_REPLY: return e->list_models_reply;
+    case LLM__ENVELOPE__BODY_CLUSTER_STATUS: return e->cluster_status;
+    case LLM__ENVELOPE__BODY_CLUSTER_STATUS_REPLY: return e->cluster_status_reply;
+    case LLM__ENVELOPE__BODY_DRAIN: return e->drain;
+    case LLM__ENVELOPE__BODY_WORKER_STATUS: return e->worker_status;
     default: return NULL;
     }
 }
@@ -62,6 +68,12 @@ wire_body_name(Llm__Envelope__BodyCase c)
     case LLM__ENVELOPE__BODY_DEREGISTER: return "deregister";
     case LLM__ENVELOPE__BODY_STATS: return "stats";
     case LLM__ENVELOPE__BODY_STATS_REPLY: return "stats_reply";
+    case LLM__ENVELOPE__BODY_LIST_MODELS: return "list_models";
+    case LLM__ENVELOPE__BODY_LIST_MODELS_REPLY: return "list_models_reply";
+    case LLM__ENVELOPE__BODY_CLUSTER_STATUS: return "cluster_status";
+    case LLM__ENVELOPE__BODY_CLUSTER_STATUS_REPLY: return "cluster_status_reply";
+    case LLM__ENVELOPE__BODY_DRAIN: return "drain";
+    case LLM__ENVELOPE__BODY_WORKER_STATUS: return "worker_status";
     default: return "none";
     }
 }
