@@ -12,3 +12,9 @@ llm_now_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+int64_t
+llm_now_ms(void)
+{
+    return (int64_t)(llm_now_ns() / 1000000u);
+}

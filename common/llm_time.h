@@ -8,5 +8,7 @@
 
 /* llm_now_ns returns CLOCK_MONOTONIC in nanoseconds. Any thread. */
 uint64_t llm_now_ns(void);
+/* llm_now_ms: the same clock in milliseconds. */
+int64_t llm_now_ms(void);
 
 #endif
