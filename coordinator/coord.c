@@ -28,9 +28,9 @@ typedef struct {
     char *listen, *register_listen, *default_policy, *log_level;
     cfg_strlist models, workers;
     int64_t contexts, max_requests, max_attempts, call_timeout_ms, poll_wait_ms, max_wait_ms,
-        accept_wait_ms, finished_ttl_ms, max_prompt_bytes, heartbeat_timeout_ms,
-        probe_interval_ms, breaker_failures, breaker_backoff_ms, breaker_backoff_max_ms,
-        max_workers, prefix_imbalance_cap, tick_ms;
+        accept_wait_ms, finished_ttl_ms, max_prompt_bytes, heartbeat_timeout_ms, probe_interval_ms,
+        breaker_failures, breaker_backoff_ms, breaker_backoff_max_ms, max_workers,
+        prefix_imbalance_cap, tick_ms;
     double prefix_load_penalty;
 } coord_cfg;
 
@@ -210,8 +210,10 @@ load_workers(registry *reg)
             return LLM_EINVAL;
         }
         if (!spec_value(spec, "address", addr, sizeof(addr))) {
-            fprintf(stderr, "llm-coordinator: error: workers \"%s\": want \"ID address=URL "
-                            "[model=NAME]\"\n", spec);
+            fprintf(stderr,
+                    "llm-coordinator: error: workers \"%s\": want \"ID address=URL "
+                    "[model=NAME]\"\n",
+                    spec);
             return LLM_EINVAL;
         }
         spec_value(spec, "model", model, sizeof(model));
@@ -311,10 +313,9 @@ coord_main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    LOG_INFO("event=coordinator_ready listen=%s register=%s models=%d static_workers=%d",
-             C.listen, C.register_listen, C.models.n, C.workers.n);
-    printf("llm-coordinator: ready on %s (workers register at %s)\n", C.listen,
-           C.register_listen);
+    LOG_INFO("event=coordinator_ready listen=%s register=%s models=%d static_workers=%d", C.listen,
+             C.register_listen, C.models.n, C.workers.n);
+    printf("llm-coordinator: ready on %s (workers register at %s)\n", C.listen, C.register_listen);
     fflush(stdout);
     // The health loop: registry (connections, heartbeat timeouts, breakers, probes) and
     // relay (long polls whose wait is over, finished streams past their TTL).

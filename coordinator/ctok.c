@@ -53,8 +53,8 @@ ctok_free(ctok *t)
 }
 
 int
-ctok_encode(const ctok *t, const char *text, const tok_chat_msg *msgs, size_t n_msgs,
-            int32_t **ids, size_t *n_ids, char *err, size_t err_len)
+ctok_encode(const ctok *t, const char *text, const tok_chat_msg *msgs, size_t n_msgs, int32_t **ids,
+            size_t *n_ids, char *err, size_t err_len)
 {
     if (t->synth)
         return t->synth->encode(t->synth, text, msgs, n_msgs, ids, n_ids, err, err_len);

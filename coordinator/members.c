@@ -45,8 +45,8 @@ to_load(const Llm__WorkerLoad *l, reg_load *out)
         .block_tokens = (int)(l->block_tokens > 4096 ? 4096 : l->block_tokens),
         .draining = l->draining != 0,
         .hashes = l->prefix_hashes,
-        .n_hashes = (int)(l->n_prefix_hashes > REG_MAX_HASHES ? REG_MAX_HASHES
-                                                               : l->n_prefix_hashes),
+        .n_hashes =
+            (int)(l->n_prefix_hashes > REG_MAX_HASHES ? REG_MAX_HASHES : l->n_prefix_hashes),
     };
 }
 
@@ -96,8 +96,8 @@ members_handle(members *m, const uint8_t *msg, size_t len, uint8_t **out, size_t
     if (rc != LLM_OK) {
         if (m->refused)
             metric_counter_add(m->refused, 1);
-        LOG_WARN("event=membership_refused worker=%.64s code=%s err=\"%s\"", who,
-                 llm_strerror(rc), err);
+        LOG_WARN("event=membership_refused worker=%.64s code=%s err=\"%s\"", who, llm_strerror(rc),
+                 err);
         rc = wire_error_reply(id, rc, err, 0, out, out_len);
     } else {
         if (m->ok)

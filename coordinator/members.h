@@ -21,8 +21,8 @@
 typedef struct members members;
 
 /* members_listen starts answering on url with n_ctxs contexts. reg may be NULL. */
-int members_listen(registry *r, metrics *reg, const char *url, int n_ctxs, members **out,
-                   char *err, size_t err_len);
+int members_listen(registry *r, metrics *reg, const char *url, int n_ctxs, members **out, char *err,
+                   size_t err_len);
 /* members_handle answers one message without a socket (tests, fuzzing). */
 int members_handle(members *m, const uint8_t *msg, size_t len, uint8_t **out, size_t *out_len);
 void members_free(members *m);

@@ -34,9 +34,9 @@ struct rworker {
     // Connection. want_close: the socket must be closed by the next tick (it is down).
     nng_socket sock;
     bool sock_open, connected, want_close;
-    uint32_t gen;            // bumped for every socket opened, so stale events are ignored
-    int64_t retry_ms;        // a down static worker is dialled again at this time
-    int64_t last_hb_ms;      // 0: none yet
+    uint32_t gen;       // bumped for every socket opened, so stale events are ignored
+    int64_t retry_ms;   // a down static worker is dialled again at this time
+    int64_t last_hb_ms; // 0: none yet
 
     // The last heartbeat's figures.
     int running, waiting, kv_used, kv_total, kv_cached, tp_size, block_tokens;
@@ -60,6 +60,7 @@ struct rworker {
     uint64_t routed, failures;
     double queue_ms, tpot_ms; // EWMAs
     metric_counter *routed_ctr;
+    metric_gauge *inflight_g;
 };
 
 typedef struct {
@@ -352,8 +353,10 @@ add_worker_locked(registry *r, const char *id, int model, char *err, size_t err_
         metrics_label_escape(esc, sizeof(esc), id);
         snprintf(lb, sizeof(lb), "policy=\"%s\",worker=\"%s\"",
                  route_policy_name(r->models[model].policy), esc);
-        w->routed_ctr =
-            metrics_counter(r->reg, "llm_coord_routed_total", "Routing decisions.", lb);
+        w->routed_ctr = metrics_counter(r->reg, "llm_coord_routed_total", "Routing decisions.", lb);
+        snprintf(lb, sizeof(lb), "worker=\"%s\"", esc);
+        w->inflight_g = metrics_gauge(r->reg, "llm_coord_worker_inflight",
+                                      "Requests the coordinator has on a worker now.", lb);
     }
     r->w[r->n_w++] = w;
     return w;
@@ -474,8 +477,14 @@ reg_register(registry *r, const char *id, const char *address, const reg_load *l
         goto out;
     }
     // A Register from a known worker is a restart (or a lost heartbeat reply): its old
-    // connection, if any, is stale. Close it and dial again.
+    // connection, if any, is stale. Close it and dial again. But an id whose worker is
+    // alive and connected elsewhere is taken: a second process must not steal it.
     bool moved = strcmp(w->address, address) != 0;
+    if (moved && w->state != REG_DOWN && w->connected) {
+        llm_errf(err, err_len, "worker id %s is in use by a live worker at %s", id, w->address);
+        rc = LLM_EINVAL;
+        goto out;
+    }
     snprintf(w->address, sizeof(w->address), "%s", address);
     take_load(w, l, now_ms);
     w->admin_drain = false;
@@ -503,8 +512,8 @@ reg_heartbeat(registry *r, const char *id, const reg_load *l, int64_t now_ms, ch
         llm_errf(err, err_len, "worker '%.64s' is not registered: send Register first", id);
         rc = LLM_ENOENT;
     } else if ((rc = check_model(r, id, l, &m, err, err_len)) == LLM_OK && m != w->model) {
-        llm_errf(err, err_len, "worker %s registered with model '%s', its heartbeat says '%s'",
-                 id, w->model_name, r->models[m].name);
+        llm_errf(err, err_len, "worker %s registered with model '%s', its heartbeat says '%s'", id,
+                 w->model_name, r->models[m].name);
         rc = LLM_EINVAL;
     }
     if (rc == LLM_OK) {
@@ -586,6 +595,7 @@ reg_route(registry *r, int model, const route_req *q, const int *exclude, int n_
     if (pick >= 0) {
         rworker *w = r->w[r->cand_idx[pick]];
         w->inflight++;
+        metric_gauge_set(w->inflight_g, w->inflight);
         w->routed++;
         if (w->routed_ctr)
             metric_counter_add(w->routed_ctr, 1);
@@ -639,6 +649,7 @@ reg_done(registry *r, int worker, bool ok, double queue_ms, double tpot_ms)
         rworker *w = r->w[worker];
         if (w->inflight > 0)
             w->inflight--;
+        metric_gauge_set(w->inflight_g, w->inflight);
         if (queue_ms > 0)
             w->queue_ms = ewma(w->queue_ms, queue_ms);
         if (tpot_ms > 0)
@@ -731,7 +742,6 @@ open_socket(rworker *w, const char *address, int timeout_ms, nng_socket *out)
     *out = s;
     return LLM_OK;
 }
-
 
 void
 reg_tick(registry *r, int64_t now_ms, int probe_interval_ms)

@@ -39,9 +39,9 @@ typedef struct registry registry;
 typedef enum { REG_STARTING, REG_READY, REG_DRAINING, REG_DOWN, REG_N_STATES } reg_state;
 typedef enum { REG_BRK_CLOSED, REG_BRK_OPEN, REG_BRK_HALF_OPEN } reg_breaker;
 
-#define REG_MAX_ID 128       // bytes of a worker id, model name
-#define REG_MAX_ADDRESS 256  // bytes of an NNG URL
-#define REG_MAX_HASHES 4096  // prefix hashes kept per worker
+#define REG_MAX_ID 128      // bytes of a worker id, model name
+#define REG_MAX_ADDRESS 256 // bytes of an NNG URL
+#define REG_MAX_HASHES 4096 // prefix hashes kept per worker
 
 typedef struct {
     int max_workers;

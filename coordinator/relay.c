@@ -25,6 +25,7 @@
 #include <nng/protocol/reqrep0/req.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +75,7 @@ struct creq {
     char err_msg[200];
     bool accepted, canceled, cancel_sent;
     int64_t done_ms; // when it ended (finish or error); 0 while running
+    creq *dnext;     // the ended streams' list, oldest first
     cctx *waiters;   // client contexts parked on this stream
 
     // The pump and its current attempt.
@@ -116,13 +118,22 @@ enum {
     K_OTHER,
     N_KINDS
 };
-static const char *const kind_names[N_KINDS] = {
-    "generate", "next", "cancel", "health", "stats", "list_models", "cluster_status", "drain",
-    "other"};
+static const char *const kind_names[N_KINDS] = {"generate",       "next",  "cancel",
+                                                "health",         "stats", "list_models",
+                                                "cluster_status", "drain", "other"};
 
-enum { OUT_OK, OUT_CANCELED, OUT_DEADLINE, OUT_ERROR, OUT_UNAVAILABLE, OUT_BUSY, OUT_REFUSED, N_OUT };
-static const char *const out_names[N_OUT] = {"ok",    "canceled", "deadline_exceeded",
-                                             "error", "unavailable", "busy", "refused"};
+enum {
+    OUT_OK,
+    OUT_CANCELED,
+    OUT_DEADLINE,
+    OUT_ERROR,
+    OUT_UNAVAILABLE,
+    OUT_BUSY,
+    OUT_REFUSED,
+    N_OUT
+};
+static const char *const out_names[N_OUT] = {
+    "ok", "canceled", "deadline_exceeded", "error", "unavailable", "busy", "refused"};
 
 struct relay {
     registry *reg;
@@ -133,7 +144,9 @@ struct relay {
     creq *table[TABLE_BUCKETS];
     int n_active;
     creq *graveyard;
-    bool closing; // relay_free: pumps stop instead of going on
+    creq *done_head, *done_tail; // ended streams in the order they ended (their TTL order)
+    int64_t next_deadline_ms;    // the earliest parked context's deadline (a lower bound)
+    bool closing;                // relay_free: pumps stop instead of going on
     _Atomic uint64_t next_id;
     nng_socket sock;
     bool open;
@@ -194,6 +207,20 @@ static bool
 ended(const creq *r)
 {
     return r->finish != LLM__FINISH_REASON__FINISH_NONE || r->err_code != LLM_OK;
+}
+
+/* mark_done records that r has just ended, for its TTL. Under mu. */
+static void
+mark_done(creq *r)
+{
+    relay *rl = r->rl;
+    r->done_ms = llm_now_ms();
+    r->dnext = NULL;
+    if (rl->done_tail)
+        rl->done_tail->dnext = r;
+    else
+        rl->done_head = r;
+    rl->done_tail = r;
 }
 
 /* append takes a chunk from the worker into the stream. Under mu. LLM_EPROTO for a
@@ -262,7 +289,7 @@ append(creq *r, const Llm__TokenChunk *c)
             r->completion_tokens = c->usage->completion_tokens;
             r->cached_tokens = c->usage->cached_tokens;
         }
-        r->done_ms = llm_now_ms();
+        mark_done(r);
     }
     return LLM_OK;
 }
@@ -348,7 +375,6 @@ ctx_send(cctx *c, reply *out)
     nng_ctx_send(c->ctx, c->aio);
 }
 
-
 /* park puts c on r's waiter list. Under mu. */
 static void
 park(cctx *c, creq *r, int kind, uint64_t env_id, uint32_t after_seq, int wait_ms)
@@ -360,6 +386,8 @@ park(cctx *c, creq *r, int kind, uint64_t env_id, uint32_t after_seq, int wait_m
     c->env_id = env_id;
     c->after_seq = after_seq;
     c->deadline_ms = llm_now_ms() + wait_ms;
+    if (c->deadline_ms < c->rl->next_deadline_ms)
+        c->rl->next_deadline_ms = c->deadline_ms;
     c->pnext = r->waiters;
     r->waiters = c;
 }
@@ -483,7 +511,7 @@ fail(creq *r, int code, const char *fmt_msg)
             r->err_code = code;
             snprintf(r->err_msg, sizeof(r->err_msg), "%s", fmt_msg);
         }
-        r->done_ms = llm_now_ms();
+        mark_done(r);
     }
     wake(r, &q);
     pthread_mutex_unlock(&rl->mu);
@@ -692,13 +720,12 @@ pump_submit(creq *r)
     }
     if (r->attempts >= rl->o.max_attempts) {
         char msg[160];
-        snprintf(msg, sizeof(msg), "no worker could serve the request (%d attempts)",
-                 r->attempts);
+        snprintf(msg, sizeof(msg), "no worker could serve the request (%d attempts)", r->attempts);
         fail(r, r->last_refusal == LLM_EBUSY ? LLM_EBUSY : LLM_EUNAVAIL, msg);
         return;
     }
-    route_req q = {.block_hashes = r->blocks, .n_blocks = r->n_blocks,
-                   .max_tokens = (int)r->max_tokens};
+    route_req q = {
+        .block_hashes = r->blocks, .n_blocks = r->n_blocks, .max_tokens = (int)r->max_tokens};
     int w = -1;
     nng_socket sock;
     if (reg_route(rl->reg, r->model, &q, r->tried, r->n_tried, &w, &sock, NULL) != LLM_OK) {
@@ -983,8 +1010,8 @@ on_next(relay *rl, uint64_t id, const Llm__NextRequest *nr, cctx *c, reply *out,
         llm_errf(err, err_len, "unknown request id %llu", (unsigned long long)id);
         rc = LLM_ENOENT;
     } else if (nr->after_seq > (uint32_t)r->n_ids) {
-        llm_errf(err, err_len, "cursor after_seq=%u is past the stream (%d tokens)",
-                 nr->after_seq, r->n_ids);
+        llm_errf(err, err_len, "cursor after_seq=%u is past the stream (%d tokens)", nr->after_seq,
+                 r->n_ids);
         rc = LLM_EINVAL;
     } else if ((uint32_t)r->n_ids > nr->after_seq || ended(r) || !c || nr->wait_ms == 0) {
         rc = reply_stream(out, id, r, nr->after_seq, false);
@@ -1148,8 +1175,7 @@ on_cluster_status(relay *rl, uint64_t id, reply *out)
 /* on_drain stops routing to the worker and tells it to drain. The call to the worker is
  * synchronous: an admin operation, rare, one round trip. */
 static int
-on_drain(relay *rl, uint64_t id, const Llm__DrainRequest *dr, reply *out, char *err,
-         size_t err_len)
+on_drain(relay *rl, uint64_t id, const Llm__DrainRequest *dr, reply *out, char *err, size_t err_len)
 {
     char address[REG_MAX_ADDRESS];
     if (reg_drain(rl->reg, dr->worker_id, address) != LLM_OK) {
@@ -1252,9 +1278,7 @@ dispatch(relay *rl, const uint8_t *msg, size_t len, cctx *c, reply *out, bool *p
     }
     case LLM__ENVELOPE__BODY_LIST_MODELS: rc = on_list_models(rl, id, out); break;
     case LLM__ENVELOPE__BODY_CLUSTER_STATUS: rc = on_cluster_status(rl, id, out); break;
-    case LLM__ENVELOPE__BODY_DRAIN:
-        rc = on_drain(rl, id, env->drain, out, err, sizeof(err));
-        break;
+    case LLM__ENVELOPE__BODY_DRAIN: rc = on_drain(rl, id, env->drain, out, err, sizeof(err)); break;
     default:
         llm_errf(err, sizeof(err), "the coordinator's client port does not answer '%s' messages",
                  wire_body_name(env->body_case));
@@ -1320,12 +1344,12 @@ ctx_cb(void *arg)
 /* ---- lifecycle ------------------------------------------------------------------------------ */
 
 int
-relay_new(registry *reg, ctok *const *toks, metrics *m, const relay_opts *o, relay **out,
-          char *err, size_t err_len)
+relay_new(registry *reg, ctok *const *toks, metrics *m, const relay_opts *o, relay **out, char *err,
+          size_t err_len)
 {
-    if (o->contexts < 1 || o->max_requests < 1 || o->max_attempts < 1 ||
-        o->call_timeout_ms < 1 || o->poll_wait_ms < 1 || o->max_wait_ms < 0 ||
-        o->accept_wait_ms < 0 || o->finished_ttl_ms < 0 || o->max_prompt_bytes < 1) {
+    if (o->contexts < 1 || o->max_requests < 1 || o->max_attempts < 1 || o->call_timeout_ms < 1 ||
+        o->poll_wait_ms < 1 || o->max_wait_ms < 0 || o->accept_wait_ms < 0 ||
+        o->finished_ttl_ms < 0 || o->max_prompt_bytes < 1) {
         llm_errf(err, err_len, "relay: contexts, requests, attempts and timeouts must be positive");
         return LLM_EINVAL;
     }
@@ -1342,6 +1366,7 @@ relay_new(registry *reg, ctok *const *toks, metrics *m, const relay_opts *o, rel
         return LLM_ENOMEM;
     }
     pthread_mutex_init(&rl->mu, NULL);
+    rl->next_deadline_ms = INT64_MAX;
     // Ids this coordinator assigns (client streams and worker attempts) start at a
     // clock-derived base, so a restarted coordinator does not reuse ids workers still hold.
     atomic_init(&rl->next_id, ((uint64_t)llm_now_ns() << 16) | 1);
@@ -1360,9 +1385,9 @@ relay_new(registry *reg, ctok *const *toks, metrics *m, const relay_opts *o, rel
     }
     rl->failovers = metrics_counter(m, "llm_coord_failovers_total",
                                     "Requests sent to another worker after a failure.", NULL);
-    rl->ttft = metrics_histogram(m, "llm_coord_ttft_seconds",
-                                 "Time from a Generate to its first token.", NULL,
-                                 metrics_latency_bounds, metrics_latency_n);
+    rl->ttft =
+        metrics_histogram(m, "llm_coord_ttft_seconds", "Time from a Generate to its first token.",
+                          NULL, metrics_latency_bounds, metrics_latency_n);
     rl->e2e = metrics_histogram(m, "llm_coord_e2e_seconds", "Time from a Generate to its end.",
                                 NULL, metrics_latency_bounds, metrics_latency_n);
     rl->active = metrics_gauge(m, "llm_coord_requests_active", "Streams tracked now.", NULL);
@@ -1415,25 +1440,38 @@ relay_tick(relay *rl, int64_t now_ms)
     sendq q = {.n = 0};
     creq *dead = NULL;
     pthread_mutex_lock(&rl->mu);
-    for (int i = 0; i < rl->n_ctxs && q.n < 64; i++) {
-        cctx *c = &rl->ctxs[i];
-        if (c->state == CC_PARKED && c->r && now_ms >= c->deadline_ms) {
-            q.c[q.n] = c;
-            unpark(c, &q.out[q.n++]);
-        }
-    }
-    // Streams that ended longer than the TTL ago leave the table.
-    for (int b = 0; b < TABLE_BUCKETS; b++) {
-        for (creq **pp = &rl->table[b]; *pp;) {
-            creq *r = *pp;
-            if (r->done_ms && now_ms - r->done_ms >= rl->o.finished_ttl_ms && r->pump == PUMP_IDLE) {
-                *pp = r->hnext;
-                rl->n_active--;
-                unref(r);
-            } else {
-                pp = &r->hnext;
+    // Long polls whose wait is over get "nothing new". The scan runs only when the
+    // earliest deadline has come (parking lowers next_deadline_ms).
+    if (now_ms >= rl->next_deadline_ms) {
+        int64_t next = INT64_MAX;
+        for (int i = 0; i < rl->n_ctxs; i++) {
+            cctx *c = &rl->ctxs[i];
+            if (c->state != CC_PARKED || !c->r)
+                continue;
+            if (now_ms >= c->deadline_ms && q.n < 64) {
+                q.c[q.n] = c;
+                unpark(c, &q.out[q.n++]);
+            } else if (c->deadline_ms < next) {
+                next = c->deadline_ms;
             }
         }
+        rl->next_deadline_ms = q.n == 64 ? now_ms : next;
+    }
+    // Streams that ended longer than the TTL ago leave the table, oldest first.
+    while (rl->done_head && now_ms - rl->done_head->done_ms >= rl->o.finished_ttl_ms &&
+           rl->done_head->pump == PUMP_IDLE) {
+        creq *r = rl->done_head;
+        rl->done_head = r->dnext;
+        if (!rl->done_head)
+            rl->done_tail = NULL;
+        for (creq **pp = &rl->table[bucket(r->id)]; *pp; pp = &(*pp)->hnext) {
+            if (*pp == r) {
+                *pp = r->hnext;
+                break;
+            }
+        }
+        rl->n_active--;
+        unref(r);
     }
     metric_gauge_set(rl->active, rl->n_active);
     dead = rl->graveyard;

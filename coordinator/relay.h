@@ -33,16 +33,16 @@
 typedef struct relay relay;
 
 typedef struct {
-    const char *listen;    // client RPC URL
-    int contexts;          // client requests in flight on the socket
-    int max_requests;      // streams the coordinator tracks at once (running or finished)
-    int max_attempts;      // workers one request may be tried on
-    int call_timeout_ms;   // Generate / Cancel / Drain round trips to a worker
-    int poll_wait_ms;      // long poll length toward workers
-    int max_wait_ms;       // longest client long poll
-    int accept_wait_ms;    // a client's Generate waits this long for the worker's answer
-    int finished_ttl_ms;   // a finished stream stays readable this long
-    int max_prompt_bytes;  // prompt text (or the sum of message contents) at most
+    const char *listen;   // client RPC URL
+    int contexts;         // client requests in flight on the socket
+    int max_requests;     // streams the coordinator tracks at once (running or finished)
+    int max_attempts;     // workers one request may be tried on
+    int call_timeout_ms;  // Generate / Cancel / Drain round trips to a worker
+    int poll_wait_ms;     // long poll length toward workers
+    int max_wait_ms;      // longest client long poll
+    int accept_wait_ms;   // a client's Generate waits this long for the worker's answer
+    int finished_ttl_ms;  // a finished stream stays readable this long
+    int max_prompt_bytes; // prompt text (or the sum of message contents) at most
 } relay_opts;
 
 /* relay_new: toks[m] is the tokenizer of model m (registry order), borrowed for the

@@ -5,6 +5,8 @@
 #                                then batched decode on the default model
 #   ./scripts/bench.sh worker    one llm-worker through its protocol: throughput at 1-64
 #                                streams, TTFT alone / under load, prefix reuse
+#   ./scripts/bench.sh coord     the coordinator with synthetic workers: routing overhead,
+#                                CPU per request, request rate, imbalance, failover stall
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh >/dev/null
@@ -38,8 +40,14 @@ worker() {
     .venv/bin/python scripts/bench_worker.py build "$model" "${LLM_BENCH_THREADS:-2}"
 }
 
+coord() {
+    echo "# Coordinator, $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+    .venv/bin/python scripts/bench_coord.py build
+}
+
 case "${1:-engine}" in
 engine) engine ;;
 worker) worker ;;
-*) echo "usage: scripts/bench.sh engine|worker" >&2; exit 2 ;;
+coord) coord ;;
+*) echo "usage: scripts/bench.sh engine|worker|coord" >&2; exit 2 ;;
 esac
