@@ -108,6 +108,8 @@ typedef struct {
     bool is_static; // listed in the coordinator's config rather than registered
 } llmc_worker_status;
 
+/* A coordinator's ClusterStatus reply as plain data, from llmc_cluster_status(); freed
+ * with llmc_cluster_info_free(). */
 typedef struct {
     llmc_worker_status *workers;
     int n_workers;
@@ -126,9 +128,9 @@ int llmc_list_models(llmc *c, llmc_model_info **models, int *n_models, char *err
 /* llmc_models_free frees what llmc_list_models returned. NULL is fine. */
 void llmc_models_free(llmc_model_info *models, int n_models);
 
-/* llmc_cluster_status asks a coordinator for its registry: every worker it knows (also
- * the down ones), every model, the requests in flight. On LLM_OK *out is freed with
- * llmc_cluster_info_free(). Errors as llmc_list_models. Thread: any. */
+/* llmc_cluster_status asks a coordinator for its registry: every worker it knows (down
+ * ones too, while it remembers them), every model, the requests in flight. On LLM_OK *out is freed
+ * with llmc_cluster_info_free(). Errors as llmc_list_models. Thread: any. */
 int llmc_cluster_status(llmc *c, llmc_cluster_info **out, char *err, size_t err_len);
 
 /* llmc_cluster_info_free frees a status and everything in it. NULL is fine. */
