@@ -39,6 +39,8 @@ PREFIX_1 = ("Prefix one. The lighthouse keeper counted ships at dawn and wrote e
 PREFIX_2 = ("Prefix two: a recipe for bread needs flour, water, salt and yeast, then time, "
             "warmth and patience before the oven. ") * 3
 PREFIX_1, PREFIX_2 = PREFIX_1[:320], PREFIX_2[:320]
+SYNTH_FINGERPRINT = "73796e7468657469"  # the synthetic engine's model fingerprint
+LIARS = ("liar-1", "liar-2", "liar-3", "ghost-1")
 
 
 class Results(itest.Results):
@@ -495,16 +497,20 @@ def bad_worker_input(ctx, res, rpc, reg, W):
         return (p.stdout.decode().strip() if p.returncode == 0 else
                 f"rc={p.returncode} {p.stderr.decode().strip()}")
     free = ctx.url()
+    fp = SYNTH_FINGERPRINT  # right unless the case is about the weights
     cases = [
         ("a model the coordinator does not serve",
-         ("register", "liar-1", free, "gpt-9"), r"^error \d+ .*model"),
-        ("no worker id", ("register", "", free, "syn-rr"), r"^error "),
-        ("no address", ("register", "liar-2", "", "syn-rr"), r"^error "),
+         ("register", "liar-1", free, "gpt-9", fp), r"^error \d+ .*gpt-9"),
+        ("a served model's name with other weights (fingerprint)",
+         ("register", "liar-3", free, "syn-rr", "123456789abcdef"), r"^error \d+ .*fingerprint"),
+        ("no worker id", ("register", "", free, "syn-rr", fp), r"^error "),
+        ("no address", ("register", "liar-2", "", "syn-rr", fp), r"^error "),
         ("a live worker's id from another address",
-         ("register", "rr-1", "tcp://127.0.0.1:1", "syn-rr"), r"^error "),
-        ("a heartbeat without registering", ("heartbeat", "ghost-1", "-", "syn-rr"), r"^error "),
+         ("register", "rr-1", "tcp://127.0.0.1:1", "syn-rr", fp), r"^error "),
+        ("a heartbeat without registering", ("heartbeat", "ghost-1", "-", "syn-rr", fp),
+         r"^error "),
         ("the same worker registering again (same id, address, model)",
-         ("register", "rr-2", W["rr-2"].addr, "syn-rr"), r"^(?!error |rc=)\w+$"),
+         ("register", "rr-2", W["rr-2"].addr, "syn-rr", fp), r"^(?!error |rc=)\w+$"),
     ]
     for name, a, pattern in cases:
         got = fake(*a)
@@ -523,8 +529,8 @@ def bad_worker_input(ctx, res, rpc, reg, W):
               w["rr-1"]["address"] == W["rr-1"].addr and w["rr-1"]["state"] == "ready" and
               w["rr-2"]["state"] == "ready", json.dumps([w["rr-1"], w["rr-2"]])[:500])
     res.check("after bad worker input: no liar is ready",
-              all(w.get(i, {}).get("state") != "ready" for i in ("liar-1", "liar-2", "ghost-1")),
-              json.dumps({i: w.get(i) for i in ("liar-1", "liar-2", "ghost-1")})[:500])
+              all(w.get(i, {}).get("state") != "ready" for i in LIARS),
+              json.dumps({i: w.get(i) for i in LIARS})[:500])
     before = ctx.routed(rpc, ["rr-1", "rr-2", "rr-3"])
     out = ctx.load(rpc, [{"prompt": f"after liars {i}", "model": "syn-rr", "max_tokens": 4}
                          for i in range(6)], concurrency=3)

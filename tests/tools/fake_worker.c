@@ -3,10 +3,11 @@
  * (Register, Heartbeat or Deregister) with the given fields to a coordinator's registration
  * URL and prints the reply as one line, the way `llmctl raw` does:
  *   accepted | <body name> | error CODE MESSAGE
- * Usage: fake_worker URL register|heartbeat|deregister WORKER_ID [ADDRESS [MODEL]]
- * ADDRESS (Register only) and MODEL (the load's model name) default to empty. It lets a
- * test play a worker that lies: registers twice, names a model nobody serves, heartbeats
- * without registering. Exit status: 0 a reply came (whatever it said), 1 none did, 2 usage.
+ * Usage: fake_worker URL register|heartbeat|deregister WORKER_ID [ADDRESS [MODEL [FP]]]
+ * ADDRESS (Register only) and MODEL (the load's model name) default to empty, FP (the
+ * load's model fingerprint, hex) to 0. It lets a test play a worker that lies: registers
+ * twice, names a model nobody serves or the wrong weights, heartbeats without registering.
+ * Exit status: 0 a reply came (whatever it said), 1 none did, 2 usage.
  */
 #include "llm_err.h"
 #include "wire.h"
@@ -14,14 +15,15 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int
 main(int argc, char **argv)
 {
-    if (argc < 4 || argc > 6) {
+    if (argc < 4 || argc > 7) {
         fprintf(stderr, "usage: fake_worker URL register|heartbeat|deregister WORKER_ID "
-                        "[ADDRESS [MODEL]]\n");
+                        "[ADDRESS [MODEL [FINGERPRINT]]]\n");
         return 2;
     }
     const char *url = argv[1], *kind = argv[2], *id = argv[3];
@@ -31,6 +33,14 @@ main(int argc, char **argv)
     Llm__Heartbeat hb = LLM__HEARTBEAT__INIT;
     Llm__Deregister dr = LLM__DEREGISTER__INIT;
     ld.model = (char *)(argc > 5 ? argv[5] : "");
+    if (argc > 6) {
+        char *end;
+        ld.model_fingerprint = strtoull(argv[6], &end, 16);
+        if (!argv[6][0] || *end) {
+            fprintf(stderr, "fake_worker: fingerprint '%s' is not hex\n", argv[6]);
+            return 2;
+        }
+    }
     ld.kv_blocks_total = 64;
     ld.block_tokens = 16;
     ld.tp_size = 1;
