@@ -6,6 +6,7 @@
 #include "llm_err.h"
 #include "wire.h"
 
+#include <assert.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <stdio.h>
@@ -310,4 +311,207 @@ llmc_finish_name(int f)
     static const char *const names[] = {"none", "stop", "length", "canceled", "deadline_exceeded",
                                         "error"};
     return f >= 0 && f < 6 ? names[f] : "unknown";
+}
+
+/* ---- coordinator RPC: models, cluster status, drain ------------------------------------- */
+
+/* call_expect: one round trip whose reply must be a `want` body (an Error reply is an error). */
+static int
+call_expect(llmc *c, Llm__Envelope *req, Llm__Envelope__BodyCase want, Llm__Envelope **reply,
+            char *err, size_t err_len)
+{
+    int rc = call(c, req, c->timeout_ms, reply, err, err_len);
+    if (rc == LLM_OK && (*reply)->body_case != want) {
+        llm_errf(err, err_len, "unexpected reply %s to %s", wire_body_name((*reply)->body_case),
+                 wire_body_name(req->body_case));
+        rc = LLM_EPROTO;
+    }
+    if (rc != LLM_OK) {
+        wire_free(*reply);
+        *reply = NULL;
+    }
+    return rc;
+}
+
+/* model_info_copy fills m from a decoded ModelInfo; LLM_ENOMEM leaves m for the free. */
+static int
+model_info_copy(const Llm__ModelInfo *src, llmc_model_info *m)
+{
+    m->name = strdup(src->name ? src->name : "");
+    m->policy = strdup(src->policy ? src->policy : "");
+    m->workers_ready = src->workers_ready;
+    m->workers_total = src->workers_total;
+    return m->name && m->policy ? LLM_OK : LLM_ENOMEM;
+}
+
+static int
+models_copy(Llm__ModelInfo **src, size_t n, llmc_model_info **out)
+{
+    *out = NULL;
+    if (n == 0)
+        return LLM_OK;
+    llmc_model_info *m = calloc(n, sizeof(*m));
+    if (!m)
+        return LLM_ENOMEM;
+    *out = m; // freed by the caller's free function, even half-filled
+    for (size_t i = 0; i < n; i++) {
+        if (model_info_copy(src[i], &m[i]) != LLM_OK)
+            return LLM_ENOMEM;
+    }
+    return LLM_OK;
+}
+
+static int
+worker_status_copy(const Llm__WorkerStatus *src, llmc_worker_status *w)
+{
+    memset(w, 0, sizeof(*w));
+    w->worker_id = strdup(src->worker_id ? src->worker_id : "");
+    w->address = strdup(src->address ? src->address : "");
+    w->model = strdup(src->model ? src->model : "");
+    w->state = strdup(src->state ? src->state : "");
+    w->breaker = strdup(src->breaker ? src->breaker : "");
+    if (src->load) {
+        const Llm__WorkerLoad *l = src->load;
+        w->running = l->running;
+        w->waiting = l->waiting;
+        w->kv_blocks_used = l->kv_blocks_used;
+        w->kv_blocks_cached = l->kv_blocks_cached;
+        w->kv_blocks_total = l->kv_blocks_total;
+        w->step_ms_ewma = l->step_ms_ewma;
+        w->tp_size = l->tp_size;
+        w->n_prefix_hashes = (uint32_t)l->n_prefix_hashes;
+    }
+    w->inflight = src->inflight;
+    w->heartbeat_age_ms = src->heartbeat_age_ms;
+    w->routed = src->routed;
+    w->failures = src->failures;
+    w->is_static = src->is_static;
+    return w->worker_id && w->address && w->model && w->state && w->breaker ? LLM_OK : LLM_ENOMEM;
+}
+
+void
+llmc_models_free(llmc_model_info *models, int n_models)
+{
+    if (!models)
+        return;
+    for (int i = 0; i < n_models; i++) {
+        free(models[i].name);
+        free(models[i].policy);
+    }
+    free(models);
+}
+
+int
+llmc_list_models(llmc *c, llmc_model_info **models, int *n_models, char *err, size_t err_len)
+{
+    Llm__Envelope env = LLM__ENVELOPE__INIT, *rep = NULL;
+    Llm__ListModelsRequest lr = LLM__LIST_MODELS_REQUEST__INIT;
+    env.body_case = LLM__ENVELOPE__BODY_LIST_MODELS;
+    env.list_models = &lr;
+    *models = NULL;
+    *n_models = 0;
+    int rc = call_expect(c, &env, LLM__ENVELOPE__BODY_LIST_MODELS_REPLY, &rep, err, err_len);
+    if (rc != LLM_OK)
+        return rc;
+    size_t n = rep->list_models_reply->n_models;
+    llmc_model_info *m = NULL;
+    rc = models_copy(rep->list_models_reply->models, n, &m);
+    wire_free(rep);
+    if (rc != LLM_OK) {
+        llmc_models_free(m, (int)n);
+        llm_errf(err, err_len, "list_models: %s", llm_strerror(rc));
+        return rc;
+    }
+    *models = m;
+    *n_models = (int)n;
+    return LLM_OK;
+}
+
+void
+llmc_worker_status_fini(llmc_worker_status *w)
+{
+    if (!w)
+        return;
+    free(w->worker_id);
+    free(w->address);
+    free(w->model);
+    free(w->state);
+    free(w->breaker);
+    memset(w, 0, sizeof(*w));
+}
+
+void
+llmc_cluster_info_free(llmc_cluster_info *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; s->workers && i < s->n_workers; i++)
+        llmc_worker_status_fini(&s->workers[i]);
+    free(s->workers);
+    llmc_models_free(s->models, s->n_models);
+    free(s);
+}
+
+int
+llmc_cluster_status(llmc *c, llmc_cluster_info **out, char *err, size_t err_len)
+{
+    Llm__Envelope env = LLM__ENVELOPE__INIT, *rep = NULL;
+    Llm__ClusterStatusRequest cr = LLM__CLUSTER_STATUS_REQUEST__INIT;
+    env.body_case = LLM__ENVELOPE__BODY_CLUSTER_STATUS;
+    env.cluster_status = &cr;
+    *out = NULL;
+    int rc = call_expect(c, &env, LLM__ENVELOPE__BODY_CLUSTER_STATUS_REPLY, &rep, err, err_len);
+    if (rc != LLM_OK)
+        return rc;
+    const Llm__ClusterStatusReply *r = rep->cluster_status_reply;
+    llmc_cluster_info *s = calloc(1, sizeof(*s));
+    if (!s) {
+        rc = LLM_ENOMEM;
+        goto out;
+    }
+    s->requests_active = r->requests_active;
+    if (r->n_workers) {
+        if (!(s->workers = calloc(r->n_workers, sizeof(*s->workers)))) {
+            rc = LLM_ENOMEM;
+            goto out;
+        }
+        for (size_t i = 0; i < r->n_workers; i++) {
+            s->n_workers = (int)i + 1; // so the free sees what was filled
+            if ((rc = worker_status_copy(r->workers[i], &s->workers[i])) != LLM_OK)
+                goto out;
+        }
+    }
+    s->n_models = (int)r->n_models;
+    rc = models_copy(r->models, r->n_models, &s->models);
+out:
+    wire_free(rep);
+    if (rc != LLM_OK) {
+        llmc_cluster_info_free(s);
+        llm_errf(err, err_len, "cluster_status: %s", llm_strerror(rc));
+        return rc;
+    }
+    *out = s;
+    return LLM_OK;
+}
+
+int
+llmc_drain(llmc *c, const char *worker_id, llmc_worker_status *out, char *err, size_t err_len)
+{
+    assert(worker_id && out);
+    Llm__Envelope env = LLM__ENVELOPE__INIT, *rep = NULL;
+    Llm__DrainRequest dr = LLM__DRAIN_REQUEST__INIT;
+    dr.worker_id = (char *)worker_id;
+    env.body_case = LLM__ENVELOPE__BODY_DRAIN;
+    env.drain = &dr;
+    memset(out, 0, sizeof(*out));
+    int rc = call_expect(c, &env, LLM__ENVELOPE__BODY_WORKER_STATUS, &rep, err, err_len);
+    if (rc != LLM_OK)
+        return rc;
+    rc = worker_status_copy(rep->worker_status, out);
+    wire_free(rep);
+    if (rc != LLM_OK) {
+        llmc_worker_status_fini(out);
+        llm_errf(err, err_len, "drain: %s", llm_strerror(rc));
+    }
+    return rc;
 }

@@ -81,4 +81,70 @@ int llmc_call_raw(llmc *c, const void *buf, size_t len, void **reply, size_t *re
 
 const char *llmc_finish_name(int finish);
 
+/* ---- coordinator RPC: models, cluster status, drain ------------------------------------- */
+
+/* One model the coordinator serves (ListModels, ClusterStatus). Plain data; the strings
+ * belong to the struct and are freed with it. */
+typedef struct {
+    char *name;
+    char *policy; // routing policy: round_robin | least_loaded | p2c | latency | prefix
+    uint32_t workers_ready, workers_total;
+} llmc_model_info;
+
+/* One worker as the coordinator sees it (ClusterStatus, Drain). Plain data; the strings
+ * belong to the struct. The load figures are those of the worker's last heartbeat. */
+typedef struct {
+    char *worker_id, *address, *model;
+    char *state;   // starting | ready | draining | down
+    char *breaker; // closed | open | half_open
+    uint32_t running, waiting;
+    uint32_t kv_blocks_used, kv_blocks_cached, kv_blocks_total;
+    float step_ms_ewma;
+    uint32_t tp_size;
+    uint32_t n_prefix_hashes;  // size of the prefix summary it advertises
+    uint32_t inflight;         // requests the coordinator has on it now
+    uint64_t heartbeat_age_ms; // 0: no heartbeat yet
+    uint64_t routed, failures;
+    bool is_static; // listed in the coordinator's config rather than registered
+} llmc_worker_status;
+
+/* A coordinator's ClusterStatus reply as plain data, from llmc_cluster_status(); freed
+ * with llmc_cluster_info_free(). */
+typedef struct {
+    llmc_worker_status *workers;
+    int n_workers;
+    llmc_model_info *models;
+    int n_models;
+    uint64_t requests_active;
+} llmc_cluster_info;
+
+/* llmc_list_models asks a coordinator for the models it serves. On LLM_OK *models is an
+ * array of *n_models entries (NULL when there are none), freed with llmc_models_free().
+ * Otherwise an llm_err with err filled: the transport failed, or the peer answered with
+ * an Error (a worker does not speak ListModels) or an unexpected body (LLM_EPROTO).
+ * Thread: any; the client may be shared. */
+int llmc_list_models(llmc *c, llmc_model_info **models, int *n_models, char *err, size_t err_len);
+
+/* llmc_models_free frees what llmc_list_models returned. NULL is fine. */
+void llmc_models_free(llmc_model_info *models, int n_models);
+
+/* llmc_cluster_status asks a coordinator for its registry: every worker it knows (down
+ * ones too, while it remembers them), every model, the requests in flight. On LLM_OK *out is freed
+ * with llmc_cluster_info_free(). Errors as llmc_list_models. Thread: any. */
+int llmc_cluster_status(llmc *c, llmc_cluster_info **out, char *err, size_t err_len);
+
+/* llmc_cluster_info_free frees a status and everything in it. NULL is fine. */
+void llmc_cluster_info_free(llmc_cluster_info *s);
+
+/* llmc_drain asks a coordinator to drain worker_id: it routes no new requests there, lets
+ * the in-flight ones finish, and tells the worker to exit. On LLM_OK *out (caller's memory)
+ * holds the worker's status after the call (state "draining"); release its strings with
+ * llmc_worker_status_fini(). LLM_ENOENT when the coordinator knows no such worker; other
+ * errors as llmc_list_models. On failure *out is zeroed. Thread: any. */
+int llmc_drain(llmc *c, const char *worker_id, llmc_worker_status *out, char *err, size_t err_len);
+
+/* llmc_worker_status_fini frees the strings of one status and zeroes it. NULL and a zeroed
+ * struct are fine. */
+void llmc_worker_status_fini(llmc_worker_status *w);
+
 #endif

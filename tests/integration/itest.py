@@ -127,12 +127,17 @@ class Server:
     stop() checks for sanitizer reports."""
 
     def __init__(self, cmd, log_path, ready_mark=b"ready", timeout_s=120, log_level="info"):
+        """ready_mark None: do not wait (stdout goes to the log too); the caller checks
+        readiness its own way, e.g. with wait_until()."""
         import time
         self.cmd, self.log_path = cmd, log_path
         self.log = open(log_path, "wb")
         env = dict(os.environ, LLM_LOG_LEVEL=log_level)
-        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=env)
+        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE if ready_mark else self.log,
+                                  stderr=self.log, env=env)
         self.lines = []
+        if ready_mark is None:
+            return
         deadline = time.time() + timeout_s
         while time.time() < deadline:
             line = self.p.stdout.readline()
@@ -170,3 +175,43 @@ class Server:
 
     def sanitizer(self):
         return any(m in self.stderr() for m in SANITIZER_MARKS)
+
+    def alive(self):
+        return self.p.poll() is None
+
+
+def wait_until(fn, timeout_s, interval_s=0.05):
+    """Calls fn until it returns something truthy or timeout_s pass; returns its last value.
+    For state that other processes change (a registry, a queue), polled, never slept on."""
+    import time
+    deadline = time.time() + timeout_s
+    while True:
+        v = fn()
+        if v or time.time() >= deadline:
+            return v
+        time.sleep(interval_s)
+
+
+# --- protobuf by hand, for the bytes no well-behaved client would send ---------------------
+def pb_varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def pb_field(num, wire, payload):
+    """One field: wire 0 a varint (payload an int), wire 2 length-delimited (bytes)."""
+    key = pb_varint((num << 3) | wire)
+    if wire == 0:
+        return key + pb_varint(payload)
+    return key + pb_varint(len(payload)) + payload
+
+
+def pb_envelope(version, body_num, body, request_id=0):
+    return pb_field(1, 0, version) + (pb_field(2, 0, request_id) if request_id else b"") + \
+        pb_field(body_num, 2, body)
