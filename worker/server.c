@@ -230,6 +230,21 @@ deadline_from_unix_ms(uint64_t unix_ms)
     return d > 0 ? d : 1; // already past: ends at once with deadline_exceeded
 }
 
+/* resume_of returns the request's resumed output (failover), NULL when there is none. */
+static const Llm__TokenList *
+resume_of(const Llm__GenerateRequest *g)
+{
+    return g->resume_ids && g->resume_ids->n_ids > 0 ? g->resume_ids : NULL;
+}
+
+/* first_seq is where the stream's new tokens start: the usual cursor of a Generate. */
+static uint32_t
+first_seq(const Llm__GenerateRequest *g)
+{
+    const Llm__TokenList *rs = resume_of(g);
+    return rs ? (uint32_t)rs->n_ids : g->resume_from_seq;
+}
+
 /* submit validates a Generate and hands it to the scheduler. */
 static int
 submit(wserver *w, uint64_t id, const Llm__GenerateRequest *g, char *err, size_t err_len)
@@ -253,6 +268,19 @@ submit(wserver *w, uint64_t id, const Llm__GenerateRequest *g, char *err, size_t
         llm_errf(err, err_len, "at most %d stop strings (got %zu)", SCHED_MAX_STOP, sp->n_stop);
         return LLM_EINVAL;
     }
+    // Resumed output numbers the stream from 0, so resume_from_seq (the older form of
+    // resume, where the delivered tokens ride in prompt_ids) can only agree with it.
+    const Llm__TokenList *rs = resume_of(g);
+    if (rs && rs->n_ids > sp->max_tokens) {
+        llm_errf(err, err_len, "%zu resume ids exceed max_tokens %u (they count toward it)",
+                 rs->n_ids, sp->max_tokens);
+        return LLM_ERANGE;
+    }
+    if (rs && g->resume_from_seq != 0 && g->resume_from_seq != rs->n_ids) {
+        llm_errf(err, err_len, "resume_from_seq %u disagrees with %zu resume ids",
+                 g->resume_from_seq, rs->n_ids);
+        return LLM_EINVAL;
+    }
     int32_t *ids = NULL;
     size_t n_ids = 0;
     int rc = build_prompt(w, g, &ids, &n_ids, err, err_len);
@@ -271,12 +299,15 @@ submit(wserver *w, uint64_t id, const Llm__GenerateRequest *g, char *err, size_t
     q.n_stop = (int)sp->n_stop;
     q.tier = tier_from_proto(g->tier);
     q.deadline_ns = deadline_from_unix_ms(g->deadline_unix_ms);
-    q.seq_base = g->resume_from_seq;
+    q.seq_base = rs ? 0 : g->resume_from_seq;
+    q.resume = rs ? rs->ids : NULL;
+    q.n_resume = rs ? (int)rs->n_ids : 0;
     rc = sched_submit(w->s, id, &q, err, err_len);
     free(ids);
     if (rc == LLM_OK)
-        LOG_INFO("event=request_accepted req=%llu prompt=%zu max_tokens=%u tier=%d trace=%s",
-                 (unsigned long long)id, n_ids, sp->max_tokens, (int)q.tier,
+        LOG_INFO("event=request_accepted req=%llu prompt=%zu resume=%d max_tokens=%u tier=%d "
+                 "trace=%s",
+                 (unsigned long long)id, n_ids, q.n_resume, sp->max_tokens, (int)q.tier,
                  g->traceparent[0] ? g->traceparent : "-");
     return rc;
 }
@@ -331,7 +362,7 @@ dispatch(wserver *w, const uint8_t *msg, size_t len, wctx *c, reply *out, bool *
             c->env_id = id;
             c->park_kind = PARK_ACCEPTED;
             c->w.id = id;
-            c->w.after_seq = env->generate->resume_from_seq;
+            c->w.after_seq = first_seq(env->generate);
             c->w.deadline_ns = llm_now_ns() + (int64_t)w->o.first_chunk_wait_ms * 1000000;
             rc = sched_read_or_park(w->s, &c->w, &ch, &ready, parked);
             if (rc == LLM_OK && *parked)
