@@ -37,16 +37,25 @@ typedef struct wctx {
     sched_waiter w;
 } wctx;
 
-enum { KIND_GENERATE, KIND_NEXT, KIND_CANCEL, KIND_HEALTH, KIND_STATS, KIND_OTHER, N_KINDS };
-static const char *const kind_names[N_KINDS] = {"generate", "next",  "cancel",
-                                                "health",   "stats", "other"};
+enum {
+    KIND_GENERATE,
+    KIND_NEXT,
+    KIND_CANCEL,
+    KIND_HEALTH,
+    KIND_STATS,
+    KIND_DRAIN,
+    KIND_OTHER,
+    N_KINDS
+};
+static const char *const kind_names[N_KINDS] = {"generate", "next",  "cancel", "health",
+                                                "stats",    "drain", "other"};
 
 struct wserver {
     sched *s;
     engine *e;
     metrics *reg;
     wserver_opts o;
-    char *model_name;
+    char *model_name, *worker_id, *address;
     nng_socket sock;
     bool open;
     wctx *ctxs;
@@ -312,6 +321,48 @@ submit(wserver *w, uint64_t id, const Llm__GenerateRequest *g, char *err, size_t
     return rc;
 }
 
+/* ---- drain ---------------------------------------------------------------------------- */
+
+/* on_drain starts draining (refusing new work at once, so the reply tells the truth) and
+ * answers with this worker's status. The rest of the drain, as on SIGTERM, is serve.c's:
+ * its main loop sees the scheduler draining. */
+static int
+on_drain(wserver *w, uint64_t id, const Llm__DrainRequest *dr, reply *out, char *err,
+         size_t err_len)
+{
+    if (dr->worker_id[0] && strcmp(dr->worker_id, w->worker_id) != 0) {
+        llm_errf(err, err_len, "this is worker '%s', not '%.64s'", w->worker_id, dr->worker_id);
+        return LLM_ENOENT;
+    }
+    sched_drain(w->s);
+    LOG_INFO("event=drain_requested worker=%s req=%llu", w->worker_id, (unsigned long long)id);
+    sched_load l;
+    sched_get_load(w->s, &l);
+    Llm__WorkerLoad ld = LLM__WORKER_LOAD__INIT;
+    ld.running = (uint32_t)l.running;
+    ld.waiting = (uint32_t)l.waiting;
+    ld.kv_blocks_used = (uint32_t)l.kv_blocks_used;
+    ld.kv_blocks_total = (uint32_t)l.kv_blocks_total;
+    ld.kv_blocks_cached = (uint32_t)l.kv_blocks_cached;
+    ld.step_ms_ewma = (float)l.step_ms_ewma;
+    ld.model = w->model_name;
+    ld.tp_size = 1;
+    ld.model_fingerprint = w->e->fingerprint;
+    ld.block_tokens = MODEL_KV_BLOCK;
+    ld.draining = 1;
+    Llm__WorkerStatus ws = LLM__WORKER_STATUS__INIT;
+    ws.worker_id = w->worker_id;
+    ws.address = w->address;
+    ws.state = "draining";
+    ws.model = w->model_name;
+    ws.load = &ld;
+    Llm__Envelope r = LLM__ENVELOPE__INIT;
+    r.request_id = id;
+    r.body_case = LLM__ENVELOPE__BODY_WORKER_STATUS;
+    r.worker_status = &ws;
+    return wire_pack(&r, &out->buf, &out->len);
+}
+
 /* ---- dispatch ------------------------------------------------------------------------ */
 
 static void
@@ -329,6 +380,7 @@ body_kind(Llm__Envelope__BodyCase c)
     case LLM__ENVELOPE__BODY_CANCEL: return KIND_CANCEL;
     case LLM__ENVELOPE__BODY_HEALTH: return KIND_HEALTH;
     case LLM__ENVELOPE__BODY_STATS: return KIND_STATS;
+    case LLM__ENVELOPE__BODY_DRAIN: return KIND_DRAIN;
     default: return KIND_OTHER;
     }
 }
@@ -440,6 +492,7 @@ dispatch(wserver *w, const uint8_t *msg, size_t len, wctx *c, reply *out, bool *
         free(text);
         break;
     }
+    case LLM__ENVELOPE__BODY_DRAIN: rc = on_drain(w, id, env->drain, out, err, sizeof(err)); break;
     default:
         llm_errf(err, sizeof(err), "a worker does not answer '%s' messages",
                  wire_body_name(env->body_case));
@@ -557,8 +610,10 @@ wserver_new(sched *s, engine *e, metrics *reg, const wserver_opts *o, wserver **
     w->reg = reg;
     w->o = *o;
     w->model_name = strdup(o->model_name ? o->model_name : "");
+    w->worker_id = strdup(o->worker_id ? o->worker_id : "");
+    w->address = strdup(o->address ? o->address : o->listen ? o->listen : "");
     w->ctxs = calloc((size_t)o->contexts, sizeof(wctx));
-    if (!w->model_name || !w->ctxs) {
+    if (!w->model_name || !w->worker_id || !w->address || !w->ctxs) {
         wserver_free(w);
         return LLM_ENOMEM;
     }
@@ -630,5 +685,7 @@ wserver_free(wserver *w)
     wserver_close(w);
     free(w->ctxs);
     free(w->model_name);
+    free(w->worker_id);
+    free(w->address);
     free(w);
 }
