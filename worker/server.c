@@ -277,14 +277,15 @@ submit(wserver *w, uint64_t id, const Llm__GenerateRequest *g, char *err, size_t
         llm_errf(err, err_len, "at most %d stop strings (got %zu)", SCHED_MAX_STOP, sp->n_stop);
         return LLM_EINVAL;
     }
-    // Resumed output numbers the stream from 0, so resume_from_seq (the older form of
-    // resume, where the delivered tokens ride in prompt_ids) can only agree with it.
+    // The scheduler checks this too; here it also bounds the (int) cast below.
     const Llm__TokenList *rs = resume_of(g);
     if (rs && rs->n_ids > sp->max_tokens) {
         llm_errf(err, err_len, "%zu resume ids exceed max_tokens %u (they count toward it)",
                  rs->n_ids, sp->max_tokens);
         return LLM_ERANGE;
     }
+    // Resumed output numbers the stream from 0, so resume_from_seq (the older form of
+    // resume, where the delivered tokens ride in prompt_ids) can only agree with it.
     if (rs && g->resume_from_seq != 0 && g->resume_from_seq != rs->n_ids) {
         llm_errf(err, err_len, "resume_from_seq %u disagrees with %zu resume ids",
                  g->resume_from_seq, rs->n_ids);
