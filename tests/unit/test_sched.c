@@ -476,9 +476,11 @@ follow(sched *s, uint64_t id, uint32_t at)
         ck_assert_int_eq(sched_read(s, id, at, &c, &ready), LLM_OK);
         ck_assert_uint_eq(c.seq, at);
         ck_assert_int_le(all.n_ids + c.n_ids, MAX_GEN);
-        memcpy(all.ids + all.n_ids, c.ids, sizeof(int32_t) * (size_t)c.n_ids);
+        if (ready) { // else the chunk is empty, its buffers NULL
+            memcpy(all.ids + all.n_ids, c.ids, sizeof(int32_t) * (size_t)c.n_ids);
+            memcpy(all.text + all.text_len, c.text, c.text_len);
+        }
         all.n_ids += c.n_ids;
-        memcpy(all.text + all.text_len, c.text, c.text_len);
         all.text_len += c.text_len;
         at += (uint32_t)c.n_ids;
         all.finish = c.finish;
