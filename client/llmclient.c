@@ -156,7 +156,7 @@ llmc_generate(llmc *c, const llmc_request *r, llmc_chunk_fn cb, void *ctx, llmc_
     Llm__GenerateRequest g = LLM__GENERATE_REQUEST__INIT;
     Llm__Sampling s = LLM__SAMPLING__INIT;
     Llm__ChatList cl = LLM__CHAT_LIST__INIT;
-    Llm__TokenList tl = LLM__TOKEN_LIST__INIT;
+    Llm__TokenList tl = LLM__TOKEN_LIST__INIT, rl = LLM__TOKEN_LIST__INIT;
     Llm__ChatMessage *msgs = NULL, **mp = NULL;
     g.model = (char *)(r->model ? r->model : "");
     if (r->messages) {
@@ -198,6 +198,11 @@ llmc_generate(llmc *c, const llmc_request *r, llmc_chunk_fn cb, void *ctx, llmc_
     g.deadline_unix_ms = r->deadline_unix_ms;
     g.traceparent = (char *)(r->traceparent ? r->traceparent : "");
     g.resume_from_seq = r->resume_from_seq;
+    if (r->resume_ids && r->n_resume_ids > 0) {
+        rl.n_ids = (size_t)r->n_resume_ids;
+        rl.ids = (int32_t *)r->resume_ids;
+        g.resume_ids = &rl;
+    }
     env.request_id = r->request_id;
     env.body_case = LLM__ENVELOPE__BODY_GENERATE;
     env.generate = &g;
@@ -219,7 +224,8 @@ llmc_generate(llmc *c, const llmc_request *r, llmc_chunk_fn cb, void *ctx, llmc_
     }
     uint64_t id = rep->accepted->request_id;
     out->request_id = id;
-    uint32_t cursor = r->resume_from_seq;
+    // The new tokens start after what the client already holds.
+    uint32_t cursor = g.resume_ids ? (uint32_t)r->n_resume_ids : r->resume_from_seq;
     if (rep->accepted->first)
         rc = deliver(rep->accepted->first, cb, ctx, &cursor, out);
     wire_free(rep);

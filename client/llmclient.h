@@ -49,6 +49,10 @@ typedef struct {
     uint64_t deadline_unix_ms;
     const char *traceparent;
     uint32_t resume_from_seq;
+    // Failover: the tokens already delivered for this request; the worker takes them as
+    // its own first outputs and the stream (and callbacks) go on from seq n_resume_ids.
+    const int32_t *resume_ids;
+    int n_resume_ids;
     int poll_wait_ms; // long poll length (default 10000)
 } llmc_request;
 

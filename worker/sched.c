@@ -35,6 +35,7 @@ typedef struct {
     int n_stop;
     gen_text detok;
     uint32_t seq_base;
+    int n_resume; // the first n_resume generated tokens came with the request (failover)
 
     int32_t *tokens; // prompt then generated: [n_tokens], capacity n_prompt + max_tokens
     int n_prompt, n_tokens;
@@ -212,10 +213,11 @@ finish_req(sched *s, sreq *r, sched_finish why, int64_t now)
     r->finish = why;
     r->expire_ns = now + (int64_t)s->o.finished_ttl_ms * 1000000;
     metric_counter_add(s->m.finished[why], 1);
-    LOG_INFO("event=request_done req=%llu finish=%s prompt=%d generated=%d cached=%d "
-             "ms=%.1f",
+    LOG_INFO("event=request_done req=%llu finish=%s prompt=%d generated=%d resumed=%d "
+             "cached=%d ms=%.1f",
              (unsigned long long)r->id, sched_finish_name(why), r->n_prompt,
-             r->n_tokens - r->n_prompt, r->cached_tokens, (double)(now - r->submit_ns) / 1e6);
+             r->n_tokens - r->n_prompt, r->n_resume, r->cached_tokens,
+             (double)(now - r->submit_ns) / 1e6);
 }
 
 /* Preemption: drop the KV (full blocks stay cached for a cheap resume) and queue the
@@ -229,6 +231,61 @@ preempt(sched *s, sreq *r)
     metric_counter_add(s->m.preempted, 1);
     LOG_INFO("event=preempt req=%llu tier=%d tokens=%d", (unsigned long long)r->id, r->tier,
              r->n_tokens);
+}
+
+/* take_token runs the newest token of r (already in r->tokens) through the detokenizer
+ * and the stop strings, records where its text ends, and says whether the stream ends
+ * with it. Sampled tokens and resumed ones (at submit) both come through here, so a
+ * resumed stream's text, hold-back and finish are those of the undisturbed run. */
+static sched_finish
+take_token(const sched *s, sreq *r)
+{
+    int gen = r->n_tokens - r->n_prompt - 1;
+    int32_t id = r->tokens[r->n_tokens - 1];
+    sched_finish why = SCHED_FINISH_NONE;
+    if (s->e->is_eog(s->e, id)) {
+        why = SCHED_FINISH_STOP;
+    } else {
+        char piece[256];
+        size_t len = 0;
+        bool stopped = false;
+        int rc = s->e->token_bytes(s->e, id, piece, sizeof(piece), &len);
+        if (rc == LLM_OK)
+            rc = gen_text_push(&r->detok, piece, len, text_append, r, &stopped);
+        if (rc != LLM_OK)
+            why = SCHED_FINISH_ERROR; // a token longer than 256 bytes, or no memory
+        else if (stopped)
+            why = SCHED_FINISH_STOP;
+    }
+    r->text_end[gen] = r->text_len;
+    if (why == SCHED_FINISH_NONE && (gen + 1 == r->max_tokens || r->n_tokens >= s->e->ctx_len))
+        why = SCHED_FINISH_LENGTH;
+    return why;
+}
+
+/* take_resume appends the resumed tokens to r as its first outputs and sets *why to
+ * how they end the stream (SCHED_FINISH_NONE: it goes on). Only the last of them may
+ * end it: the undisturbed stream had no tokens after its end. */
+static int
+take_resume(const sched *s, sreq *r, const int32_t *ids, int n, sched_finish *why, char *err,
+            size_t err_len)
+{
+    *why = SCHED_FINISH_NONE;
+    for (int i = 0; i < n; i++) {
+        if (*why != SCHED_FINISH_NONE) {
+            llm_errf(err, err_len, "resume_ids go on after the stream ended: index %d ends it (%s)",
+                     i - 1, sched_finish_name(*why));
+            return LLM_EINVAL;
+        }
+        r->tokens[r->n_tokens++] = ids[i];
+        *why = take_token(s, r);
+        if (*why == SCHED_FINISH_ERROR) {
+            llm_errf(err, err_len, "resume id %d at index %d cannot be turned into text", ids[i],
+                     i);
+            return LLM_EINVAL;
+        }
+    }
+    return LLM_OK;
 }
 
 /* ---- submit / cancel / read ------------------------------------------------------------ */
@@ -264,6 +321,23 @@ sched_submit(sched *s, uint64_t id, const sched_req *q, char *err, size_t err_le
             return LLM_EINVAL;
         }
     }
+    if (q->n_resume < 0 || q->n_resume > q->max_tokens) {
+        llm_errf(err, err_len, "%d resume ids exceed max_tokens %d (they count toward it)",
+                 q->n_resume, q->max_tokens);
+        return LLM_ERANGE;
+    }
+    if (q->n_resume > 0 && q->seq_base != 0) {
+        llm_errf(err, err_len, "resume ids number the stream from 0; seq_base must be 0");
+        return LLM_EINVAL;
+    }
+    for (int i = 0; i < q->n_resume; i++) {
+        if (q->resume[i] < 0 || q->resume[i] >= s->e->n_vocab) {
+            llm_errf(err, err_len, "resume id %d at index %d is outside the vocabulary",
+                     q->resume[i], i);
+            return LLM_EINVAL;
+        }
+    }
+    // With n_resume <= max_tokens, this also keeps prompt + resume within the context.
     if ((int64_t)q->n_prompt + q->max_tokens > s->e->ctx_len) {
         llm_errf(err, err_len,
                  "this model's maximum context length is %d tokens; the request needs %lld "
@@ -315,9 +389,16 @@ sched_submit(sched *s, uint64_t id, const sched_req *q, char *err, size_t err_le
     memcpy(r->tokens, q->prompt, sizeof(int32_t) * (size_t)q->n_prompt);
     r->view.pool = s->e->kvpool;
     r->view.blocks = r->blocks;
+    // Not yet visible to the scheduler thread: no lock needed to fill in its output.
+    sched_finish resumed_end;
+    int rc = take_resume(s, r, q->resume, q->n_resume, &resumed_end, err, err_len);
+    if (rc != LLM_OK) {
+        req_free(r);
+        return rc;
+    }
+    r->n_resume = q->n_resume;
 
     pthread_mutex_lock(&s->mu);
-    int rc = LLM_OK;
     int waiting = count_state(s, ST_WAITING);
     if (s->draining || s->stopping) {
         llm_errf(err, err_len, "the worker is draining and takes no new requests");
@@ -346,6 +427,8 @@ sched_submit(sched *s, uint64_t id, const sched_req *q, char *err, size_t err_le
         r->arrival = s->next_arrival++;
         s->reqs[s->n_reqs++] = r;
         metric_counter_add(s->m.submitted, 1);
+        if (resumed_end != SCHED_FINISH_NONE)
+            finish_req(s, r, resumed_end, r->submit_ns); // readable at once, never admitted
         pthread_cond_signal(&s->cv);
     } else {
         metric_counter_add(s->m.rejected, 1);
@@ -572,7 +655,11 @@ admit(sched *s, int64_t now)
         running++;
         if (!r->admitted_once) {
             r->admitted_once = true;
+            // Usage counts cached prompt tokens; a resumed request's match may reach
+            // into its resumed output, which is not prompt.
             r->cached_tokens = matched * KVC_BLOCK_TOKENS;
+            if (r->cached_tokens > r->n_prompt)
+                r->cached_tokens = r->n_prompt;
             metric_counter_add(s->m.prefix_lookups, 1);
             metric_counter_add(s->m.prefix_hits, matched > 0);
             metric_counter_add(s->m.cached_tokens, (uint64_t)r->cached_tokens);
@@ -655,31 +742,13 @@ plan(sched *s)
 static void
 append_token(sched *s, sreq *r, int32_t id, int64_t now)
 {
-    int gen = r->n_tokens - r->n_prompt;
     r->tokens[r->n_tokens++] = id;
     metric_counter_add(s->m.generated_tokens, 1);
     if (!r->first_token_seen) {
         r->first_token_seen = true;
         metric_histogram_observe(s->m.ttft_s, (double)(now - r->submit_ns) / 1e9);
     }
-    sched_finish why = SCHED_FINISH_NONE;
-    if (s->e->is_eog(s->e, id)) {
-        why = SCHED_FINISH_STOP;
-    } else {
-        char piece[256];
-        size_t len = 0;
-        bool stopped = false;
-        int rc = s->e->token_bytes(s->e, id, piece, sizeof(piece), &len);
-        if (rc == LLM_OK)
-            rc = gen_text_push(&r->detok, piece, len, text_append, r, &stopped);
-        if (rc != LLM_OK)
-            why = SCHED_FINISH_ERROR; // a token longer than 256 bytes, or no memory
-        else if (stopped)
-            why = SCHED_FINISH_STOP;
-    }
-    r->text_end[gen] = r->text_len;
-    if (why == SCHED_FINISH_NONE && (gen + 1 == r->max_tokens || r->n_tokens >= s->e->ctx_len))
-        why = SCHED_FINISH_LENGTH;
+    sched_finish why = take_token(s, r);
     if (why != SCHED_FINISH_NONE)
         finish_req(s, r, why, now);
 }
@@ -1012,6 +1081,15 @@ sched_drain(sched *s)
     pthread_mutex_lock(&s->mu);
     s->draining = true;
     pthread_mutex_unlock(&s->mu);
+}
+
+bool
+sched_draining(sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool d = s->draining;
+    pthread_mutex_unlock(&s->mu);
+    return d;
 }
 
 bool

@@ -71,8 +71,10 @@ typedef struct {
     const char *const *stop; // copied
     int n_stop;
     sched_tier tier;
-    int64_t deadline_ns; // llm_now_ns() clock; 0 = none
-    uint32_t seq_base;   // index of the first generated token (a resumed stream)
+    int64_t deadline_ns;   // llm_now_ns() clock; 0 = none
+    uint32_t seq_base;     // index of the first generated token (a resumed stream)
+    const int32_t *resume; // copied: output already delivered by another worker
+    int n_resume;          // 0 = none; else seq_base must be 0
 } sched_req;
 
 /* sched_new does not start the thread. reg may be NULL (no metrics). */
@@ -85,9 +87,20 @@ void sched_stop(sched *s);
 void sched_free(sched *s);
 
 /* sched_submit queues a request under id. LLM_EINVAL (bad id 0, duplicate id, bad
- * sampling values, empty prompt, max_tokens < 1, too many stop strings) or LLM_ERANGE
- * (prompt + max_tokens past the context or the whole KV pool) with a reason in err;
- * LLM_EBUSY when the queue is full or the worker drains. */
+ * sampling values, empty prompt, max_tokens < 1, too many stop strings, a prompt or
+ * resume id outside the vocabulary, resume ids that go on after the stream would have
+ * ended) or LLM_ERANGE (prompt + max_tokens past the context or the whole KV pool, more
+ * resume ids than max_tokens) with a reason in err; LLM_EBUSY when the queue is full or
+ * the worker drains.
+ *
+ * Resume (failover): the n_resume tokens are taken as this request's own first outputs,
+ * exactly as if it had sampled them: they are seq 0..n_resume-1 of the stream (readable
+ * from any cursor), count toward max_tokens and usage, go through the same detokenizer
+ * and stop strings at submit, and the next token is sampled at the same absolute
+ * position. So with the same seed the stream read from cursor n_resume is, byte for
+ * byte, what the undisturbed run would have sent from there. When the resumed tokens
+ * already end the stream (end-of-generation, a stop string, max_tokens) it is finished
+ * at once with that reason. */
 int sched_submit(sched *s, uint64_t id, const sched_req *r, char *err, size_t err_len);
 
 /* sched_cancel ends id at the next step (FINISH_CANCELED); LLM_ENOENT if unknown. */
@@ -139,9 +152,11 @@ void sched_get_load(sched *s, sched_load *out);
 /* Up to max hashes of cached prefix blocks, most recently used first. */
 int sched_prefix_summary(sched *s, uint64_t *hashes, int max);
 
-/* sched_drain refuses new requests from now on; sched_idle is true when nothing runs
- * or waits and every finished stream's last chunk has been read (or has expired). */
+/* sched_drain refuses new requests from now on (idempotent); sched_draining says
+ * whether it was called; sched_idle is true when nothing runs or waits and every
+ * finished stream's last chunk has been read (or has expired). */
 void sched_drain(sched *s);
+bool sched_draining(sched *s);
 bool sched_idle(sched *s);
 
 const char *sched_finish_name(sched_finish f);

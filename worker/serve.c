@@ -1,5 +1,9 @@
 /*
  * serve.c - the worker server's settings table and lifecycle.
+ *
+ * A drain starts in one of two ways, SIGTERM/SIGINT or a Drain RPC (server.c puts the
+ * scheduler into draining), and then runs one path: wait for running requests and their
+ * readers, deregister, exit 0.
  */
 #define _DEFAULT_SOURCE // sysconf(_SC_NPROCESSORS_ONLN), gethostname
 
@@ -193,19 +197,23 @@ serve_main(int argc, char **argv)
         fprintf(stderr, "llm-worker: error: scheduler: %s\n", llm_strerror(rc));
         goto done;
     }
-    wserver_opts wo = {C.listen,           model_name,
-                       (int)C.contexts,    (int)C.first_chunk_wait_ms,
-                       (int)C.max_wait_ms, (int)C.max_prompt_bytes};
+    const char *address = C.advertise[0] ? C.advertise : C.listen;
+    wserver_opts wo = {.listen = C.listen,
+                       .model_name = model_name,
+                       .contexts = (int)C.contexts,
+                       .first_chunk_wait_ms = (int)C.first_chunk_wait_ms,
+                       .max_wait_ms = (int)C.max_wait_ms,
+                       .max_prompt_bytes = (int)C.max_prompt_bytes,
+                       .worker_id = worker_id,
+                       .address = address};
     if ((rc = wserver_new(s, e, reg, &wo, &w, err, sizeof(err))) != LLM_OK ||
         (rc = sched_start(s)) != LLM_OK || (rc = wserver_listen(w, err, sizeof(err))) != LLM_OK) {
         fprintf(stderr, "llm-worker: error: %s\n", err[0] ? err : llm_strerror(rc));
         goto done;
     }
     if (C.coordinator[0]) {
-        announce_opts ao = {
-            C.coordinator,     worker_id,           C.advertise[0] ? C.advertise : C.listen,
-            model_name,        (int)C.heartbeat_ms, 1,
-            (int)C.summary_max};
+        announce_opts ao = {C.coordinator,       worker_id, address,           model_name,
+                            (int)C.heartbeat_ms, 1,         (int)C.summary_max};
         if ((rc = announce_start(s, e, &ao, &a, err, sizeof(err))) != LLM_OK) {
             fprintf(stderr, "llm-worker: error: %s\n", err);
             goto done;
@@ -222,12 +230,13 @@ serve_main(int argc, char **argv)
              e->kind, C.listen);
     printf("llm-worker: ready on %s\n", C.listen);
     fflush(stdout);
-    while (!stop_signal)
+    // A signal or a Drain RPC (which has already set the scheduler draining).
+    while (!stop_signal && !sched_draining(s))
         sleep_ms(50);
 
     // Drain: refuse new work, let running requests finish and their readers collect
     // the last chunks, then leave the registry.
-    LOG_INFO("event=draining signal=%d", (int)stop_signal);
+    LOG_INFO("event=draining cause=%s signal=%d", stop_signal ? "signal" : "rpc", (int)stop_signal);
     sched_drain(s);
     uint64_t give_up = llm_now_ns() + (uint64_t)C.drain_timeout_ms * 1000000u;
     while (!sched_idle(s) && llm_now_ns() < give_up)

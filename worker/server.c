@@ -37,16 +37,25 @@ typedef struct wctx {
     sched_waiter w;
 } wctx;
 
-enum { KIND_GENERATE, KIND_NEXT, KIND_CANCEL, KIND_HEALTH, KIND_STATS, KIND_OTHER, N_KINDS };
-static const char *const kind_names[N_KINDS] = {"generate", "next",  "cancel",
-                                                "health",   "stats", "other"};
+enum {
+    KIND_GENERATE,
+    KIND_NEXT,
+    KIND_CANCEL,
+    KIND_HEALTH,
+    KIND_STATS,
+    KIND_DRAIN,
+    KIND_OTHER,
+    N_KINDS
+};
+static const char *const kind_names[N_KINDS] = {"generate", "next",  "cancel", "health",
+                                                "stats",    "drain", "other"};
 
 struct wserver {
     sched *s;
     engine *e;
     metrics *reg;
     wserver_opts o;
-    char *model_name;
+    char *model_name, *worker_id, *address;
     nng_socket sock;
     bool open;
     wctx *ctxs;
@@ -230,6 +239,21 @@ deadline_from_unix_ms(uint64_t unix_ms)
     return d > 0 ? d : 1; // already past: ends at once with deadline_exceeded
 }
 
+/* resume_of returns the request's resumed output (failover), NULL when there is none. */
+static const Llm__TokenList *
+resume_of(const Llm__GenerateRequest *g)
+{
+    return g->resume_ids && g->resume_ids->n_ids > 0 ? g->resume_ids : NULL;
+}
+
+/* first_seq is where the stream's new tokens start: the usual cursor of a Generate. */
+static uint32_t
+first_seq(const Llm__GenerateRequest *g)
+{
+    const Llm__TokenList *rs = resume_of(g);
+    return rs ? (uint32_t)rs->n_ids : g->resume_from_seq;
+}
+
 /* submit validates a Generate and hands it to the scheduler. */
 static int
 submit(wserver *w, uint64_t id, const Llm__GenerateRequest *g, char *err, size_t err_len)
@@ -253,6 +277,20 @@ submit(wserver *w, uint64_t id, const Llm__GenerateRequest *g, char *err, size_t
         llm_errf(err, err_len, "at most %d stop strings (got %zu)", SCHED_MAX_STOP, sp->n_stop);
         return LLM_EINVAL;
     }
+    // The scheduler checks this too; here it also bounds the (int) cast below.
+    const Llm__TokenList *rs = resume_of(g);
+    if (rs && rs->n_ids > sp->max_tokens) {
+        llm_errf(err, err_len, "%zu resume ids exceed max_tokens %u (they count toward it)",
+                 rs->n_ids, sp->max_tokens);
+        return LLM_ERANGE;
+    }
+    // Resumed output numbers the stream from 0, so resume_from_seq (the older form of
+    // resume, where the delivered tokens ride in prompt_ids) can only agree with it.
+    if (rs && g->resume_from_seq != 0 && g->resume_from_seq != rs->n_ids) {
+        llm_errf(err, err_len, "resume_from_seq %u disagrees with %zu resume ids",
+                 g->resume_from_seq, rs->n_ids);
+        return LLM_EINVAL;
+    }
     int32_t *ids = NULL;
     size_t n_ids = 0;
     int rc = build_prompt(w, g, &ids, &n_ids, err, err_len);
@@ -271,14 +309,59 @@ submit(wserver *w, uint64_t id, const Llm__GenerateRequest *g, char *err, size_t
     q.n_stop = (int)sp->n_stop;
     q.tier = tier_from_proto(g->tier);
     q.deadline_ns = deadline_from_unix_ms(g->deadline_unix_ms);
-    q.seq_base = g->resume_from_seq;
+    q.seq_base = rs ? 0 : g->resume_from_seq;
+    q.resume = rs ? rs->ids : NULL;
+    q.n_resume = rs ? (int)rs->n_ids : 0;
     rc = sched_submit(w->s, id, &q, err, err_len);
     free(ids);
     if (rc == LLM_OK)
-        LOG_INFO("event=request_accepted req=%llu prompt=%zu max_tokens=%u tier=%d trace=%s",
-                 (unsigned long long)id, n_ids, sp->max_tokens, (int)q.tier,
+        LOG_INFO("event=request_accepted req=%llu prompt=%zu resume=%d max_tokens=%u tier=%d "
+                 "trace=%s",
+                 (unsigned long long)id, n_ids, q.n_resume, sp->max_tokens, (int)q.tier,
                  g->traceparent[0] ? g->traceparent : "-");
     return rc;
+}
+
+/* ---- drain ---------------------------------------------------------------------------- */
+
+/* on_drain starts draining (refusing new work at once, so the reply tells the truth) and
+ * answers with this worker's status. The rest of the drain, as on SIGTERM, is serve.c's:
+ * its main loop sees the scheduler draining. */
+static int
+on_drain(wserver *w, uint64_t id, const Llm__DrainRequest *dr, reply *out, char *err,
+         size_t err_len)
+{
+    if (dr->worker_id[0] && strcmp(dr->worker_id, w->worker_id) != 0) {
+        llm_errf(err, err_len, "this is worker '%s', not '%.64s'", w->worker_id, dr->worker_id);
+        return LLM_ENOENT;
+    }
+    sched_drain(w->s);
+    LOG_INFO("event=drain_requested worker=%s req=%llu", w->worker_id, (unsigned long long)id);
+    sched_load l;
+    sched_get_load(w->s, &l);
+    Llm__WorkerLoad ld = LLM__WORKER_LOAD__INIT;
+    ld.running = (uint32_t)l.running;
+    ld.waiting = (uint32_t)l.waiting;
+    ld.kv_blocks_used = (uint32_t)l.kv_blocks_used;
+    ld.kv_blocks_total = (uint32_t)l.kv_blocks_total;
+    ld.kv_blocks_cached = (uint32_t)l.kv_blocks_cached;
+    ld.step_ms_ewma = (float)l.step_ms_ewma;
+    ld.model = w->model_name;
+    ld.tp_size = 1;
+    ld.model_fingerprint = w->e->fingerprint;
+    ld.block_tokens = MODEL_KV_BLOCK;
+    ld.draining = 1;
+    Llm__WorkerStatus ws = LLM__WORKER_STATUS__INIT;
+    ws.worker_id = w->worker_id;
+    ws.address = w->address;
+    ws.state = "draining";
+    ws.model = w->model_name;
+    ws.load = &ld;
+    Llm__Envelope r = LLM__ENVELOPE__INIT;
+    r.request_id = id;
+    r.body_case = LLM__ENVELOPE__BODY_WORKER_STATUS;
+    r.worker_status = &ws;
+    return wire_pack(&r, &out->buf, &out->len);
 }
 
 /* ---- dispatch ------------------------------------------------------------------------ */
@@ -298,6 +381,7 @@ body_kind(Llm__Envelope__BodyCase c)
     case LLM__ENVELOPE__BODY_CANCEL: return KIND_CANCEL;
     case LLM__ENVELOPE__BODY_HEALTH: return KIND_HEALTH;
     case LLM__ENVELOPE__BODY_STATS: return KIND_STATS;
+    case LLM__ENVELOPE__BODY_DRAIN: return KIND_DRAIN;
     default: return KIND_OTHER;
     }
 }
@@ -331,7 +415,7 @@ dispatch(wserver *w, const uint8_t *msg, size_t len, wctx *c, reply *out, bool *
             c->env_id = id;
             c->park_kind = PARK_ACCEPTED;
             c->w.id = id;
-            c->w.after_seq = env->generate->resume_from_seq;
+            c->w.after_seq = first_seq(env->generate);
             c->w.deadline_ns = llm_now_ns() + (int64_t)w->o.first_chunk_wait_ms * 1000000;
             rc = sched_read_or_park(w->s, &c->w, &ch, &ready, parked);
             if (rc == LLM_OK && *parked)
@@ -409,6 +493,7 @@ dispatch(wserver *w, const uint8_t *msg, size_t len, wctx *c, reply *out, bool *
         free(text);
         break;
     }
+    case LLM__ENVELOPE__BODY_DRAIN: rc = on_drain(w, id, env->drain, out, err, sizeof(err)); break;
     default:
         llm_errf(err, sizeof(err), "a worker does not answer '%s' messages",
                  wire_body_name(env->body_case));
@@ -526,8 +611,10 @@ wserver_new(sched *s, engine *e, metrics *reg, const wserver_opts *o, wserver **
     w->reg = reg;
     w->o = *o;
     w->model_name = strdup(o->model_name ? o->model_name : "");
+    w->worker_id = strdup(o->worker_id ? o->worker_id : "");
+    w->address = strdup(o->address ? o->address : o->listen ? o->listen : "");
     w->ctxs = calloc((size_t)o->contexts, sizeof(wctx));
-    if (!w->model_name || !w->ctxs) {
+    if (!w->model_name || !w->worker_id || !w->address || !w->ctxs) {
         wserver_free(w);
         return LLM_ENOMEM;
     }
@@ -599,5 +686,7 @@ wserver_free(wserver *w)
     wserver_close(w);
     free(w->ctxs);
     free(w->model_name);
+    free(w->worker_id);
+    free(w->address);
     free(w);
 }

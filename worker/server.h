@@ -5,8 +5,10 @@
  * connection (DESIGN.md, "Protocol"). Generate submits and may wait a few milliseconds
  * to carry the first chunk in its Accepted reply; Next is a long poll on the stream
  * cursor (the context parks in the scheduler and is woken when tokens exist); Cancel,
- * Health and Stats answer at once. Every malformed or invalid message gets an Error
- * reply with an llm_err code and a one-line reason, and is counted.
+ * Health and Stats answer at once. Drain puts the scheduler into draining and answers
+ * with this worker's status; the process's main loop (serve.c) sees the scheduler
+ * draining and finishes the drain exactly as on SIGTERM. Every malformed or invalid
+ * message gets an Error reply with an llm_err code and a one-line reason, and is counted.
  *
  * Thread: NNG's callbacks and the scheduler thread drive the contexts; wserver_handle
  * may be called from any thread (the fuzz target calls it directly).
@@ -30,6 +32,8 @@ typedef struct {
     int first_chunk_wait_ms; // Generate waits this long for a first chunk to carry
     int max_wait_ms;         // the longest Next long poll
     int max_prompt_bytes;    // prompt text (or all messages) at most
+    const char *worker_id;   // this worker's registry id, for Drain (NULL: "")
+    const char *address;     // where the coordinator reaches it, for Drain's reply (NULL: listen)
 } wserver_opts;
 
 int wserver_new(sched *s, engine *e, metrics *reg, const wserver_opts *o, wserver **out, char *err,

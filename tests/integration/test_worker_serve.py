@@ -4,8 +4,11 @@ On the default model: 32 concurrent streams (greedy and seeded sampling) give ex
 tokens each gives alone; cancel mid-stream frees its KV blocks (seen through Stats); under a
 tiny KV budget preemption still completes every request with the same output; a shared
 200-token system prompt is prefilled once (cached tokens in usage); SIGTERM drains (the
-running request finishes, new ones are refused, exit 0). Registration and heartbeats go to
-a stand-in coordinator. Bad input - malformed, truncated and wrong-version envelopes,
+running request finishes, new ones are refused, exit 0), and so does a Drain RPC (answered
+with the worker's status; a Drain for another worker id is ENOENT). Failover resume: a
+greedy and a seeded request sent again with their first k tokens as resume_ids go on
+exactly as before (tokens, text from every cursor, finish, usage). Registration and
+heartbeats go to a stand-in coordinator. Bad input - malformed, truncated and wrong-version envelopes,
 unknown request ids, prompts past the context, max_tokens 0 or huge, unknown model, bad
 sampling values, invalid UTF-8 - gets a clear error and the worker keeps serving.
 """
@@ -16,6 +19,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -116,16 +120,52 @@ def raw(args, addr, data):
     return out.strip() if rc == 0 else f"rc={rc} {err.strip()}"
 
 
+def probe(args, addr, *cmd, timeout_s=120):
+    """serve_probe: one Generate (resume_ids included; the stream then re-read from every
+    cursor) or one Drain, as a dict."""
+    p = subprocess.run([args.probe, addr, *cmd], capture_output=True, timeout=timeout_s)
+    if p.returncode != 0:
+        raise RuntimeError(f"serve_probe failed: {p.stderr.decode()[-2000:]}")
+    return json.loads(p.stdout)
+
+
+def check_resume(res, args, addr, label, flags, prompt):
+    """Runs prompt, then again with its first k tokens as resume_ids for k in 0, 1, n/2,
+    n-1, n (a failover after k delivered tokens): read from k on it must give the original's
+    tokens and text there, byte for byte, the same finish and usage, and read from every
+    cursor 0..n (below k too) the original's stream."""
+    orig = probe(args, addr, "generate", *flags, prompt)
+    n = len(orig["ids"])
+    if not res.check(f"{label}: the original stream completes",
+                     orig["ok"] and n > 1 and orig["text"] == orig["from"][0]["text"],
+                     json.dumps(orig)[:300]):
+        return
+    bad = []
+    for k in sorted({0, 1, n // 2, n - 1, n}):
+        ids = ",".join(str(i) for i in orig["ids"][:k])
+        r = probe(args, addr, "generate", *flags, "--resume-ids", ids, prompt)
+        if not (r["ok"] and r["ids"] == orig["ids"][k:] and
+                r["text"] == orig["from"][k]["text"] and r["finish"] == orig["finish"] and
+                r["usage"]["completion_tokens"] == n and r["from"] == orig["from"]):
+            bad.append(f"k={k}: {json.dumps(r)[:300]}")
+    res.check(f"{label}: resumed at k = 0, 1, n/2, n-1, n it goes on exactly as before",
+              not bad, "; ".join(bad)[:900] or f"n={n} finish={orig['finish']}")
+
+
 def main():
     ap = itest.parser(__doc__)
     ap.add_argument("--load", required=True)
     ap.add_argument("--ctl", required=True)
     ap.add_argument("--fake-coord", required=True)
+    ap.add_argument("--probe", help="serve_probe (default: beside fake_coord)")
     ap.add_argument("--quick", action="store_true",
                     help="fewer and shorter streams on the model (sanitizer builds)")
     args = ap.parse_args()
+    args.probe = args.probe or os.path.join(os.path.dirname(args.fake_coord), "serve_probe")
     itest.check_binaries(args)
     res = itest.Results()
+    if not res.check("serve_probe is built", os.access(args.probe, os.X_OK), args.probe):
+        return res.finish()
     if not os.path.exists(args.model):
         res.skip("worker serving", f"model {args.model} not found (run scripts/setup.sh)")
         return res.finish()
@@ -205,6 +245,18 @@ def main():
     for name, data, pattern in cases:
         got = raw(args, saddr, data)
         res.check(f"bad envelope: {name}", re.search(pattern, got) is not None, got)
+    bad_resume = [
+        ("resume id out of the vocabulary", ["--resume-ids", "104,99999"], 2, "vocabulary"),
+        ("more resume ids than max_tokens", ["--max-tokens", "2", "--resume-ids", "104,105,106"],
+         10, "max_tokens"),
+        ("resume_from_seq disagreeing with resume_ids",
+         ["--resume-ids", "104,105", "--resume-from-seq", "1"], 2, "resume_from_seq"),
+    ]
+    for name, flags, code, word in bad_resume:
+        r = probe(args, saddr, "generate", *flags, "resume me")
+        res.check(f"bad input: {name}", not r["ok"] and r["error_code"] == code and
+                  word in r["error"], f"{r['error_code']} {r['error']!r}")
+    check_resume(res, args, saddr, "synthetic resume", ["--max-tokens", "20"], "resume me")
     after = load(args, saddr, [{"prompt": "still alive?", "max_tokens": 8}])
     res.check("the worker keeps serving after bad input", after["failed"] == 0 and
               len(after["results"][0]["ids"]) == 8, json.dumps(after)[:300])
@@ -225,7 +277,6 @@ def main():
               "; ".join(hbs[-2:]))
 
     # Drain on SIGTERM: the running request finishes, new ones are refused, exit 0.
-    import threading
     long_out = {}
     t = threading.Thread(target=lambda: long_out.update(
         load(args, saddr, [{"prompt": "drain me", "max_tokens": 300}])))
@@ -243,9 +294,47 @@ def main():
     rc = syn.stop()
     res.check("drain: exit 0 without sanitizer reports", rc == 0 and not syn.sanitizer(),
               f"rc={rc} {syn.stderr()[-1500:]}")
-    coord.stop()
     res.check("drain: the worker deregisters",
               any(l.startswith("deregister syn-1") for l in coord_lines()), "no deregister line")
+
+    # The Drain RPC drains exactly as SIGTERM does, and answers with the worker's status.
+    syn2, saddr2 = start_worker(args, tmp, "synthetic2", "--config", cfg,
+                                "--synthetic-step-us", "1000", "--coordinator", coord_addr,
+                                "--heartbeat-ms", "200", "--worker-id", "syn-2")
+    wrong = probe(args, saddr2, "drain", "syn-9")
+    rc, out, _ = ctl(args, saddr2, "health")
+    res.check("Drain RPC: another worker's id is ENOENT, and nothing drains",
+              wrong["error_code"] == 8 and "syn-9" in wrong["error"] and rc == 0 and
+              out.strip() == "ready", f"{json.dumps(wrong)} health={out.strip()}")
+    long_out = {}
+    t = threading.Thread(target=lambda: long_out.update(
+        load(args, saddr2, [{"prompt": "drain me", "max_tokens": 300}])))
+    t.start()
+    time.sleep(0.15)
+    d = probe(args, saddr2, "drain", "syn-2")
+    res.check("Drain RPC: answered with the worker's status, draining",
+              d["ok"] and d["worker_id"] == "syn-2" and d["address"] == saddr2 and
+              d["state"] == "draining" and d["model"] == "synthetic" and d["draining"] == 1 and
+              d["running"] == 1, json.dumps(d))
+    rc, out, _ = ctl(args, saddr2, "health")
+    res.check("Drain RPC: health says draining", rc == 1 and out.strip() == "draining", out)
+    refused = load(args, saddr2, [{"prompt": "too late", "max_tokens": 4}])
+    res.check("Drain RPC: new requests are refused (busy)",
+              refused["results"][0]["error_code"] == 7, json.dumps(refused["results"][0])[:200])
+    t.join(60)
+    r0 = long_out.get("results", [{}])[0]
+    res.check("Drain RPC: the running request completes", r0.get("finish") == "length" and
+              len(r0.get("ids", [])) == 300, json.dumps(r0)[:200])
+    try:
+        rc = syn2.p.wait(timeout=60)  # on its own: no signal
+    except subprocess.TimeoutExpired:
+        rc = None
+    syn2.stop()
+    res.check("Drain RPC: the worker exits 0 by itself", rc == 0 and not syn2.sanitizer(),
+              f"rc={rc} {syn2.stderr()[-1500:]}")
+    coord.stop()
+    res.check("Drain RPC: the worker deregisters",
+              any(l.startswith("deregister syn-2") for l in coord_lines()), "no deregister line")
 
     # ---- the default model -------------------------------------------------------------------
     w, addr = start_worker(args, tmp, "model", "--model", args.model, "--ctx", "1024",
@@ -266,6 +355,16 @@ def main():
                                              "What is the capital of France?"}],
                                "max_tokens": 32}])["results"][0]
     res.check("known answer through the server", "Paris" in paris["text"], paris["text"])
+
+    # Failover resume on the model: the continuation is the undisturbed one, greedy and
+    # seeded (the draw at position p depends only on (seed, p)).
+    gen_n = "12" if args.quick else "24"
+    prompt = "Write two sentences about a lighthouse."
+    check_resume(res, args, addr, "model resume, greedy", ["--chat", "--max-tokens", gen_n],
+                 prompt)
+    check_resume(res, args, addr, "model resume, seeded",
+                 ["--chat", "--max-tokens", gen_n, "--temperature", "0.8", "--top-p", "0.9",
+                  "--seed", "42"], prompt)
 
     # Cancel mid-stream frees the blocks.
     c = load(args, addr, [{"messages": [{"role": "user", "content":
