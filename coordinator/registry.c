@@ -718,9 +718,11 @@ on_probe(void *arg, int rc, Llm__Envelope *reply)
     pthread_mutex_unlock(&r->mu);
 }
 
-/* open_socket dials address without waiting: the pipe callback reports the connection. */
+/* open_socket makes w's req socket; dial_socket connects it later, once the registry
+ * has recorded it: the pipe callback recognises events by the recorded socket, and a
+ * connection could otherwise come up before the record exists and be missed. */
 static int
-open_socket(rworker *w, const char *address, int timeout_ms, nng_socket *out)
+open_socket(rworker *w, int timeout_ms, nng_socket *out)
 {
     nng_socket s;
     int rv = nng_req0_open(&s);
@@ -735,10 +737,6 @@ open_socket(rworker *w, const char *address, int timeout_ms, nng_socket *out)
     nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
     nng_pipe_notify(s, NNG_PIPE_EV_ADD_POST, on_pipe, w);
     nng_pipe_notify(s, NNG_PIPE_EV_REM_POST, on_pipe, w);
-    if ((rv = nng_dial(s, address, NULL, NNG_FLAG_NONBLOCK)) != 0) {
-        nng_close(s);
-        return wire_nng_err(rv);
-    }
     *out = s;
     return LLM_OK;
 }
@@ -790,21 +788,30 @@ reg_tick(registry *r, int64_t now_ms, int probe_interval_ms)
             wcall_start(a->w->probe, a->sock, &env, r->o.call_timeout_ms);
         } else {
             nng_socket s;
-            int rc = open_socket(a->w, a->address, r->o.call_timeout_ms, &s);
+            int rc = open_socket(a->w, r->o.call_timeout_ms, &s);
             pthread_mutex_lock(&r->mu);
             rworker *w = a->w;
             bool keep = rc == LLM_OK && w->gen == a->gen && w->state != REG_DOWN && !w->sock_open;
             if (keep) {
                 w->sock = s;
                 w->sock_open = true;
-            } else if (rc != LLM_OK) {
-                LOG_WARN("event=dial_failed worker=%s address=%s err=%s", w->id, a->address,
-                         llm_strerror(rc));
-                set_state(r, w, REG_DOWN, "dial_failed");
             }
             pthread_mutex_unlock(&r->mu);
-            if (rc == LLM_OK && !keep)
+            if (rc == LLM_OK && !keep) {
                 nng_close(s);
+                continue;
+            }
+            // Non-blocking: NNG keeps trying until the worker listens.
+            int rv = rc == LLM_OK ? nng_dial(s, a->address, NULL, NNG_FLAG_NONBLOCK) : 0;
+            if (rc != LLM_OK || rv != 0) {
+                rc = rc != LLM_OK ? rc : wire_nng_err(rv);
+                LOG_WARN("event=dial_failed worker=%s address=%s err=%s", w->id, a->address,
+                         llm_strerror(rc));
+                pthread_mutex_lock(&r->mu);
+                if (w->gen == a->gen)
+                    set_state(r, w, REG_DOWN, "dial_failed");
+                pthread_mutex_unlock(&r->mu);
+            }
         }
     }
 }
