@@ -50,8 +50,9 @@ static const cfg_opt OPTS[] = {
     {"max_requests", CFG_INT, &C.max_requests, "65536", 1, 1 << 24,
      "streams tracked at once (running or recently finished)"},
     {"max_attempts", CFG_INT, &C.max_attempts, "3", 1, 16, "workers one request may be tried on"},
-    {"call_timeout_ms", CFG_INT, &C.call_timeout_ms, "2000", 1, 600000,
-     "a Generate, Cancel or probe to a worker fails after this long"},
+    {"call_timeout_ms", CFG_INT, &C.call_timeout_ms, "10000", 1, 600000,
+     "a call to a worker fails after this long (a busy worker answers a Generate after its "
+     "current step)"},
     {"poll_wait_ms", CFG_INT, &C.poll_wait_ms, "10000", 1, 600000, "long poll length to workers"},
     {"max_wait_ms", CFG_INT, &C.max_wait_ms, "30000", 0, 600000, "longest client long poll"},
     {"accept_wait_ms", CFG_INT, &C.accept_wait_ms, "2000", 0, 600000,

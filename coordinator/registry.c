@@ -403,8 +403,11 @@ take_load(rworker *w, const reg_load *l, int64_t now_ms)
     w->fingerprint = l->fingerprint;
     w->said_draining = l->draining;
     int n = l->n_hashes < REG_MAX_HASHES ? l->n_hashes : REG_MAX_HASHES;
-    memcpy(w->hashes, l->hashes, sizeof(uint64_t) * (size_t)(n > 0 ? n : 0));
-    w->n_hashes = n > 0 ? n : 0;
+    if (n < 0 || !l->hashes)
+        n = 0;
+    if (n > 0)
+        memcpy(w->hashes, l->hashes, sizeof(uint64_t) * (size_t)n);
+    w->n_hashes = n;
     // Sorted for route_prefix_match's binary search. Insertion sort: n <= a few hundred,
     // once a second per worker.
     for (int i = 1; i < w->n_hashes; i++) {

@@ -274,9 +274,11 @@ append(creq *r, const Llm__TokenChunk *c)
         }
         r->bound_seq[r->n_bounds] = (uint32_t)r->n_ids;
         r->bound_off[r->n_bounds++] = r->text_len;
-        memcpy(r->ids + r->n_ids, c->token_ids + skip, sizeof(int32_t) * n_new);
+        if (n_new > 0)
+            memcpy(r->ids + r->n_ids, c->token_ids + skip, sizeof(int32_t) * n_new);
         r->n_ids += (int)n_new;
-        memcpy(r->text + r->text_len, c->text, tlen);
+        if (tlen > 0)
+            memcpy(r->text + r->text_len, c->text, tlen);
         r->text_len += tlen;
         r->text[r->text_len] = '\0';
         if (n_new > 0 && !r->t_first_ns)
@@ -325,7 +327,7 @@ reply_stream(reply *out, uint64_t env_id, creq *r, uint32_t after_seq, bool as_a
     Llm__Accepted acc = LLM__ACCEPTED__INIT;
     pc.seq = after_seq;
     pc.n_token_ids = (size_t)r->n_ids - after_seq;
-    pc.token_ids = r->ids + after_seq;
+    pc.token_ids = pc.n_token_ids ? r->ids + after_seq : NULL;
     // Text: from the first chunk that starts at or after the cursor. A cursor inside a
     // chunk (clients only hold cursors we gave them, which are chunk ends) skips that
     // chunk's text rather than sending it twice.
