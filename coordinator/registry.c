@@ -40,6 +40,7 @@ struct rworker {
 
     // The last heartbeat's figures.
     int running, waiting, kv_used, kv_total, kv_cached, tp_size, block_tokens;
+    int foreign; // heartbeat running + waiting beyond what we had in flight: other clients'
     double step_ms;
     uint64_t fingerprint;
     uint64_t *hashes; // sorted ascending, n_hashes of REG_MAX_HASHES
@@ -394,6 +395,10 @@ take_load(rworker *w, const reg_load *l, int64_t now_ms)
 {
     w->running = l->running;
     w->waiting = l->waiting;
+    // What the worker carries for others (direct clients, other coordinators). Ours is
+    // counted exactly by inflight; the heartbeat's own view of it is up to a second old.
+    int theirs = l->running + l->waiting - w->inflight;
+    w->foreign = theirs > 0 ? theirs : 0;
     w->kv_used = l->kv_used;
     w->kv_total = l->kv_total;
     w->kv_cached = l->kv_cached;
@@ -578,9 +583,8 @@ reg_route(registry *r, int model, const route_req *q, const int *exclude, int n_
             skip = exclude[k] == i;
         if (skip)
             continue;
-        int hb_load = w->running + w->waiting;
         r->cands[n] = (route_cand){
-            .load = w->inflight > hb_load ? w->inflight : hb_load,
+            .load = w->inflight + w->foreign,
             .inflight = w->inflight,
             .step_ms = w->step_ms,
             .queue_ms = w->queue_ms,

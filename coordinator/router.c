@@ -108,13 +108,16 @@ lighter(const route_cand *a, const route_cand *b)
     return (a->load < b->load) | ((a->load == b->load) & (a->inflight < b->inflight));
 }
 
+/* pick_least_loaded scans from start (wrapping), so equal candidates take turns: with a
+ * fixed scan order the lowest index would win every tie, and idle workers are all tied. */
 static int
-pick_least_loaded(const route_cand *c, int n)
+pick_least_loaded(const route_cand *c, int n, int start)
 {
     // The best's keys are kept in locals, not re-read through c[best]: that load depends on
     // the previous iteration's choice and serialized the loop.
-    int best = 0, best_load = c[0].load, best_inflight = c[0].inflight;
-    for (int i = 1; i < n; i++) {
+    int best = start, best_load = c[start].load, best_inflight = c[start].inflight;
+    for (int k = 1; k < n; k++) {
+        int i = start + k < n ? start + k : start + k - n;
         int load = c[i].load, inflight = c[i].inflight;
         bool better = (load < best_load) | ((load == best_load) & (inflight < best_inflight));
         best = better ? i : best;
@@ -122,6 +125,15 @@ pick_least_loaded(const route_cand *c, int n)
         best_inflight = better ? inflight : best_inflight;
     }
     return best;
+}
+
+/* tie_start: where the next least_loaded scan starts (it advances every decision). */
+static int
+tie_start(router_state *st, int n)
+{
+    if (!st)
+        return 0;
+    return (int)(st->rr_next++ % (uint64_t)n);
 }
 
 static uint64_t
@@ -221,7 +233,8 @@ pick_latency(const route_opts *o, const route_cand *c, int n, const route_req *q
  * decision is purely about load and is least_loaded's, inflight tie-break included.
  */
 static int
-pick_prefix(const route_opts *o, const route_cand *c, int n, const route_req *q, int *matched)
+pick_prefix(router_state *st, const route_opts *o, const route_cand *c, int n, const route_req *q,
+            int *matched)
 {
     int min_load = c[0].load;
     for (int i = 1; i < n; i++)
@@ -252,7 +265,7 @@ pick_prefix(const route_opts *o, const route_cand *c, int n, const route_req *q,
     }
     assert(best >= 0); // the least loaded candidate is never skipped
     if (best_matched == 0)
-        return pick_least_loaded(c, n);
+        return pick_least_loaded(c, n, tie_start(st, n));
     *matched = best_matched;
     return best;
 }
@@ -278,7 +291,7 @@ router_pick(router_state *st, route_policy p, const route_opts *o, const route_c
         assert(st != NULL);
         pick = pick_round_robin(st, n);
         break;
-    case ROUTE_LEAST_LOADED: pick = pick_least_loaded(c, n); break;
+    case ROUTE_LEAST_LOADED: pick = pick_least_loaded(c, n, tie_start(st, n)); break;
     case ROUTE_P2C:
         assert(st != NULL);
         pick = pick_p2c(st, c, n);
@@ -286,11 +299,11 @@ router_pick(router_state *st, route_policy p, const route_opts *o, const route_c
     case ROUTE_LATENCY: pick = pick_latency(o, c, n, q); break;
     case ROUTE_PREFIX:
         if (q != NULL && q->n_blocks > 0)
-            pick = pick_prefix(o, c, n, q, &matched);
+            pick = pick_prefix(st, o, c, n, q, &matched);
         else
-            pick = pick_least_loaded(c, n);
+            pick = pick_least_loaded(c, n, tie_start(st, n));
         break;
-    default: assert(!"unknown route_policy"); pick = pick_least_loaded(c, n);
+    default: assert(!"unknown route_policy"); pick = pick_least_loaded(c, n, 0);
     }
 
     if (matched_blocks) {

@@ -7,7 +7,8 @@
  *
  *   round_robin   the next candidate after the last one picked (index modulo n, so the
  *                 candidate order must be stable: registry order)
- *   least_loaded  the smallest load (ties: fewest inflight, then the lowest index)
+ *   least_loaded  the smallest load (ties: fewest inflight, then turns: each decision
+ *                 starts its scan one candidate further, so idle workers share the work)
  *   p2c           two distinct candidates drawn at random (xorshift64 on st->rng), the
  *                 less loaded of the two (ties: fewer inflight, then the first drawn)
  *   latency       the smallest expected completion time
@@ -49,7 +50,7 @@ const char *route_policy_name(route_policy p);
 
 /* One worker that may take the request (ready, breaker closed, right model). */
 typedef struct {
-    int load;        // requests on it: max(coordinator's inflight, heartbeat running+waiting)
+    int load;        // requests on it: this coordinator's inflight + others' (heartbeats)
     int inflight;    // requests this coordinator has on it
     double step_ms;  // the worker's heartbeat EWMA of step time (0: unknown)
     double queue_ms; // EWMA of queue wait + prefill seen by this coordinator (0: none yet)
