@@ -704,6 +704,44 @@ def chaos(ctx, res):
               rc == 0 and not coord.sanitizer(), f"rc={rc} {coord.stderr()[-1500:]}")
 
 
+def static_workers(ctx, res):
+    """A worker listed in the config (it never registers): connected and probed, ready
+    without heartbeats, down when it dies, ready again when it comes back."""
+    addr = ctx.url()
+    coord, rpc, reg = ctx.coordinator(
+        "coord-static", ["syn-st tokenizer=synthetic policy=round_robin"],
+        "--workers", f"st-1 address={addr} model=syn-st", "--probe-interval-ms", "200",
+        "--heartbeat-timeout-ms", "600")
+
+    def start():
+        s = itest.Server([ctx.args.worker, "--engine", "synthetic", "--model-name", "syn-st",
+                          "--listen", addr, "--threads", "1"],
+                         os.path.join(ctx.tmp, "st-1.log"))
+        ctx.procs.append(s)
+        return s
+    w = start()
+    st = ctx.wait_states(rpc, {"st-1": "ready"})
+    res.check("static: a listed worker is connected and ready without registering",
+              bool(st) and st["st-1"]["is_static"], json.dumps(ctx.status(rpc))[:400])
+    time.sleep(1.0)  # past the heartbeat time-out: static workers are not timed out
+    st = ctx.wait_states(rpc, {"st-1": "ready"}, timeout_s=2)
+    res.check("static: still ready after the heartbeat time-out", bool(st))
+    rc, out, err = ctx.ctl(rpc, "generate", "--max-tokens", "8", "--temperature", "0", "hi")
+    res.check("static: serves requests", rc == 0 and len(out.strip()) == 8, f"rc={rc} {err}")
+    w.kill()
+    st = ctx.wait_states(rpc, {"st-1": "down"}, timeout_s=10)
+    res.check("static: down when its process dies", bool(st))
+    w = start()
+    st = ctx.wait_states(rpc, {"st-1": "ready"}, timeout_s=20)
+    res.check("static: ready again when it comes back (dialled on the probe interval)",
+              bool(st), json.dumps(ctx.status(rpc))[:400])
+    rc, out, err = ctx.ctl(rpc, "generate", "--max-tokens", "8", "--temperature", "0", "hi")
+    res.check("static: serves again", rc == 0 and len(out.strip()) == 8, f"rc={rc} {err}")
+    rc = coord.stop()
+    res.check("static: coordinator exits 0 without sanitizer reports",
+              rc == 0 and not coord.sanitizer(), coord.stderr()[-1000:])
+
+
 def main():
     ap = itest.parser(__doc__)
     ap.add_argument("--coordinator", required=True, help="path to llm-coordinator")
@@ -712,7 +750,7 @@ def main():
     ap.add_argument("--fake-worker", required=True, help="path to fake_worker")
     ap.add_argument("--quick", action="store_true",
                     help="fewer and shorter model streams (sanitizer builds)")
-    ap.add_argument("--only", default="control_plane,cluster_sh,chaos",
+    ap.add_argument("--only", default="control_plane,static_workers,cluster_sh,chaos",
                     help="comma-separated sections to run (for debugging)")
     args = ap.parse_args()
     itest.check_binaries(args)
@@ -722,7 +760,7 @@ def main():
         return res.finish()
     tmp = tempfile.mkdtemp(prefix="llm-coord-")
     ctx = Ctx(args, tmp)
-    sections = {f.__name__: f for f in (control_plane, cluster_sh, chaos)}
+    sections = {f.__name__: f for f in (control_plane, static_workers, cluster_sh, chaos)}
     try:
         for name in args.only.split(","):
             section = sections[name]
