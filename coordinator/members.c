@@ -6,26 +6,16 @@
 #include "llm_err.h"
 #include "llm_time.h"
 #include "log.h"
+#include "rpcsrv.h"
 #include "wire.h"
 
-#include <nng/protocol/reqrep0/rep.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    members *m;
-    nng_ctx ctx;
-    nng_aio *aio;
-    bool sending;
-} mctx;
-
 struct members {
     registry *r;
-    nng_socket sock;
-    bool open;
-    mctx *ctxs;
-    int n_ctxs;
+    rpcsrv *rpc;
     metric_counter *ok, *refused;
 };
 
@@ -113,40 +103,13 @@ members_handle(members *m, const uint8_t *msg, size_t len, uint8_t **out, size_t
     return rc;
 }
 
-static void
-ctx_cb(void *arg)
+static bool
+on_message(void *arg, rpcsrv_ctx *c, const uint8_t *msg, size_t len, uint8_t **reply,
+           size_t *reply_len)
 {
-    mctx *c = arg;
-    int rv = nng_aio_result(c->aio);
-    if (c->sending) {
-        if (rv != 0)
-            nng_msg_free(nng_aio_get_msg(c->aio));
-        c->sending = false;
-        if (rv != NNG_ECLOSED)
-            nng_ctx_recv(c->ctx, c->aio);
-        return;
-    }
-    if (rv != 0) {
-        if (rv != NNG_ECLOSED)
-            nng_ctx_recv(c->ctx, c->aio);
-        return;
-    }
-    nng_msg *in = nng_aio_get_msg(c->aio);
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    members_handle(c->m, nng_msg_body(in), nng_msg_len(in), &buf, &len);
-    nng_msg_free(in);
-    nng_msg *out = NULL;
-    if (!buf || nng_msg_alloc(&out, len) != 0) {
-        free(buf);
-        nng_ctx_recv(c->ctx, c->aio); // no memory: no reply; the worker retries
-        return;
-    }
-    memcpy(nng_msg_body(out), buf, len);
-    free(buf);
-    nng_aio_set_msg(c->aio, out);
-    c->sending = true;
-    nng_ctx_send(c->ctx, c->aio);
+    (void)c;
+    members_handle(arg, msg, len, reply, reply_len);
+    return false;
 }
 
 int
@@ -154,10 +117,8 @@ members_listen(registry *r, metrics *reg, const char *url, int n_ctxs, members *
                size_t err_len)
 {
     members *m = calloc(1, sizeof(*m));
-    if (!m || !(m->ctxs = calloc((size_t)(n_ctxs > 0 ? n_ctxs : 1), sizeof(mctx)))) {
-        free(m);
+    if (!m)
         return LLM_ENOMEM;
-    }
     m->r = r;
     if (reg) {
         m->ok = metrics_counter(reg, "llm_coord_membership_total", "Membership messages.",
@@ -165,35 +126,11 @@ members_listen(registry *r, metrics *reg, const char *url, int n_ctxs, members *
         m->refused = metrics_counter(reg, "llm_coord_membership_total", "Membership messages.",
                                      "outcome=\"refused\"");
     }
-    int rv;
-    if ((rv = nng_rep0_open(&m->sock)) != 0) {
-        llm_errf(err, err_len, "cannot open a rep socket: %s", nng_strerror(rv));
-        free(m->ctxs);
+    int rc = rpcsrv_listen(url, n_ctxs, 0, on_message, m, &m->rpc, err, err_len);
+    if (rc != LLM_OK) {
         free(m);
-        return wire_nng_err(rv);
+        return rc;
     }
-    m->open = true;
-    nng_socket_set_size(m->sock, NNG_OPT_RECVMAXSZ, WIRE_MAX_MESSAGE);
-    if ((rv = nng_listen(m->sock, url, NULL, 0)) != 0) {
-        llm_errf(err, err_len, "cannot listen on %s: %s", url, nng_strerror(rv));
-        members_free(m);
-        return wire_nng_err(rv);
-    }
-    for (int i = 0; i < n_ctxs; i++) {
-        mctx *c = &m->ctxs[i];
-        c->m = m;
-        if ((rv = nng_aio_alloc(&c->aio, ctx_cb, c)) != 0 ||
-            (rv = nng_ctx_open(&c->ctx, m->sock)) != 0) {
-            if (c->aio)
-                nng_aio_free(c->aio);
-            llm_errf(err, err_len, "cannot open context %d: %s", i, nng_strerror(rv));
-            members_free(m);
-            return wire_nng_err(rv);
-        }
-        m->n_ctxs++;
-        nng_ctx_recv(c->ctx, c->aio);
-    }
-    LOG_INFO("event=membership_listening url=%s", url);
     *out = m;
     return LLM_OK;
 }
@@ -203,14 +140,6 @@ members_free(members *m)
 {
     if (!m)
         return;
-    for (int i = 0; i < m->n_ctxs; i++)
-        nng_aio_stop(m->ctxs[i].aio);
-    for (int i = 0; i < m->n_ctxs; i++) {
-        nng_ctx_close(m->ctxs[i].ctx);
-        nng_aio_free(m->ctxs[i].aio);
-    }
-    if (m->open)
-        nng_close(m->sock);
-    free(m->ctxs);
+    rpcsrv_free(m->rpc);
     free(m);
 }

@@ -17,11 +17,11 @@
 #include "llm_err.h"
 #include "llm_time.h"
 #include "log.h"
+#include "rpcsrv.h"
 #include "utf8.h"
 #include "wcall.h"
 #include "wire.h"
 
-#include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -90,16 +90,13 @@ struct creq {
     int ids_at_attempt;
 };
 
-enum { CC_RECV, CC_SEND, CC_PARKED };
 enum { PARK_ACCEPT, PARK_NEXT };
 
+/* A client context's own state (rpcsrv.h keeps it with the NNG context). */
 struct cctx {
     relay *rl;
-    nng_ctx ctx;
-    nng_aio *aio;
-    int state;
     int park_kind;
-    creq *r; // parked on (a reference)
+    creq *r; // parked on (a reference); NULL when not parked
     uint32_t after_seq;
     uint64_t env_id;
     int64_t deadline_ms;
@@ -148,10 +145,7 @@ struct relay {
     int64_t next_deadline_ms;    // the earliest parked context's deadline (a lower bound)
     bool closing;                // relay_free: pumps stop instead of going on
     _Atomic uint64_t next_id;
-    nng_socket sock;
-    bool open;
-    cctx *ctxs;
-    int n_ctxs;
+    rpcsrv *rpc;
     metric_counter *rpc_ok[N_KINDS], *rpc_err[N_KINDS], *outcome[N_OUT], *failovers;
     metric_histogram *ttft, *e2e;
     metric_gauge *active;
@@ -359,29 +353,10 @@ reply_stream(reply *out, uint64_t env_id, creq *r, uint32_t after_seq, bool as_a
 
 /* ---- client contexts -------------------------------------------------------------------- */
 
-static void
-ctx_send(cctx *c, reply *out)
-{
-    nng_msg *m = NULL;
-    if (!out->buf || nng_msg_alloc(&m, out->len) != 0) {
-        // No memory for the reply: drop it; the client's call times out and it retries.
-        free(out->buf);
-        c->state = CC_RECV;
-        nng_ctx_recv(c->ctx, c->aio);
-        return;
-    }
-    memcpy(nng_msg_body(m), out->buf, out->len);
-    free(out->buf);
-    nng_aio_set_msg(c->aio, m);
-    c->state = CC_SEND;
-    nng_ctx_send(c->ctx, c->aio);
-}
-
 /* park puts c on r's waiter list. Under mu. */
 static void
 park(cctx *c, creq *r, int kind, uint64_t env_id, uint32_t after_seq, int wait_ms)
 {
-    c->state = CC_PARKED;
     c->park_kind = kind;
     c->r = r;
     r->refs++;
@@ -431,7 +406,7 @@ static void
 sendq_flush(sendq *q)
 {
     for (int i = 0; i < q->n; i++)
-        ctx_send(q->c[i], &q->out[i]);
+        rpcsrv_reply(rpcsrv_ctx_of(q->c[i]), q->out[i].buf, q->out[i].len);
     q->n = 0;
 }
 
@@ -1312,35 +1287,19 @@ relay_handle(relay *rl, const uint8_t *msg, size_t len, uint8_t **buf, size_t *b
 
 /* ---- the socket --------------------------------------------------------------------------- */
 
-static void
-ctx_cb(void *arg)
+static bool
+on_message(void *arg, rpcsrv_ctx *rc, const uint8_t *msg, size_t len, uint8_t **buf,
+           size_t *buf_len)
 {
-    cctx *c = arg;
-    int rv = nng_aio_result(c->aio);
-    if (c->state == CC_SEND) {
-        if (rv != 0)
-            nng_msg_free(nng_aio_get_msg(c->aio));
-        if (rv == NNG_ECLOSED)
-            return;
-        c->state = CC_RECV;
-        nng_ctx_recv(c->ctx, c->aio);
-        return;
-    }
-    if (rv != 0) {
-        if (rv != NNG_ECLOSED)
-            nng_ctx_recv(c->ctx, c->aio);
-        return;
-    }
-    nng_msg *m = nng_aio_get_msg(c->aio);
+    cctx *c = rpcsrv_ctx_data(rc);
+    c->rl = arg;
     reply out = {0};
     bool parked = false;
     // Parking happens under mu inside dispatch; from then on a wake may answer c.
-    c->state = CC_PARKED;
-    dispatch(c->rl, nng_msg_body(m), nng_msg_len(m), c, &out, &parked);
-    nng_msg_free(m);
-    if (parked)
-        return;
-    ctx_send(c, &out);
+    dispatch(c->rl, msg, len, c, &out, &parked);
+    *buf = out.buf;
+    *buf_len = out.len;
+    return parked;
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------ */
@@ -1362,11 +1321,6 @@ relay_new(registry *reg, ctok *const *toks, metrics *m, const relay_opts *o, rel
     rl->toks = toks;
     rl->m = m;
     rl->o = *o;
-    rl->ctxs = calloc((size_t)o->contexts, sizeof(cctx));
-    if (!rl->ctxs) {
-        free(rl);
-        return LLM_ENOMEM;
-    }
     pthread_mutex_init(&rl->mu, NULL);
     rl->next_deadline_ms = INT64_MAX;
     // Ids this coordinator assigns (client streams and worker attempts) start at a
@@ -1400,31 +1354,8 @@ relay_new(registry *reg, ctok *const *toks, metrics *m, const relay_opts *o, rel
 int
 relay_listen(relay *rl, char *err, size_t err_len)
 {
-    int rv;
-    if ((rv = nng_rep0_open(&rl->sock)) != 0) {
-        llm_errf(err, err_len, "cannot open a rep socket: %s", nng_strerror(rv));
-        return wire_nng_err(rv);
-    }
-    rl->open = true;
-    nng_socket_set_size(rl->sock, NNG_OPT_RECVMAXSZ, WIRE_MAX_MESSAGE);
-    if ((rv = nng_listen(rl->sock, rl->o.listen, NULL, 0)) != 0) {
-        llm_errf(err, err_len, "cannot listen on %s: %s", rl->o.listen, nng_strerror(rv));
-        return wire_nng_err(rv);
-    }
-    for (int i = 0; i < rl->o.contexts; i++) {
-        cctx *c = &rl->ctxs[i];
-        c->rl = rl;
-        if ((rv = nng_aio_alloc(&c->aio, ctx_cb, c)) != 0 ||
-            (rv = nng_ctx_open(&c->ctx, rl->sock)) != 0) {
-            llm_errf(err, err_len, "cannot open context %d: %s", i, nng_strerror(rv));
-            return wire_nng_err(rv);
-        }
-        rl->n_ctxs++;
-        c->state = CC_RECV;
-        nng_ctx_recv(c->ctx, c->aio);
-    }
-    LOG_INFO("event=listening url=%s contexts=%d", rl->o.listen, rl->o.contexts);
-    return LLM_OK;
+    return rpcsrv_listen(rl->o.listen, rl->o.contexts, sizeof(cctx), on_message, rl, &rl->rpc, err,
+                         err_len);
 }
 
 int
@@ -1446,9 +1377,9 @@ relay_tick(relay *rl, int64_t now_ms)
     // earliest deadline has come (parking lowers next_deadline_ms).
     if (now_ms >= rl->next_deadline_ms) {
         int64_t next = INT64_MAX;
-        for (int i = 0; i < rl->n_ctxs; i++) {
-            cctx *c = &rl->ctxs[i];
-            if (c->state != CC_PARKED || !c->r)
+        for (int i = 0; i < rpcsrv_n_ctxs(rl->rpc); i++) {
+            cctx *c = rpcsrv_ctx_data(rpcsrv_ctx_at(rl->rpc, i));
+            if (!c->r)
                 continue;
             if (now_ms >= c->deadline_ms && q.n < 64) {
                 q.c[q.n] = c;
@@ -1490,17 +1421,8 @@ relay_tick(relay *rl, int64_t now_ms)
 void
 relay_close(relay *rl)
 {
-    if (!rl || !rl->open)
-        return;
-    for (int i = 0; i < rl->n_ctxs; i++)
-        nng_aio_stop(rl->ctxs[i].aio);
-    for (int i = 0; i < rl->n_ctxs; i++) {
-        nng_ctx_close(rl->ctxs[i].ctx);
-        nng_aio_free(rl->ctxs[i].aio);
-    }
-    rl->n_ctxs = 0;
-    nng_close(rl->sock);
-    rl->open = false;
+    if (rl)
+        rpcsrv_close(rl->rpc);
 }
 
 void
@@ -1539,6 +1461,6 @@ relay_free(relay *rl)
         r = next;
     }
     pthread_mutex_destroy(&rl->mu);
-    free(rl->ctxs);
+    rpcsrv_free(rl->rpc);
     free(rl);
 }

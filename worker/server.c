@@ -10,13 +10,12 @@
 
 #include "llm_err.h"
 #include "llm_time.h"
+#include "rpcsrv.h"
 #include "log.h"
 #include "utf8.h"
 #include "wire.h"
 
 #include <math.h>
-#include <nng/nng.h>
-#include <nng/protocol/reqrep0/rep.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -24,14 +23,11 @@
 #include <string.h>
 #include <time.h>
 
-enum { CTX_RECV, CTX_SEND, CTX_PARKED };
 enum { PARK_ACCEPTED, PARK_NEXT };
 
+/* A context's own state (rpcsrv.h keeps it with the NNG context). */
 typedef struct wctx {
     wserver *srv;
-    nng_ctx ctx;
-    nng_aio *aio;
-    int state;
     int park_kind;
     uint64_t env_id; // request_id of the envelope being answered
     sched_waiter w;
@@ -56,10 +52,7 @@ struct wserver {
     metrics *reg;
     wserver_opts o;
     char *model_name, *worker_id, *address;
-    nng_socket sock;
-    bool open;
-    wctx *ctxs;
-    int n_ctxs;
+    rpcsrv *rpc;
     _Atomic uint64_t next_id;
     metric_counter *rpc_ok[N_KINDS], *rpc_err[N_KINDS];
 };
@@ -524,25 +517,6 @@ wserver_handle(wserver *w, const uint8_t *msg, size_t len, uint8_t **buf, size_t
 
 /* ---- NNG contexts ---------------------------------------------------------------------- */
 
-static void
-ctx_send(wctx *c, reply *out)
-{
-    nng_msg *m = NULL;
-    if (!out->buf || nng_msg_alloc(&m, 0) != 0 || nng_msg_append(m, out->buf, out->len) != 0) {
-        // No memory for the reply: drop it; the client's request times out and retries.
-        if (m)
-            nng_msg_free(m);
-        free(out->buf);
-        c->state = CTX_RECV;
-        nng_ctx_recv(c->ctx, c->aio);
-        return;
-    }
-    free(out->buf);
-    nng_aio_set_msg(c->aio, m);
-    c->state = CTX_SEND;
-    nng_ctx_send(c->ctx, c->aio);
-}
-
 /* park_wake runs on the scheduler thread: the stream has news, or the wait is over. */
 static void
 park_wake(sched_waiter *sw)
@@ -559,37 +533,22 @@ park_wake(sched_waiter *sw)
     else
         reply_error(&out, c->env_id, rc, "the stream ended while waiting");
     sched_chunk_fini(&ch);
-    ctx_send(c, &out);
+    rpcsrv_reply(rpcsrv_ctx_of(c), out.buf, out.len);
 }
 
-static void
-ctx_cb(void *arg)
+static bool
+on_message(void *arg, rpcsrv_ctx *rc, const uint8_t *msg, size_t len, uint8_t **buf,
+           size_t *buf_len)
 {
-    wctx *c = arg;
-    int rv = nng_aio_result(c->aio);
-    if (c->state == CTX_SEND) {
-        if (rv != 0)
-            nng_msg_free(nng_aio_get_msg(c->aio));
-        if (rv == NNG_ECLOSED)
-            return;
-        c->state = CTX_RECV;
-        nng_ctx_recv(c->ctx, c->aio);
-        return;
-    }
-    if (rv != 0) {
-        if (rv != NNG_ECLOSED)
-            nng_ctx_recv(c->ctx, c->aio);
-        return;
-    }
-    nng_msg *m = nng_aio_get_msg(c->aio);
+    wctx *c = rpcsrv_ctx_data(rc);
+    c->srv = arg;
+    c->w.wake = park_wake;
     reply out = {0};
     bool parked = false;
-    c->state = CTX_PARKED; // before dispatch: a wake may come before it returns
-    dispatch(c->srv, nng_msg_body(m), nng_msg_len(m), c, &out, &parked);
-    nng_msg_free(m);
-    if (parked)
-        return; // park_wake sends
-    ctx_send(c, &out);
+    dispatch(c->srv, msg, len, c, &out, &parked);
+    *buf = out.buf;
+    *buf_len = out.len;
+    return parked; // park_wake replies
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
@@ -613,8 +572,7 @@ wserver_new(sched *s, engine *e, metrics *reg, const wserver_opts *o, wserver **
     w->model_name = strdup(o->model_name ? o->model_name : "");
     w->worker_id = strdup(o->worker_id ? o->worker_id : "");
     w->address = strdup(o->address ? o->address : o->listen ? o->listen : "");
-    w->ctxs = calloc((size_t)o->contexts, sizeof(wctx));
-    if (!w->model_name || !w->worker_id || !w->address || !w->ctxs) {
+    if (!w->model_name || !w->worker_id || !w->address) {
         wserver_free(w);
         return LLM_ENOMEM;
     }
@@ -634,48 +592,15 @@ wserver_new(sched *s, engine *e, metrics *reg, const wserver_opts *o, wserver **
 int
 wserver_listen(wserver *w, char *err, size_t err_len)
 {
-    int rv;
-    if ((rv = nng_rep0_open(&w->sock)) != 0) {
-        llm_errf(err, err_len, "cannot open a rep socket: %s", nng_strerror(rv));
-        return wire_nng_err(rv);
-    }
-    w->open = true;
-    nng_socket_set_size(w->sock, NNG_OPT_RECVMAXSZ, WIRE_MAX_MESSAGE);
-    if ((rv = nng_listen(w->sock, w->o.listen, NULL, 0)) != 0) {
-        llm_errf(err, err_len, "cannot listen on %s: %s", w->o.listen, nng_strerror(rv));
-        return wire_nng_err(rv);
-    }
-    for (int i = 0; i < w->o.contexts; i++) {
-        wctx *c = &w->ctxs[i];
-        c->srv = w;
-        c->w.wake = park_wake;
-        if ((rv = nng_aio_alloc(&c->aio, ctx_cb, c)) != 0 ||
-            (rv = nng_ctx_open(&c->ctx, w->sock)) != 0) {
-            llm_errf(err, err_len, "cannot open context %d: %s", i, nng_strerror(rv));
-            return wire_nng_err(rv);
-        }
-        w->n_ctxs++;
-        c->state = CTX_RECV;
-        nng_ctx_recv(c->ctx, c->aio);
-    }
-    LOG_INFO("event=listening url=%s contexts=%d", w->o.listen, w->o.contexts);
-    return LLM_OK;
+    return rpcsrv_listen(w->o.listen, w->o.contexts, sizeof(wctx), on_message, w, &w->rpc, err,
+                         err_len);
 }
 
 void
 wserver_close(wserver *w)
 {
-    if (!w || !w->open)
-        return;
-    for (int i = 0; i < w->n_ctxs; i++)
-        nng_aio_stop(w->ctxs[i].aio);
-    for (int i = 0; i < w->n_ctxs; i++) {
-        nng_ctx_close(w->ctxs[i].ctx);
-        nng_aio_free(w->ctxs[i].aio);
-    }
-    w->n_ctxs = 0;
-    nng_close(w->sock);
-    w->open = false;
+    if (w)
+        rpcsrv_close(w->rpc);
 }
 
 void
@@ -683,8 +608,7 @@ wserver_free(wserver *w)
 {
     if (!w)
         return;
-    wserver_close(w);
-    free(w->ctxs);
+    rpcsrv_free(w->rpc);
     free(w->model_name);
     free(w->worker_id);
     free(w->address);
