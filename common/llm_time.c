@@ -1,6 +1,8 @@
 /*
  * llm_time.c - monotonic clock.
  */
+#define _DEFAULT_SOURCE // nanosleep
+
 #include "llm_time.h"
 
 #include <time.h>
@@ -17,4 +19,11 @@ int64_t
 llm_now_ms(void)
 {
     return (int64_t)(llm_now_ns() / 1000000u);
+}
+
+void
+llm_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
 }

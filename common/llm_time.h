@@ -10,5 +10,7 @@
 uint64_t llm_now_ns(void);
 /* llm_now_ms: the same clock in milliseconds. */
 int64_t llm_now_ms(void);
+/* llm_sleep_ms sleeps ms milliseconds (less if a signal arrives: callers loop on a flag). */
+void llm_sleep_ms(int ms);
 
 #endif

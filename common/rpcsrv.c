@@ -81,8 +81,8 @@ on_aio(void *arg)
 }
 
 int
-rpcsrv_listen(const char *url, int n_ctxs, size_t ctx_size, rpcsrv_fn fn, void *arg,
-              rpcsrv **out, char *err, size_t err_len)
+rpcsrv_listen(const char *url, int n_ctxs, size_t ctx_size, rpcsrv_fn fn, void *arg, rpcsrv **out,
+              char *err, size_t err_len)
 {
     if (n_ctxs < 1) {
         llm_errf(err, err_len, "a server needs at least one context");

@@ -25,8 +25,8 @@ typedef struct rpcsrv_ctx rpcsrv_ctx;
  * server sends and frees them; NULL drops the message: the client times out) and return
  * false. To park: arrange for rpcsrv_reply(c, ...) and return true; the reply may come
  * before the handler returns. */
-typedef bool (*rpcsrv_fn)(void *arg, rpcsrv_ctx *c, const uint8_t *msg, size_t len,
-                          uint8_t **reply, size_t *reply_len);
+typedef bool (*rpcsrv_fn)(void *arg, rpcsrv_ctx *c, const uint8_t *msg, size_t len, uint8_t **reply,
+                          size_t *reply_len);
 
 /* rpcsrv_listen opens a rep socket on url (messages up to WIRE_MAX_MESSAGE), with n_ctxs
  * contexts of ctx_size zeroed bytes of caller state each, and starts receiving.

@@ -144,13 +144,6 @@ spec_name(const char *spec, char *out, size_t cap)
     snprintf(out, cap, "%.*s", (int)strcspn(spec, " "), spec);
 }
 
-static void
-sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* load_models declares every configured model and loads its tokenizer. */
 static int
 load_models(registry *reg, ctok **toks, route_policy def)
@@ -324,7 +317,7 @@ coord_main(int argc, char **argv)
         int64_t now = llm_now_ms();
         reg_tick(reg, now, (int)C.probe_interval_ms);
         relay_tick(rl, now);
-        sleep_ms((int)C.tick_ms);
+        llm_sleep_ms((int)C.tick_ms);
     }
     LOG_INFO("event=coordinator_stopping signal=%d", (int)stop_signal);
     code = 0;

@@ -103,13 +103,6 @@ default_model_name(const char *path)
     return name;
 }
 
-static void
-sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 int
 serve_main(int argc, char **argv)
 {
@@ -232,7 +225,7 @@ serve_main(int argc, char **argv)
     fflush(stdout);
     // A signal or a Drain RPC (which has already set the scheduler draining).
     while (!stop_signal && !sched_draining(s))
-        sleep_ms(50);
+        llm_sleep_ms(50);
 
     // Drain: refuse new work, let running requests finish and their readers collect
     // the last chunks, then leave the registry.
@@ -240,7 +233,7 @@ serve_main(int argc, char **argv)
     sched_drain(s);
     uint64_t give_up = llm_now_ns() + (uint64_t)C.drain_timeout_ms * 1000000u;
     while (!sched_idle(s) && llm_now_ns() < give_up)
-        sleep_ms(20);
+        llm_sleep_ms(20);
     if (!sched_idle(s))
         LOG_WARN("event=drain_timeout");
     announce_stop(a, true);
