@@ -38,6 +38,13 @@
 typedef struct creq creq;
 typedef struct cctx cctx;
 
+typedef struct {
+    creq *head, *tail;
+} rlist;
+
+enum { LIST_NONE, LIST_ENDED, LIST_READ };
+#define READ_GRACE_MS 2000
+
 enum { PUMP_IDLE, PUMP_SUBMIT, PUMP_POLL };
 
 struct creq {
@@ -74,9 +81,11 @@ struct creq {
     int err_code; // ended without finishing: the client gets this Error
     char err_msg[200];
     bool accepted, canceled, cancel_sent;
-    int64_t done_ms; // when it ended (finish or error); 0 while running
-    creq *dnext;     // the ended streams' list, oldest first
-    cctx *waiters;   // client contexts parked on this stream
+    int64_t done_ms;     // when it ended (finish or error); 0 while running
+    creq *dprev, *dnext; // on rl->ended or rl->read, oldest first
+    int64_t list_ms;     // when it joined that list
+    int list;            // LIST_NONE, LIST_ENDED, LIST_READ
+    cctx *waiters;       // client contexts parked on this stream
 
     // The pump and its current attempt.
     wcall *call, *ctl;
@@ -141,9 +150,13 @@ struct relay {
     creq *table[TABLE_BUCKETS];
     int n_active;
     creq *graveyard;
-    creq *done_head, *done_tail; // ended streams in the order they ended (their TTL order)
-    int64_t next_deadline_ms;    // the earliest parked context's deadline (a lower bound)
-    bool closing;                // relay_free: pumps stop instead of going on
+    // Ended streams wait in one of two lists, each in the order of its clock: `ended` for
+    // finished_ttl_ms (the client may not have read the end yet), `read` for READ_GRACE_MS
+    // once a reply carried the end (only a resent Next can still ask). At thousands of
+    // requests a second the table would otherwise fill with streams nobody reads.
+    rlist ended, read;
+    int64_t next_deadline_ms; // the earliest parked context's deadline (a lower bound)
+    bool closing;             // relay_free: pumps stop instead of going on
     _Atomic uint64_t next_id;
     rpcsrv *rpc;
     metric_counter *rpc_ok[N_KINDS], *rpc_err[N_KINDS], *outcome[N_OUT], *failovers;
@@ -203,18 +216,51 @@ ended(const creq *r)
     return r->finish != LLM__FINISH_REASON__FINISH_NONE || r->err_code != LLM_OK;
 }
 
+static void
+list_push(rlist *l, creq *r, int which)
+{
+    r->dprev = l->tail;
+    r->dnext = NULL;
+    if (l->tail)
+        l->tail->dnext = r;
+    else
+        l->head = r;
+    l->tail = r;
+    r->list = which;
+    r->list_ms = llm_now_ms();
+}
+
+static void
+list_unlink(rlist *l, creq *r)
+{
+    if (r->dprev)
+        r->dprev->dnext = r->dnext;
+    else
+        l->head = r->dnext;
+    if (r->dnext)
+        r->dnext->dprev = r->dprev;
+    else
+        l->tail = r->dprev;
+    r->dprev = r->dnext = NULL;
+    r->list = LIST_NONE;
+}
+
 /* mark_done records that r has just ended, for its TTL. Under mu. */
 static void
 mark_done(creq *r)
 {
-    relay *rl = r->rl;
     r->done_ms = llm_now_ms();
-    r->dnext = NULL;
-    if (rl->done_tail)
-        rl->done_tail->dnext = r;
-    else
-        rl->done_head = r;
-    rl->done_tail = r;
+    list_push(&r->rl->ended, r, LIST_ENDED);
+}
+
+/* mark_read: a reply carried r's end to a client. Under mu. */
+static void
+mark_read(creq *r)
+{
+    if (r->list != LIST_ENDED)
+        return;
+    list_unlink(&r->rl->ended, r);
+    list_push(&r->rl->read, r, LIST_READ);
 }
 
 /* append takes a chunk from the worker into the stream. Under mu. LLM_EPROTO for a
@@ -313,8 +359,10 @@ reply_stream(reply *out, uint64_t env_id, creq *r, uint32_t after_seq, bool as_a
     // An error reaches the client after every token before it: at the end of the stream,
     // or at once when no worker ever accepted the request.
     bool at_end = after_seq == (uint32_t)r->n_ids;
-    if (r->err_code != LLM_OK && (as_accepted ? !r->accepted : at_end))
+    if (r->err_code != LLM_OK && (as_accepted ? !r->accepted : at_end)) {
+        mark_read(r);
         return reply_error(out, env_id, r->err_code, r->err_msg);
+    }
     Llm__Envelope env = LLM__ENVELOPE__INIT;
     Llm__TokenChunk pc = LLM__TOKEN_CHUNK__INIT;
     Llm__Usage pu = LLM__USAGE__INIT;
@@ -331,6 +379,7 @@ reply_stream(reply *out, uint64_t env_id, creq *r, uint32_t after_seq, bool as_a
     char *text = r->text ? r->text + off : (char *)"";
     pc.text = text;
     if (r->finish != LLM__FINISH_REASON__FINISH_NONE) {
+        mark_read(r);
         pc.finish_reason = r->finish;
         pu.prompt_tokens = r->prompt_tokens;
         pu.completion_tokens = r->completion_tokens;
@@ -1367,6 +1416,24 @@ relay_active(relay *rl)
     return n;
 }
 
+/* sweep drops the streams of l that joined it at or before `before`. Under mu. */
+static void
+sweep(relay *rl, rlist *l, int64_t before)
+{
+    while (l->head && l->head->list_ms <= before && l->head->pump == PUMP_IDLE) {
+        creq *r = l->head;
+        list_unlink(l, r);
+        for (creq **pp = &rl->table[bucket(r->id)]; *pp; pp = &(*pp)->hnext) {
+            if (*pp == r) {
+                *pp = r->hnext;
+                break;
+            }
+        }
+        rl->n_active--;
+        unref(r);
+    }
+}
+
 void
 relay_tick(relay *rl, int64_t now_ms)
 {
@@ -1390,22 +1457,10 @@ relay_tick(relay *rl, int64_t now_ms)
         }
         rl->next_deadline_ms = q.n == 64 ? now_ms : next;
     }
-    // Streams that ended longer than the TTL ago leave the table, oldest first.
-    while (rl->done_head && now_ms - rl->done_head->done_ms >= rl->o.finished_ttl_ms &&
-           rl->done_head->pump == PUMP_IDLE) {
-        creq *r = rl->done_head;
-        rl->done_head = r->dnext;
-        if (!rl->done_head)
-            rl->done_tail = NULL;
-        for (creq **pp = &rl->table[bucket(r->id)]; *pp; pp = &(*pp)->hnext) {
-            if (*pp == r) {
-                *pp = r->hnext;
-                break;
-            }
-        }
-        rl->n_active--;
-        unref(r);
-    }
+    // Streams that ended longer than their list's wait ago leave the table, oldest first.
+    sweep(rl, &rl->ended, now_ms - rl->o.finished_ttl_ms);
+    sweep(rl, &rl->read,
+          now_ms - (READ_GRACE_MS < rl->o.finished_ttl_ms ? READ_GRACE_MS : rl->o.finished_ttl_ms));
     metric_gauge_set(rl->active, rl->n_active);
     dead = rl->graveyard;
     rl->graveyard = NULL;
