@@ -713,7 +713,9 @@ on_probe(void *arg, int rc, Llm__Envelope *reply)
     wire_free(reply);
     pthread_mutex_lock(&r->mu);
     w->probe_busy = false;
-    if (w->state != REG_DOWN) {
+    // A success from a probe sent before the breaker opened does not cut its backoff
+    // short: only the half-open probe closes an open breaker.
+    if (w->state != REG_DOWN && !(ok && w->brk == REG_BRK_OPEN)) {
         breaker_result(r, w, ok, llm_now_ms());
         if (!ok)
             LOG_INFO("event=probe_failed worker=%s err=%s", w->id, llm_strerror(rc));
@@ -775,7 +777,9 @@ reg_tick(registry *r, int64_t now_ms, int probe_interval_ms)
             w->brk = REG_BRK_HALF_OPEN;
             w->next_probe_ms = now_ms; // the half-open probe
         }
-        if (w->sock_open && w->connected && !w->probe_busy && now_ms >= w->next_probe_ms) {
+        // An open breaker waits out its backoff: only its half-open probe goes through.
+        if (w->sock_open && w->connected && !w->probe_busy && now_ms >= w->next_probe_ms &&
+            w->brk != REG_BRK_OPEN) {
             w->probe_busy = true;
             w->next_probe_ms = now_ms + probe_interval_ms;
             acts[n++] = (action){.kind = ACT_PROBE, .w = w, .sock = w->sock};
@@ -802,6 +806,7 @@ reg_tick(registry *r, int64_t now_ms, int probe_interval_ms)
             if (keep) {
                 w->sock = s;
                 w->sock_open = true;
+                w->next_probe_ms = 0; // a new connection is probed as soon as it is up
             }
             pthread_mutex_unlock(&r->mu);
             if (rc == LLM_OK && !keep) {
