@@ -165,9 +165,10 @@ reg_free(registry *r)
         return;
     for (int i = 0; i < r->n_w; i++) {
         rworker *w = r->w[i];
+        // The probe first: its call must not be in flight while its socket closes.
+        wcall_free(w->probe);
         if (w->sock_open)
             nng_close(w->sock);
-        wcall_free(w->probe);
         free(w->hashes);
         free(w);
     }
@@ -439,7 +440,7 @@ check_model(registry *r, const char *id, const reg_load *l, int *model, char *er
                  id, l->model);
         return LLM_EINVAL;
     }
-    rmodel *rm = &r->models[m];
+    const rmodel *rm = &r->models[m];
     if (rm->fingerprint && l->fingerprint != rm->fingerprint) {
         llm_errf(err, err_len,
                  "worker %s says it serves '%s' but its weights fingerprint %016llx differs "
@@ -452,9 +453,17 @@ check_model(registry *r, const char *id, const reg_load *l, int *model, char *er
         llm_errf(err, err_len, "worker %s sent negative load figures", id);
         return LLM_EINVAL;
     }
-    rm->fingerprint = l->fingerprint;
     *model = m;
     return LLM_OK;
+}
+
+/* learn_fingerprint: the first accepted worker of a model fixes its fingerprint (only
+ * after every check passed: a refused Register must not decide who is honest). */
+static void
+learn_fingerprint(registry *r, int model, uint64_t fp)
+{
+    if (!r->models[model].fingerprint)
+        r->models[model].fingerprint = fp;
 }
 
 int
@@ -493,6 +502,7 @@ reg_register(registry *r, const char *id, const char *address, const reg_load *l
         rc = LLM_EINVAL;
         goto out;
     }
+    learn_fingerprint(r, m, l->fingerprint);
     snprintf(w->address, sizeof(w->address), "%s", address);
     take_load(w, l, now_ms);
     w->admin_drain = false;
@@ -525,6 +535,7 @@ reg_heartbeat(registry *r, const char *id, const reg_load *l, int64_t now_ms, ch
         rc = LLM_EINVAL;
     }
     if (rc == LLM_OK) {
+        learn_fingerprint(r, m, l->fingerprint);
         take_load(w, l, now_ms);
         // A heartbeat from a worker we gave up on: it lives, so connect again.
         if (w->state == REG_DOWN)

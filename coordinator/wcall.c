@@ -37,6 +37,10 @@ on_aio(void *arg)
 {
     wcall *c = arg;
     int rv = nng_aio_result(c->aio);
+    // The socket's close closed the context too: closing it again races NNG's own
+    // teardown (NNG 1.5.2 aborts on a mutex now and then).
+    if (rv == NNG_ECLOSED)
+        c->ctx_open = false;
     if (c->state == WC_FAILED) {
         finish(c, c->fail_rc, NULL);
         return;
