@@ -168,7 +168,7 @@ reg_free(registry *r)
         // The probe first: its call must not be in flight while its socket closes.
         wcall_free(w->probe);
         if (w->sock_open)
-            nng_close(w->sock);
+            wcall_close_socket(w->sock);
         free(w->hashes);
         free(w);
     }
@@ -398,8 +398,9 @@ take_load(rworker *w, const reg_load *l, int64_t now_ms)
     w->waiting = l->waiting;
     // What the worker carries for others (direct clients, other coordinators). Ours is
     // counted exactly by inflight; the heartbeat's own view of it is up to a second old.
-    int theirs = l->running + l->waiting - w->inflight;
-    w->foreign = theirs > 0 ? theirs : 0;
+    // (64-bit: the figures come from the network; capped so load sums cannot overflow.)
+    int64_t theirs = (int64_t)l->running + l->waiting - w->inflight;
+    w->foreign = theirs <= 0 ? 0 : theirs > (1 << 28) ? (1 << 28) : (int)theirs;
     w->kv_used = l->kv_used;
     w->kv_total = l->kv_total;
     w->kv_cached = l->kv_cached;
@@ -801,7 +802,7 @@ reg_tick(registry *r, int64_t now_ms, int probe_interval_ms)
     for (int i = 0; i < n; i++) {
         action *a = &acts[i];
         if (a->kind == ACT_CLOSE) {
-            nng_close(a->sock); // every call in flight on it fails now: failover starts
+            wcall_close_socket(a->sock); // every call in flight on it fails: failover starts
         } else if (a->kind == ACT_PROBE) {
             Llm__Envelope env = LLM__ENVELOPE__INIT;
             Llm__HealthRequest hr = LLM__HEALTH_REQUEST__INIT;

@@ -6,11 +6,53 @@
 #include "llm_err.h"
 #include "wire.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 enum { WC_IDLE, WC_SEND, WC_RECV, WC_FAILED };
+
+/* Closing a context while its socket is being closed makes NNG 1.5.2 abort now and then
+ * (both tear the context down). So contexts close under the read side of close_lock and
+ * sockets under the write side (wcall_close_socket). A callback never waits for the
+ * lock, though (NNG's threads must stay free while a socket closes): when a close is
+ * under way it leaves its context in `deferred`, which the closer empties afterwards. */
+static pthread_rwlock_t close_lock = PTHREAD_RWLOCK_INITIALIZER;
+static pthread_mutex_t deferred_mu = PTHREAD_MUTEX_INITIALIZER;
+static nng_ctx deferred[4096];
+static int n_deferred;
+
+static void
+close_ctx(nng_ctx ctx)
+{
+    if (pthread_rwlock_tryrdlock(&close_lock) == 0) {
+        nng_ctx_close(ctx);
+        pthread_rwlock_unlock(&close_lock);
+        return;
+    }
+    pthread_mutex_lock(&deferred_mu);
+    if (n_deferred < (int)(sizeof(deferred) / sizeof(deferred[0])))
+        deferred[n_deferred++] = ctx;
+    // else: left to its socket's close (a context per call in flight at that moment)
+    pthread_mutex_unlock(&deferred_mu);
+}
+
+void
+wcall_close_socket(nng_socket s)
+{
+    pthread_rwlock_wrlock(&close_lock);
+    nng_close(s);
+    pthread_rwlock_unlock(&close_lock);
+    pthread_mutex_lock(&deferred_mu);
+    while (n_deferred > 0) {
+        nng_ctx ctx = deferred[--n_deferred];
+        pthread_mutex_unlock(&deferred_mu);
+        close_ctx(ctx); // a context of a closed socket: NNG answers ECLOSED, harmlessly
+        pthread_mutex_lock(&deferred_mu);
+    }
+    pthread_mutex_unlock(&deferred_mu);
+}
 
 struct wcall {
     wcall_fn done;
@@ -26,7 +68,7 @@ static void
 finish(wcall *c, int rc, Llm__Envelope *reply)
 {
     if (c->ctx_open)
-        nng_ctx_close(c->ctx);
+        close_ctx(c->ctx);
     c->ctx_open = false;
     c->state = WC_IDLE;
     c->done(c->arg, rc, reply);
