@@ -461,6 +461,16 @@ START_TEST(test_a_valid_generate_without_workers_is_accepted_then_unavailable)
 }
 END_TEST
 
+/* Regression (fixed; was relay.c reply_stream): `r->ids + after_seq` with r->ids still
+ * NULL (every Accepted of a fresh stream) is NULL + 0, undefined in C; clang's UBSan (the
+ * scripts/fuzz.sh build) aborted on it. */
+START_TEST(test_an_accepted_reply_without_tokens_is_well_defined)
+{
+    uint64_t id = generate_accepted(35);
+    expect_error(next(id, 0), LLM_EUNAVAIL, NULL);
+}
+END_TEST
+
 START_TEST(test_the_coordinator_assigns_an_id_when_the_client_sends_none)
 {
     uint64_t a = generate_accepted(0), b = generate_accepted(0);
@@ -731,6 +741,7 @@ relay_suite(void)
     tc = tcase_create("streams");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_a_valid_generate_without_workers_is_accepted_then_unavailable);
+    tcase_add_test(tc, test_an_accepted_reply_without_tokens_is_well_defined);
     tcase_add_test(tc, test_the_coordinator_assigns_an_id_when_the_client_sends_none);
     tcase_add_test(tc, test_an_id_in_use_is_einval);
     tcase_add_test(tc, test_next_and_cancel_of_an_unknown_id_are_enoent);
