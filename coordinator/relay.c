@@ -1213,7 +1213,8 @@ on_drain(relay *rl, uint64_t id, const Llm__DrainRequest *dr, reply *out, char *
     if (rv == 0) {
         nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, rl->o.call_timeout_ms);
         nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, rl->o.call_timeout_ms);
-        if ((rv = nng_dial(s, address, NULL, 0)) == 0) {
+        // Non-blocking: an unreachable host costs the send timeout, not a TCP connect timeout.
+        if ((rv = nng_dial(s, address, NULL, NNG_FLAG_NONBLOCK)) == 0) {
             Llm__Envelope env = LLM__ENVELOPE__INIT, *rep = NULL;
             Llm__DrainRequest wdr = LLM__DRAIN_REQUEST__INIT;
             wdr.worker_id = dr->worker_id;
