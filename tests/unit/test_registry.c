@@ -344,11 +344,11 @@ START_TEST(test_a_worker_that_lies_about_its_model_is_refused)
 }
 END_TEST
 
-/* Regression (fixed; was coordinator/registry.c:403, take_load): memcpy(w->hashes, l->hashes, 0) with
- * l->hashes == NULL, which is what protobuf-c hands over for a Register or Heartbeat
- * without prefix hashes (every fresh worker), is undefined behaviour: UBSan aborts in
- * LLM_SANITIZE builds (any test that registers a worker fails there, the fuzz target
- * on its first Register). One-line fix: guard it, `if (n > 0) memcpy(...)`. */
+/* Regression (fixed; was coordinator/registry.c:403, take_load): memcpy(w->hashes, l->hashes, 0)
+ * with l->hashes == NULL, which is what protobuf-c hands over for a Register or Heartbeat without
+ * prefix hashes (every fresh worker), is undefined behaviour: UBSan aborts in LLM_SANITIZE builds
+ * (any test that registers a worker fails there, the fuzz target on its first Register). One-line
+ * fix: guard it, `if (n > 0) memcpy(...)`. */
 START_TEST(test_a_register_without_prefix_hashes_is_well_defined)
 {
     registry *r = new_reg(4, ROUTE_PREFIX);
@@ -387,9 +387,9 @@ START_TEST(test_the_same_id_registering_with_another_model_is_refused)
 }
 END_TEST
 
-/* Regression (fixed; was coordinator/registry.c:444, check_model): the model's fingerprint is recorded before
- * reg_register / reg_heartbeat finish their own checks, so a Register that is refused
- * anyway (here: a known id switching models) still sets the fingerprint of the model it
+/* Regression (fixed; was coordinator/registry.c:444, check_model): the model's fingerprint is
+ * recorded before reg_register / reg_heartbeat finish their own checks, so a Register that is
+ * refused anyway (here: a known id switching models) still sets the fingerprint of the model it
  * named, and the honest first worker of that model is then refused as a liar. */
 START_TEST(test_a_refused_register_does_not_set_the_models_fingerprint)
 {
@@ -625,8 +625,8 @@ START_TEST(test_a_failed_half_open_probe_reopens_the_breaker_with_twice_the_back
 }
 END_TEST
 
-/* Regression (fixed; was coordinator/registry.c:763, reg_tick's probe condition): the periodic Health probe
- * also goes to a worker whose breaker is open, and its success closes the breaker
+/* Regression (fixed; was coordinator/registry.c:763, reg_tick's probe condition): the periodic
+ * Health probe also goes to a worker whose breaker is open, and its success closes the breaker
  * before the backoff is over, so the doubling backoff never exceeds probe_interval_ms
  * (with the defaults, 5 s against up to 30 s). One-line fix: add
  * `&& w->brk != REG_BRK_OPEN` to the `if (w->sock_open && w->connected && !w->probe_busy
@@ -799,9 +799,9 @@ START_TEST(test_prefix_routes_to_the_worker_advertising_the_prompts_blocks)
 }
 END_TEST
 
-/* Regression (fixed; was coordinator/registry.c:727 and :783, reg_tick's ACT_OPEN; :674, on_pipe): open_socket dials
- * before reg_tick has stored the socket in the worker (sock_open is set afterwards,
- * under the lock). When the peer already listens, the pipe's ADD_POST event can come
+/* Regression (fixed; was coordinator/registry.c:727 and :783, reg_tick's ACT_OPEN; :674, on_pipe):
+ * open_socket dials before reg_tick has stored the socket in the worker (sock_open is set
+ * afterwards, under the lock). When the peer already listens, the pipe's ADD_POST event can come
  * first; on_pipe then sees sock_open == false, ignores it as stale, and the worker stays
  * `starting` forever on a live connection (no later event or probe rescues it). With
  * inproc about one dial in ten loses; on TCP the window is narrower but the same. */
@@ -831,8 +831,8 @@ START_TEST(test_a_worker_listening_before_the_dial_becomes_ready)
 }
 END_TEST
 
-/* Regression (fixed; was coordinator/wcall.c:30 via :33/:56, and registry.c:162-165, reg_free): closing a
- * worker's socket while a call on it is in flight (reg_tick closing a worker gone down,
+/* Regression (fixed; was coordinator/wcall.c:30 via :33/:56, and registry.c:162-165, reg_free):
+ * closing a worker's socket while a call on it is in flight (reg_tick closing a worker gone down,
  * reg_free closing all of them) makes the call's callback run finish(), whose
  * nng_ctx_close on a context that the socket's close is tearing down makes NNG 1.5.2
  * panic now and then ("pthread_mutex_unlock: Invalid argument", SIGABRT), with the
