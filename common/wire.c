@@ -4,7 +4,9 @@
 #include "wire.h"
 
 #include "llm_err.h"
+#include "utf8.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -176,4 +178,46 @@ wire_call(nng_socket sock, Llm__Envelope *req, Llm__Envelope **reply, char *err,
     rc = wire_decode(in, in_len, reply, err, err_len);
     nng_free(in, in_len);
     return rc;
+}
+
+static bool
+role_ok(const char *r)
+{
+    return r && (!strcmp(r, "system") || !strcmp(r, "user") || !strcmp(r, "assistant"));
+}
+
+int
+wire_check_text_input(const Llm__GenerateRequest *g, size_t max_bytes, char *err, size_t err_len)
+{
+    size_t bytes = 0;
+    if (g->input_case == LLM__GENERATE_REQUEST__INPUT_PROMPT) {
+        bytes = strlen(g->prompt);
+        if (bytes <= max_bytes && !utf8_valid(g->prompt, bytes, NULL)) {
+            llm_errf(err, err_len, "the prompt is not valid UTF-8");
+            return LLM_EINVAL;
+        }
+    } else if (g->input_case == LLM__GENERATE_REQUEST__INPUT_MESSAGES) {
+        const Llm__ChatList *cl = g->messages;
+        if (!cl || cl->n_messages == 0) {
+            llm_errf(err, err_len, "messages is empty");
+            return LLM_EINVAL;
+        }
+        for (size_t i = 0; i < cl->n_messages; i++) {
+            const Llm__ChatMessage *m = cl->messages[i];
+            if (!m || !role_ok(m->role)) {
+                llm_errf(err, err_len, "message %zu: role must be system, user or assistant", i);
+                return LLM_EINVAL;
+            }
+            if (!utf8_valid(m->content, strlen(m->content), NULL)) {
+                llm_errf(err, err_len, "message %zu: content is not valid UTF-8", i);
+                return LLM_EINVAL;
+            }
+            bytes += strlen(m->content) + 16;
+        }
+    }
+    if (bytes > max_bytes) {
+        llm_errf(err, err_len, "the prompt is larger than %zu bytes", max_bytes);
+        return LLM_ERANGE;
+    }
+    return LLM_OK;
 }

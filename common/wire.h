@@ -46,6 +46,14 @@ int wire_nng_err(int nng_rv);
 int wire_call(nng_socket sock, Llm__Envelope *req, Llm__Envelope **reply, char *err,
               size_t err_len);
 
+/* wire_check_text_input validates a Generate's text input before anyone tokenizes it:
+ * a prompt or chat messages (roles system | user | assistant, UTF-8 content) of at most
+ * max_bytes (a message counts its content + 16). LLM_OK (also for inputs that are not
+ * text), LLM_EINVAL or LLM_ERANGE with a one-line reason. Workers and the coordinator
+ * both tokenize, so both check with this. */
+int wire_check_text_input(const Llm__GenerateRequest *g, size_t max_bytes, char *err,
+                          size_t err_len);
+
 /* wire_body_name: "generate", "next", ... for logs; "none" for an unset body. */
 const char *wire_body_name(Llm__Envelope__BodyCase c);
 

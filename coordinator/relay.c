@@ -18,7 +18,6 @@
 #include "llm_time.h"
 #include "log.h"
 #include "rpcsrv.h"
-#include "utf8.h"
 #include "wcall.h"
 #include "wire.h"
 
@@ -807,55 +806,26 @@ pump_submit(creq *r)
 
 /* ---- client requests ------------------------------------------------------------------------ */
 
-static bool
-role_ok(const char *r)
-{
-    return r && (!strcmp(r, "system") || !strcmp(r, "user") || !strcmp(r, "assistant"));
-}
-
 /* tokenize turns the request's input into prompt ids (the coordinator's copy). */
 static int
 tokenize(relay *rl, int model, const Llm__GenerateRequest *g, int32_t **ids, size_t *n, char *err,
          size_t err_len)
 {
     const ctok *t = rl->toks[model];
-    size_t bytes = 0;
+    int rc = wire_check_text_input(g, (size_t)rl->o.max_prompt_bytes, err, err_len);
+    if (rc != LLM_OK)
+        return rc;
     switch (g->input_case) {
     case LLM__GENERATE_REQUEST__INPUT_PROMPT:
-        bytes = strlen(g->prompt);
-        if (bytes > (size_t)rl->o.max_prompt_bytes)
-            break;
-        if (!utf8_valid(g->prompt, bytes, NULL)) {
-            llm_errf(err, err_len, "the prompt is not valid UTF-8");
-            return LLM_EINVAL;
-        }
         return ctok_encode(t, g->prompt, NULL, 0, ids, n, err, err_len);
     case LLM__GENERATE_REQUEST__INPUT_MESSAGES: {
         const Llm__ChatList *cl = g->messages;
-        if (!cl || cl->n_messages == 0) {
-            llm_errf(err, err_len, "messages is empty");
-            return LLM_EINVAL;
-        }
-        for (size_t i = 0; i < cl->n_messages; i++) {
-            const Llm__ChatMessage *m = cl->messages[i];
-            if (!m || !role_ok(m->role)) {
-                llm_errf(err, err_len, "message %zu: role must be system, user or assistant", i);
-                return LLM_EINVAL;
-            }
-            if (!utf8_valid(m->content, strlen(m->content), NULL)) {
-                llm_errf(err, err_len, "message %zu: content is not valid UTF-8", i);
-                return LLM_EINVAL;
-            }
-            bytes += strlen(m->content) + 16;
-        }
-        if (bytes > (size_t)rl->o.max_prompt_bytes)
-            break;
         tok_chat_msg *msgs = calloc(cl->n_messages, sizeof(*msgs));
         if (!msgs)
             return LLM_ENOMEM;
         for (size_t i = 0; i < cl->n_messages; i++)
             msgs[i] = (tok_chat_msg){cl->messages[i]->role, cl->messages[i]->content};
-        int rc = ctok_encode(t, NULL, msgs, cl->n_messages, ids, n, err, err_len);
+        rc = ctok_encode(t, NULL, msgs, cl->n_messages, ids, n, err, err_len);
         free(msgs);
         return rc;
     }
@@ -879,8 +849,6 @@ tokenize(relay *rl, int model, const Llm__GenerateRequest *g, int32_t **ids, siz
         llm_errf(err, err_len, "the request has no prompt, messages or prompt_ids");
         return LLM_EINVAL;
     }
-    llm_errf(err, err_len, "the prompt is larger than %d bytes", rl->o.max_prompt_bytes);
-    return LLM_ERANGE;
 }
 
 /* creq_from builds a stream from a client's Generate (not yet in the table). */

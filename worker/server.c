@@ -12,7 +12,6 @@
 #include "llm_time.h"
 #include "rpcsrv.h"
 #include "log.h"
-#include "utf8.h"
 #include "wire.h"
 
 #include <math.h>
@@ -138,57 +137,27 @@ tier_from_proto(Llm__SlaTier t)
     }
 }
 
-static bool
-role_ok(const char *r)
-{
-    return r && (!strcmp(r, "system") || !strcmp(r, "user") || !strcmp(r, "assistant"));
-}
-
 /* build_prompt turns the request's input into token ids. */
 static int
 build_prompt(wserver *w, const Llm__GenerateRequest *g, int32_t **ids, size_t *n, char *err,
              size_t err_len)
 {
-    size_t bytes = 0;
+    int rc = wire_check_text_input(g, (size_t)w->o.max_prompt_bytes, err, err_len);
+    if (rc != LLM_OK)
+        return rc;
     switch (g->input_case) {
     case LLM__GENERATE_REQUEST__INPUT_PROMPT:
-        bytes = strlen(g->prompt);
-        if (bytes > (size_t)w->o.max_prompt_bytes)
-            break;
-        if (!utf8_valid(g->prompt, bytes, NULL)) {
-            llm_errf(err, err_len, "the prompt is not valid UTF-8");
-            return LLM_EINVAL;
-        }
         return w->e->encode(w->e, g->prompt, NULL, 0, ids, n, err, err_len);
     case LLM__GENERATE_REQUEST__INPUT_MESSAGES: {
         const Llm__ChatList *cl = g->messages;
-        if (!cl || cl->n_messages == 0) {
-            llm_errf(err, err_len, "messages is empty");
-            return LLM_EINVAL;
-        }
         tok_chat_msg *msgs = calloc(cl->n_messages, sizeof(*msgs));
         if (!msgs)
             return LLM_ENOMEM;
-        int rc = LLM_OK;
-        for (size_t i = 0; i < cl->n_messages && rc == LLM_OK; i++) {
-            const Llm__ChatMessage *m = cl->messages[i];
-            if (!m || !role_ok(m->role)) {
-                llm_errf(err, err_len, "message %zu: role must be system, user or assistant", i);
-                rc = LLM_EINVAL;
-            } else if (!utf8_valid(m->content, strlen(m->content), NULL)) {
-                llm_errf(err, err_len, "message %zu: content is not valid UTF-8", i);
-                rc = LLM_EINVAL;
-            } else {
-                bytes += strlen(m->content) + 16;
-                msgs[i] = (tok_chat_msg){m->role, m->content};
-            }
-        }
-        if (rc == LLM_OK && bytes <= (size_t)w->o.max_prompt_bytes)
-            rc = w->e->encode(w->e, NULL, msgs, cl->n_messages, ids, n, err, err_len);
+        for (size_t i = 0; i < cl->n_messages; i++)
+            msgs[i] = (tok_chat_msg){cl->messages[i]->role, cl->messages[i]->content};
+        rc = w->e->encode(w->e, NULL, msgs, cl->n_messages, ids, n, err, err_len);
         free(msgs);
-        if (rc != LLM_OK || bytes <= (size_t)w->o.max_prompt_bytes)
-            return rc;
-        break;
+        return rc;
     }
     case LLM__GENERATE_REQUEST__INPUT_PROMPT_IDS: {
         const Llm__TokenList *tl = g->prompt_ids;
@@ -212,8 +181,6 @@ build_prompt(wserver *w, const Llm__GenerateRequest *g, int32_t **ids, size_t *n
         llm_errf(err, err_len, "the request has no prompt, messages or prompt_ids");
         return LLM_EINVAL;
     }
-    llm_errf(err, err_len, "the prompt is larger than %d bytes", w->o.max_prompt_bytes);
-    return LLM_ERANGE;
 }
 
 static int64_t
