@@ -1,5 +1,5 @@
 /*
- * llm_time.c - monotonic clock.
+ * llm_time.c - the monotonic and wall clocks.
  */
 #define _DEFAULT_SOURCE // nanosleep
 
@@ -19,6 +19,14 @@ int64_t
 llm_now_ms(void)
 {
     return (int64_t)(llm_now_ns() / 1000000u);
+}
+
+int64_t
+llm_unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void

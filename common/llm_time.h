@@ -1,5 +1,6 @@
 /*
- * llm_time.h - monotonic clock helpers. The only clock used for durations.
+ * llm_time.h - clock helpers: the monotonic clock, the only one used for durations, and
+ * the wall clock, for deadlines that travel between processes (unix ms).
  */
 #ifndef LLM_COMMON_LLM_TIME_H
 #define LLM_COMMON_LLM_TIME_H
@@ -10,6 +11,8 @@
 uint64_t llm_now_ns(void);
 /* llm_now_ms: the same clock in milliseconds. */
 int64_t llm_now_ms(void);
+/* llm_unix_ms: CLOCK_REALTIME in milliseconds since the epoch. Any thread. */
+int64_t llm_unix_ms(void);
 /* llm_sleep_ms sleeps ms milliseconds (less if a signal arrives: callers loop on a flag). */
 void llm_sleep_ms(int ms);
 

@@ -579,6 +579,14 @@ reg_drain(registry *r, const char *id, char *address)
 
 /* ---- routing and outcomes -------------------------------------------------------------- */
 
+/* routable: w may be given a request now. Under mu. */
+static bool
+routable(const rworker *w)
+{
+    return w->state == REG_READY && w->connected && w->sock_open && !w->want_close &&
+           w->brk == REG_BRK_CLOSED;
+}
+
 int
 reg_route(registry *r, int model, const route_req *q, const int *exclude, int n_exclude,
           int *worker, nng_socket *sock, int *matched)
@@ -587,8 +595,7 @@ reg_route(registry *r, int model, const route_req *q, const int *exclude, int n_
     int n = 0;
     for (int i = 0; i < r->n_w; i++) {
         rworker *w = r->w[i];
-        if (w->model != model || w->state != REG_READY || !w->connected || !w->sock_open ||
-            w->want_close || w->brk != REG_BRK_CLOSED)
+        if (w->model != model || !routable(w))
             continue;
         bool skip = false;
         for (int k = 0; k < n_exclude && !skip; k++)
@@ -623,6 +630,22 @@ reg_route(registry *r, int model, const route_req *q, const int *exclude, int n_
     }
     pthread_mutex_unlock(&r->mu);
     return pick >= 0 ? LLM_OK : LLM_EUNAVAIL;
+}
+
+double
+reg_ttft_estimate_ms(registry *r, int model)
+{
+    double best = -1;
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < r->n_w; i++) {
+        rworker *w = r->w[i];
+        if (w->model != model || !routable(w))
+            continue;
+        if (best < 0 || w->queue_ms < best)
+            best = w->queue_ms;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return best;
 }
 
 /* breaker_result feeds one call or probe outcome to w's breaker. Under mu. */

@@ -128,6 +128,10 @@ int reg_drain(registry *r, const char *id, char *address);
 int reg_route(registry *r, int model, const route_req *q, const int *exclude, int n_exclude,
               int *worker, nng_socket *sock, int *matched);
 
+/* reg_ttft_estimate_ms: the shortest time to first token (EWMA) among the model's
+ * routable workers, for admission's deadline check; 0 when none has been measured yet,
+ * -1 when no worker can take a request now. */
+double reg_ttft_estimate_ms(registry *r, int model);
 /* reg_done ends one in-flight request on worker. ok: the worker answered every call (a
  * breaker success; failures are reported as they happen, by reg_call_failed).
  * queue_ms / tpot_ms > 0 are this request's observed time to first token and time per

@@ -80,11 +80,14 @@ struct creq {
     int err_code; // ended without finishing: the client gets this Error
     char err_msg[200];
     bool accepted, canceled, cancel_sent;
-    int64_t done_ms;     // when it ended (finish or error); 0 while running
-    creq *dprev, *dnext; // on rl->ended or rl->read, oldest first
-    int64_t list_ms;     // when it joined that list
-    int list;            // LIST_NONE, LIST_ENDED, LIST_READ
-    cctx *waiters;       // client contexts parked on this stream
+    int64_t done_ms;        // when it ended (finish or error); 0 while running
+    creq *dprev, *dnext;    // on rl->ended or rl->read, oldest first
+    int64_t list_ms;        // when it joined that list
+    int list;               // LIST_NONE, LIST_ENDED, LIST_READ
+    cctx *waiters;          // client contexts parked on this stream
+    relay_notify_fn notify; // an in-process reader's subscription (relay_submit)
+    void *notify_arg;
+    bool queued; // counted in its tier's admission queue (no token yet, not ended)
 
     // The pump and its current attempt.
     wcall *call, *ctl;
@@ -137,6 +140,10 @@ enum {
     OUT_REFUSED,
     N_OUT
 };
+// Indexed by Llm__SlaTier.
+static const char *const tier_names[RELAY_N_TIERS] = {"normal", "critical", "high", "low",
+                                                      "background"};
+
 static const char *const out_names[N_OUT] = {
     "ok", "canceled", "deadline_exceeded", "error", "unavailable", "busy", "refused"};
 
@@ -158,6 +165,9 @@ struct relay {
     bool closing;             // relay_free: pumps stop instead of going on
     _Atomic uint64_t next_id;
     rpcsrv *rpc;
+    int queued[RELAY_N_TIERS]; // admission: requests of each tier with no token yet
+    metric_counter *refused_full[RELAY_N_TIERS], *refused_deadline;
+    metric_gauge *queued_g[RELAY_N_TIERS];
     metric_counter *rpc_ok[N_KINDS], *rpc_err[N_KINDS], *outcome[N_OUT], *failovers;
     metric_histogram *ttft, *e2e;
     metric_gauge *active;
@@ -244,10 +254,23 @@ list_unlink(rlist *l, creq *r)
     r->list = LIST_NONE;
 }
 
+/* dequeue takes r out of its tier's admission queue: its first token came, or it
+ * ended. Under mu. */
+static void
+dequeue(creq *r)
+{
+    if (!r->queued)
+        return;
+    r->queued = false;
+    relay *rl = r->rl;
+    metric_gauge_set(rl->queued_g[r->tier], --rl->queued[r->tier]);
+}
+
 /* mark_done records that r has just ended, for its TTL. Under mu. */
 static void
 mark_done(creq *r)
 {
+    dequeue(r);
     r->done_ms = llm_now_ms();
     list_push(&r->rl->ended, r, LIST_ENDED);
 }
@@ -320,8 +343,10 @@ append(creq *r, const Llm__TokenChunk *c)
             memcpy(r->text + r->text_len, c->text, tlen);
         r->text_len += tlen;
         r->text[r->text_len] = '\0';
-        if (n_new > 0 && !r->t_first_ns)
+        if (n_new > 0 && !r->t_first_ns) {
             r->t_first_ns = (int64_t)llm_now_ns();
+            dequeue(r);
+        }
     }
     if (c->finish_reason != LLM__FINISH_REASON__FINISH_NONE) {
         r->finish = c->finish_reason;
@@ -348,6 +373,18 @@ reply_error(reply *out, uint64_t id, int code, const char *msg)
     return wire_error_reply(id, code, msg, retry, &out->buf, &out->len);
 }
 
+/* text_from: the stream's text from the first chunk that starts at or after the cursor.
+ * A cursor inside a chunk (clients only hold cursors we gave them, which are chunk ends)
+ * skips that chunk's text rather than sending it twice. Under mu. */
+static char *
+text_from(creq *r, uint32_t after_seq)
+{
+    size_t off = r->text_len;
+    for (int b = r->n_bounds - 1; b >= 0 && r->bound_seq[b] >= after_seq; b--)
+        off = r->bound_off[b];
+    return r->text ? r->text + off : (char *)"";
+}
+
 /* reply_stream packs what lies past after_seq: as Accepted{first} (a Generate's answer)
  * or as a chunk. Under mu. */
 static int
@@ -369,13 +406,7 @@ reply_stream(reply *out, uint64_t env_id, creq *r, uint32_t after_seq, bool as_a
     pc.seq = after_seq;
     pc.n_token_ids = (size_t)r->n_ids - after_seq;
     pc.token_ids = pc.n_token_ids ? r->ids + after_seq : NULL;
-    // Text: from the first chunk that starts at or after the cursor. A cursor inside a
-    // chunk (clients only hold cursors we gave them, which are chunk ends) skips that
-    // chunk's text rather than sending it twice.
-    size_t off = r->text_len;
-    for (int b = r->n_bounds - 1; b >= 0 && r->bound_seq[b] >= after_seq; b--)
-        off = r->bound_off[b];
-    char *text = r->text ? r->text + off : (char *)"";
+    char *text = text_from(r, after_seq);
     pc.text = text;
     if (r->finish != LLM__FINISH_REASON__FINISH_NONE) {
         mark_read(r);
@@ -463,6 +494,8 @@ sendq_flush(sendq *q)
 static void
 wake(creq *r, sendq *q)
 {
+    if (r->notify)
+        r->notify(r->notify_arg);
     cctx *c = r->waiters;
     while (c && q->n < 64) {
         cctx *next = c->pnext;
@@ -570,9 +603,9 @@ failover(creq *r, int rc, const char *why)
     relay *rl = r->rl;
     reg_worker_info wi;
     bool known = reg_get_worker(rl->reg, r->worker, &wi) == LLM_OK;
-    LOG_WARN("event=failover req=%llu worker=%s tokens=%d attempt=%d why=\"%s\" err=%s",
+    LOG_WARN("event=failover req=%llu worker=%s tokens=%d attempt=%d why=\"%s\" err=%s trace=%s",
              (unsigned long long)r->id, known ? wi.id : "-", r->n_ids, r->attempts, why,
-             llm_strerror(rc));
+             llm_strerror(rc), r->traceparent[0] ? r->traceparent : "-");
     leave_worker(r, false);
     metric_counter_add(rl->failovers, 1);
     pump_submit(r);
@@ -664,8 +697,9 @@ pump_on_call(void *arg, int rc, Llm__Envelope *rep)
             r->last_refusal = LLM_EBUSY;
         // Not a breaker failure: the worker answered. Move on.
         leave_worker(r, true);
-        LOG_INFO("event=worker_refused req=%llu code=%s msg=\"%s\"", (unsigned long long)r->id,
-                 llm_strerror(code), msg);
+        LOG_INFO("event=worker_refused req=%llu code=%s msg=\"%s\" trace=%s",
+                 (unsigned long long)r->id, llm_strerror(code), msg,
+                 r->traceparent[0] ? r->traceparent : "-");
         metric_counter_add(rl->failovers, 1);
         pump_submit(r);
         return;
@@ -874,6 +908,10 @@ creq_from(relay *rl, const Llm__GenerateRequest *g, creq **out, char *err, size_
         llm_errf(err, err_len, "resume_ids is set by the coordinator, not by clients");
         return LLM_EINVAL;
     }
+    if ((int)g->tier < 0 || (int)g->tier >= RELAY_N_TIERS) {
+        llm_errf(err, err_len, "unknown SLA tier %d", (int)g->tier);
+        return LLM_EINVAL;
+    }
     creq *r = calloc(1, sizeof(*r));
     if (!r)
         return LLM_ENOMEM;
@@ -944,16 +982,49 @@ kind_of(Llm__Envelope__BodyCase c)
     }
 }
 
-/* on_generate admits a request: into the table, onto its pump; c (when not NULL) is
- * parked until a worker accepts it. */
+/* admission_check refuses r when its tier's queue is full or its deadline cannot be met.
+ * Under mu. */
 static int
-on_generate(relay *rl, uint64_t id, const Llm__GenerateRequest *g, cctx *c, reply *out,
-            bool *parked, char *err, size_t err_len)
+admission_check(relay *rl, const creq *r, char *err, size_t err_len)
+{
+    int limit = rl->o.queue_limit[r->tier];
+    if (limit > 0 && rl->queued[r->tier] >= limit) {
+        metric_counter_add(rl->refused_full[r->tier], 1);
+        llm_errf(err, err_len,
+                 "the queue of tier %s is full (%d requests wait for a worker); retry later",
+                 tier_names[r->tier], limit);
+        return LLM_EBUSY;
+    }
+    if (r->deadline_unix_ms) {
+        uint64_t d = r->deadline_unix_ms;
+        int64_t left_ms =
+            (int64_t)(d > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2 : d) - llm_unix_ms();
+        double ttft_ms = reg_ttft_estimate_ms(rl->reg, r->model);
+        if (left_ms <= 0 || (ttft_ms > 0 && ttft_ms > (double)left_ms)) {
+            metric_counter_add(rl->refused_deadline, 1);
+            llm_errf(err, err_len,
+                     "the deadline cannot be met: %lld ms left, the first token is expected "
+                     "in %.0f ms",
+                     (long long)(left_ms > 0 ? left_ms : 0), ttft_ms > 0 ? ttft_ms : 0);
+            return LLM_ETIMEDOUT;
+        }
+    }
+    return LLM_OK;
+}
+
+/* admit builds a stream from a client's Generate and puts it in the table with a
+ * reference for its pump, subscribed to fn (may be NULL). Nothing runs it yet: the
+ * caller parks its reader (or not) and then calls pump_submit. */
+static int
+admit(relay *rl, uint64_t id, const Llm__GenerateRequest *g, relay_notify_fn fn, void *arg,
+      creq **out, char *err, size_t err_len)
 {
     creq *r = NULL;
     int rc = creq_from(rl, g, &r, err, err_len);
     if (rc != LLM_OK)
         return rc;
+    r->notify = fn;
+    r->notify_arg = arg;
     pthread_mutex_lock(&rl->mu);
     if (id == 0)
         id = atomic_fetch_add(&rl->next_id, 1);
@@ -964,6 +1035,8 @@ on_generate(relay *rl, uint64_t id, const Llm__GenerateRequest *g, cctx *c, repl
         llm_errf(err, err_len, "the coordinator tracks %d streams already; retry later",
                  rl->o.max_requests);
         rc = LLM_EBUSY;
+    } else {
+        rc = admission_check(rl, r, err, err_len);
     }
     if (rc != LLM_OK) {
         pthread_mutex_unlock(&rl->mu);
@@ -975,18 +1048,36 @@ on_generate(relay *rl, uint64_t id, const Llm__GenerateRequest *g, cctx *c, repl
     rl->table[bucket(id)] = r;
     rl->n_active++;
     metric_gauge_set(rl->active, rl->n_active);
+    r->queued = true;
+    metric_gauge_set(rl->queued_g[r->tier], ++rl->queued[r->tier]);
     r->refs++; // the pump's
+    pthread_mutex_unlock(&rl->mu);
+    LOG_DEBUG("event=request_accepted req=%llu prompt=%d max_tokens=%u tier=%d trace=%s",
+              (unsigned long long)id, r->n_prompt, r->max_tokens, (int)r->tier,
+              r->traceparent[0] ? r->traceparent : "-");
+    *out = r;
+    return LLM_OK;
+}
+
+/* on_generate admits a request and starts its pump; c (when not NULL) is parked until a
+ * worker accepts it. */
+static int
+on_generate(relay *rl, uint64_t id, const Llm__GenerateRequest *g, cctx *c, reply *out,
+            bool *parked, char *err, size_t err_len)
+{
+    creq *r = NULL;
+    int rc = admit(rl, id, g, NULL, NULL, &r, err, err_len);
+    if (rc != LLM_OK)
+        return rc;
+    pthread_mutex_lock(&rl->mu);
     if (c) {
-        park(c, r, PARK_ACCEPT, id, 0, rl->o.accept_wait_ms);
+        park(c, r, PARK_ACCEPT, r->id, 0, rl->o.accept_wait_ms);
         *parked = true;
     } else {
         r->accepted = true; // relay_handle: answer now, the stream goes on
-        rc = reply_stream(out, id, r, 0, true);
+        rc = reply_stream(out, r->id, r, 0, true);
     }
     pthread_mutex_unlock(&rl->mu);
-    LOG_DEBUG("event=request_accepted req=%llu prompt=%d max_tokens=%u trace=%s",
-              (unsigned long long)id, r->n_prompt, r->max_tokens,
-              r->traceparent[0] ? r->traceparent : "-");
     pump_submit(r);
     return rc;
 }
@@ -1166,14 +1257,12 @@ on_cluster_status(relay *rl, uint64_t id, reply *out)
     return rc;
 }
 
-/* on_drain stops routing to the worker and tells it to drain. The call to the worker is
- * synchronous: an admin operation, rare, one round trip. */
-static int
-on_drain(relay *rl, uint64_t id, const Llm__DrainRequest *dr, reply *out, char *err, size_t err_len)
+int
+relay_drain(relay *rl, const char *worker_id, reg_worker_info *out, char *err, size_t err_len)
 {
     char address[REG_MAX_ADDRESS];
-    if (reg_drain(rl->reg, dr->worker_id, address) != LLM_OK) {
-        llm_errf(err, err_len, "unknown worker '%.64s'", dr->worker_id);
+    if (reg_drain(rl->reg, worker_id, address) != LLM_OK) {
+        llm_errf(err, err_len, "unknown worker '%.64s'", worker_id);
         return LLM_ENOENT;
     }
     nng_socket s;
@@ -1185,7 +1274,7 @@ on_drain(relay *rl, uint64_t id, const Llm__DrainRequest *dr, reply *out, char *
         if ((rv = nng_dial(s, address, NULL, NNG_FLAG_NONBLOCK)) == 0) {
             Llm__Envelope env = LLM__ENVELOPE__INIT, *rep = NULL;
             Llm__DrainRequest wdr = LLM__DRAIN_REQUEST__INIT;
-            wdr.worker_id = dr->worker_id;
+            wdr.worker_id = (char *)worker_id;
             env.body_case = LLM__ENVELOPE__BODY_DRAIN;
             env.drain = &wdr;
             if (wire_call(s, &env, &rep, NULL, 0) == LLM_OK)
@@ -1197,15 +1286,26 @@ on_drain(relay *rl, uint64_t id, const Llm__DrainRequest *dr, reply *out, char *
         nng_close(s);
     }
     if (rv != 0)
-        LOG_WARN("event=drain_not_delivered worker=%s address=%s err=\"%s\"", dr->worker_id,
-                 address, nng_strerror(rv));
+        LOG_WARN("event=drain_not_delivered worker=%s address=%s err=\"%s\"", worker_id, address,
+                 nng_strerror(rv));
     else
-        LOG_INFO("event=drain worker=%s", dr->worker_id);
+        LOG_INFO("event=drain worker=%s", worker_id);
     // Routing stopped either way; the reply says what the registry now holds.
-    reg_worker_info wi;
-    int i = reg_find_worker(rl->reg, dr->worker_id);
-    if (i < 0 || reg_get_worker(rl->reg, i, &wi) != LLM_OK)
+    int i = reg_find_worker(rl->reg, worker_id);
+    if (i < 0 || reg_get_worker(rl->reg, i, out) != LLM_OK) {
+        llm_errf(err, err_len, "unknown worker '%.64s'", worker_id);
         return LLM_ENOENT;
+    }
+    return LLM_OK;
+}
+
+static int
+on_drain(relay *rl, uint64_t id, const Llm__DrainRequest *dr, reply *out, char *err, size_t err_len)
+{
+    reg_worker_info wi;
+    int rc = relay_drain(rl, dr->worker_id, &wi, err, err_len);
+    if (rc != LLM_OK)
+        return rc;
     Llm__WorkerStatus ws;
     Llm__WorkerLoad ld;
     worker_status(&ws, &ld, &wi);
@@ -1303,6 +1403,91 @@ relay_handle(relay *rl, const uint8_t *msg, size_t len, uint8_t **buf, size_t *b
     return rc;
 }
 
+/* ---- in-process readers ---------------------------------------------------------------------- */
+
+int
+relay_submit(relay *rl, const Llm__GenerateRequest *g, relay_notify_fn fn, void *arg, uint64_t *id,
+             char *err, size_t err_len)
+{
+    creq *r = NULL;
+    int rc = admit(rl, 0, g, fn, arg, &r, err, err_len);
+    metric_counter_add(rc == LLM_OK ? rl->rpc_ok[K_GENERATE] : rl->rpc_err[K_GENERATE], 1);
+    if (rc != LLM_OK) {
+        metric_counter_add(rl->outcome[rc == LLM_EBUSY ? OUT_BUSY : OUT_REFUSED], 1);
+        LOG_INFO("event=request_refused kind=generate code=%s err=\"%s\" trace=%s",
+                 llm_strerror(rc), err, g->traceparent[0] ? g->traceparent : "-");
+        return rc;
+    }
+    *id = r->id;
+    pump_submit(r);
+    return LLM_OK;
+}
+
+int
+relay_read(relay *rl, uint64_t id, uint32_t after_seq, size_t text_off, relay_view *v)
+{
+    memset(v, 0, sizeof(*v));
+    int rc = LLM_OK;
+    pthread_mutex_lock(&rl->mu);
+    creq *r = lookup(rl, id);
+    if (!r) {
+        rc = LLM_ENOENT;
+    } else if (after_seq > (uint32_t)r->n_ids || text_off > r->text_len) {
+        rc = LLM_EINVAL;
+    } else if (!(v->text = strdup(r->text ? r->text + text_off : ""))) {
+        rc = LLM_ENOMEM;
+    } else {
+        v->seq = after_seq;
+        v->next_seq = (uint32_t)r->n_ids;
+        v->next_text_off = r->text_len;
+        v->accepted = r->accepted;
+        v->ended = ended(r);
+        v->finish = (int)r->finish;
+        v->prompt_tokens = r->prompt_tokens;
+        v->completion_tokens = r->completion_tokens;
+        v->cached_tokens = r->cached_tokens;
+        v->err_code = r->err_code;
+        snprintf(v->err_msg, sizeof(v->err_msg), "%s", r->err_msg);
+        if (v->ended)
+            mark_read(r);
+    }
+    pthread_mutex_unlock(&rl->mu);
+    return rc;
+}
+
+void
+relay_view_fini(relay_view *v)
+{
+    if (v) {
+        free(v->text);
+        v->text = NULL;
+    }
+}
+
+void
+relay_release(relay *rl, uint64_t id)
+{
+    pthread_mutex_lock(&rl->mu);
+    creq *r = lookup(rl, id);
+    bool cancel = r && !ended(r);
+    if (r) {
+        r->notify = NULL;
+        r->notify_arg = NULL;
+    }
+    if (cancel) {
+        r->canceled = true;
+        r->refs++;
+    }
+    pthread_mutex_unlock(&rl->mu);
+    if (!cancel)
+        return;
+    LOG_INFO("event=reader_gone req=%llu", (unsigned long long)id);
+    maybe_cancel(r);
+    pthread_mutex_lock(&rl->mu);
+    unref(r);
+    pthread_mutex_unlock(&rl->mu);
+}
+
 /* ---- the socket --------------------------------------------------------------------------- */
 
 static bool
@@ -1331,6 +1516,12 @@ relay_new(registry *reg, ctok *const *toks, metrics *m, const relay_opts *o, rel
         o->finished_ttl_ms < 0 || o->max_prompt_bytes < 1) {
         llm_errf(err, err_len, "relay: contexts, requests, attempts and timeouts must be positive");
         return LLM_EINVAL;
+    }
+    for (int t = 0; t < RELAY_N_TIERS; t++) {
+        if (o->queue_limit[t] < 0) {
+            llm_errf(err, err_len, "relay: a queue limit is negative");
+            return LLM_EINVAL;
+        }
     }
     relay *rl = calloc(1, sizeof(*rl));
     if (!rl)
@@ -1365,6 +1556,18 @@ relay_new(registry *reg, ctok *const *toks, metrics *m, const relay_opts *o, rel
     rl->e2e = metrics_histogram(m, "llm_coord_e2e_seconds", "Time from a Generate to its end.",
                                 NULL, metrics_latency_bounds, metrics_latency_n);
     rl->active = metrics_gauge(m, "llm_coord_requests_active", "Streams tracked now.", NULL);
+    for (int t = 0; t < RELAY_N_TIERS; t++) {
+        char lb[64];
+        snprintf(lb, sizeof(lb), "tier=\"%s\"", tier_names[t]);
+        rl->queued_g[t] = metrics_gauge(m, "llm_coord_queued",
+                                        "Admitted requests waiting for their first token.", lb);
+        snprintf(lb, sizeof(lb), "tier=\"%s\",reason=\"queue_full\"", tier_names[t]);
+        rl->refused_full[t] = metrics_counter(m, "llm_coord_admission_refused_total",
+                                              "Generates refused by admission.", lb);
+    }
+    rl->refused_deadline =
+        metrics_counter(m, "llm_coord_admission_refused_total", "Generates refused by admission.",
+                        "tier=\"any\",reason=\"deadline\"");
     *out = rl;
     return LLM_OK;
 }

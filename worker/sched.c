@@ -28,6 +28,7 @@ typedef struct {
     req_state state;
     sched_tier tier;
     int64_t deadline_ns, submit_ns;
+    char trace[64];   // the traceparent, for log lines ("-" none)
     uint64_t arrival; // FIFO order within a tier and deadline
     samp_params samp;
     int max_tokens;
@@ -214,10 +215,10 @@ finish_req(sched *s, sreq *r, sched_finish why, int64_t now)
     r->expire_ns = now + (int64_t)s->o.finished_ttl_ms * 1000000;
     metric_counter_add(s->m.finished[why], 1);
     LOG_INFO("event=request_done req=%llu finish=%s prompt=%d generated=%d resumed=%d "
-             "cached=%d ms=%.1f",
+             "cached=%d ms=%.1f trace=%s",
              (unsigned long long)r->id, sched_finish_name(why), r->n_prompt,
              r->n_tokens - r->n_prompt, r->n_resume, r->cached_tokens,
-             (double)(now - r->submit_ns) / 1e6);
+             (double)(now - r->submit_ns) / 1e6, r->trace);
 }
 
 /* Preemption: drop the KV (full blocks stay cached for a cheap resume) and queue the
@@ -229,8 +230,8 @@ preempt(sched *s, sreq *r)
     r->state = ST_WAITING;
     r->step_take = 0;
     metric_counter_add(s->m.preempted, 1);
-    LOG_INFO("event=preempt req=%llu tier=%d tokens=%d", (unsigned long long)r->id, r->tier,
-             r->n_tokens);
+    LOG_INFO("event=preempt req=%llu tier=%d tokens=%d trace=%s", (unsigned long long)r->id,
+             r->tier, r->n_tokens, r->trace);
 }
 
 /* take_token runs the newest token of r (already in r->tokens) through the detokenizer
@@ -362,6 +363,7 @@ sched_submit(sched *s, uint64_t id, const sched_req *q, char *err, size_t err_le
     r->id = id;
     r->tier = q->tier;
     r->deadline_ns = q->deadline_ns;
+    snprintf(r->trace, sizeof(r->trace), "%s", q->trace && q->trace[0] ? q->trace : "-");
     r->samp = q->samp;
     r->max_tokens = q->max_tokens;
     r->seq_base = q->seq_base;

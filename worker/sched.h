@@ -75,6 +75,7 @@ typedef struct {
     uint32_t seq_base;     // index of the first generated token (a resumed stream)
     const int32_t *resume; // copied: output already delivered by another worker
     int n_resume;          // 0 = none; else seq_base must be 0
+    const char *trace;     // W3C traceparent for the request's log lines (copied); NULL none
 } sched_req;
 
 /* sched_new does not start the thread. reg may be NULL (no metrics). */

@@ -188,9 +188,7 @@ deadline_from_unix_ms(uint64_t unix_ms)
 {
     if (unix_ms == 0)
         return 0;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t now_unix_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t now_unix_ms = llm_unix_ms();
     int64_t left_ms =
         (int64_t)(unix_ms > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2 : unix_ms) - now_unix_ms;
     if (left_ms > 365LL * 86400 * 1000)
@@ -272,6 +270,7 @@ submit(wserver *w, uint64_t id, const Llm__GenerateRequest *g, char *err, size_t
     q.seq_base = rs ? 0 : g->resume_from_seq;
     q.resume = rs ? rs->ids : NULL;
     q.n_resume = rs ? (int)rs->n_ids : 0;
+    q.trace = g->traceparent;
     rc = sched_submit(w->s, id, &q, err, err_len);
     free(ids);
     if (rc == LLM_OK)
