@@ -7,7 +7,9 @@
 
 #include "coord.h"
 
+#include "auth.h"
 #include "config.h"
+#include "http.h"
 #include "ctok.h"
 #include "llm_err.h"
 #include "llm_time.h"
@@ -19,14 +21,19 @@
 #include "router.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 typedef struct {
-    char *listen, *register_listen, *default_policy, *log_level;
-    cfg_strlist models, workers;
+    char *listen, *register_listen, *default_policy, *log_level, *http_bind;
+    cfg_strlist models, workers, api_keys;
+    bool auth;
+    int64_t http_port, http_max_connections, http_timeout_s, http_max_body_bytes,
+        http_default_max_tokens, http_keepalive_s, queue_critical, queue_high, queue_normal,
+        queue_low, queue_background;
     int64_t contexts, max_requests, max_attempts, call_timeout_ms, poll_wait_ms, max_wait_ms,
         accept_wait_ms, finished_ttl_ms, max_prompt_bytes, heartbeat_timeout_ms, probe_interval_ms,
         breaker_failures, breaker_backoff_ms, breaker_backoff_max_ms, max_workers,
@@ -77,6 +84,32 @@ static const cfg_opt OPTS[] = {
     {"prefix_imbalance_cap", CFG_INT, &C.prefix_imbalance_cap, "8", 0, 1 << 20,
      "prefix policy: never pick a worker this much busier than the least busy"},
     {"tick_ms", CFG_INT, &C.tick_ms, "5", 1, 1000, "health loop period"},
+    {"http_port", CFG_INT, &C.http_port, "8080", -1, 65535,
+     "HTTP front door port (OpenAI API); 0 picks a free one, -1 turns HTTP off"},
+    {"http_bind", CFG_STR, &C.http_bind, "127.0.0.1", 0, 0, "HTTP front door IPv4 address"},
+    {"http_max_connections", CFG_INT, &C.http_max_connections, "2048", 1, 65536,
+     "open HTTP connections at once (one thread each)"},
+    {"http_timeout_s", CFG_INT, &C.http_timeout_s, "30", 1, 3600,
+     "an idle HTTP connection (slow headers or body) is closed after this long"},
+    {"http_max_body_bytes", CFG_INT, &C.http_max_body_bytes, "4194304", 1024, 1 << 30,
+     "larger request bodies get 413"},
+    {"http_default_max_tokens", CFG_INT, &C.http_default_max_tokens, "256", 1, 1 << 20,
+     "max_tokens of a chat request that gives none (completions: 16, as OpenAI)"},
+    {"http_keepalive_s", CFG_INT, &C.http_keepalive_s, "15", 1, 3600,
+     "an SSE comment after this long without tokens"},
+    {"auth", CFG_BOOL, &C.auth, "true", 0, 0,
+     "require an API key (api_keys) on every HTTP endpoint but /health"},
+    {"api_keys", CFG_STRLIST, &C.api_keys, "", 0, 0,
+     "an API key: \"NAME sha256=HEX role=admin|user [rps=R] [tpm=T] [max_tier=TIER]\" "
+     "(repeatable; HEX = sha256 of the key)"},
+    {"queue_critical", CFG_INT, &C.queue_critical, "1024", 0, 1 << 24,
+     "admission: critical requests waiting for a first token, at most (0 = no bound)"},
+    {"queue_high", CFG_INT, &C.queue_high, "1024", 0, 1 << 24, "admission: the same, tier high"},
+    {"queue_normal", CFG_INT, &C.queue_normal, "512", 0, 1 << 24,
+     "admission: the same, tier normal"},
+    {"queue_low", CFG_INT, &C.queue_low, "256", 0, 1 << 24, "admission: the same, tier low"},
+    {"queue_background", CFG_INT, &C.queue_background, "128", 0, 1 << 24,
+     "admission: the same, tier background"},
     {"log_level", CFG_STR, &C.log_level, "info", 0, 0, "debug | info | warn | error | off"},
 };
 #define N_OPTS ((int)(sizeof(OPTS) / sizeof(OPTS[0])))
@@ -87,6 +120,19 @@ static void
 on_signal(int sig)
 {
     stop_signal = sig;
+}
+
+/* raise_fd_limit: every HTTP connection is a socket plus, while it generates, an
+ * eventfd; the usual soft limit of 1024 would cap the front door near 500 clients. */
+static void
+raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            LOG_WARN("event=fd_limit_unchanged");
+    }
 }
 
 /* spec_value finds "key=value" among the space-separated words of spec. */
@@ -239,6 +285,8 @@ coord_main(int argc, char **argv)
     registry *reg = NULL;
     relay *rl = NULL;
     members *mb = NULL;
+    http_server *web = NULL;
+    auth *keys = NULL;
     metrics *met = metrics_new();
     ctok *toks[64] = {0};
     route_policy def;
@@ -293,12 +341,49 @@ coord_main(int argc, char **argv)
         .accept_wait_ms = (int)C.accept_wait_ms,
         .finished_ttl_ms = (int)C.finished_ttl_ms,
         .max_prompt_bytes = (int)C.max_prompt_bytes,
+        .queue_limit = {[LLM__SLA_TIER__TIER_NORMAL] = (int)C.queue_normal,
+                        [LLM__SLA_TIER__TIER_CRITICAL] = (int)C.queue_critical,
+                        [LLM__SLA_TIER__TIER_HIGH] = (int)C.queue_high,
+                        [LLM__SLA_TIER__TIER_LOW] = (int)C.queue_low,
+                        [LLM__SLA_TIER__TIER_BACKGROUND] = (int)C.queue_background},
     };
+    if (C.auth && C.http_port >= 0 && C.api_keys.n == 0) {
+        fprintf(stderr, "llm-coordinator: error: auth is on but no api_keys are configured: "
+                        "add api_keys, or set auth = false for local use\n");
+        code = 2;
+        goto done;
+    }
+    if ((rc = auth_new((const char *const *)C.api_keys.items, C.api_keys.n, &keys, err,
+                       sizeof(err))) != LLM_OK) {
+        fprintf(stderr, "llm-coordinator: error: api_keys: %s\n", err);
+        code = 2;
+        goto done;
+    }
+    raise_fd_limit();
     if ((rc = relay_new(reg, toks, met, &o, &rl, err, sizeof(err))) != LLM_OK ||
         (rc = members_listen(reg, met, C.register_listen, 16, &mb, err, sizeof(err))) != LLM_OK ||
         (rc = relay_listen(rl, err, sizeof(err))) != LLM_OK) {
         fprintf(stderr, "llm-coordinator: error: %s\n", err[0] ? err : llm_strerror(rc));
         goto done;
+    }
+    if (C.http_port >= 0) {
+        http_opts ho = {
+            .bind = C.http_bind,
+            .port = (int)C.http_port,
+            .max_connections = (int)C.http_max_connections,
+            .timeout_s = (int)C.http_timeout_s,
+            .max_body_bytes = (size_t)C.http_max_body_bytes,
+            .default_max_tokens = (int)C.http_default_max_tokens,
+            .keepalive_s = (int)C.http_keepalive_s,
+            .auth = C.auth ? keys : NULL,
+            .rl = rl,
+            .reg = reg,
+            .m = met,
+        };
+        if ((rc = http_start(&ho, &web, err, sizeof(err))) != LLM_OK) {
+            fprintf(stderr, "llm-coordinator: error: %s\n", err[0] ? err : llm_strerror(rc));
+            goto done;
+        }
     }
 
     struct sigaction sa;
@@ -307,9 +392,12 @@ coord_main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    LOG_INFO("event=coordinator_ready listen=%s register=%s models=%d static_workers=%d", C.listen,
-             C.register_listen, C.models.n, C.workers.n);
-    printf("llm-coordinator: ready on %s (workers register at %s)\n", C.listen, C.register_listen);
+    LOG_INFO("event=coordinator_ready listen=%s register=%s http_port=%d auth=%d models=%d "
+             "static_workers=%d",
+             C.listen, C.register_listen, web ? http_port(web) : -1, (int)C.auth, C.models.n,
+             C.workers.n);
+    printf("llm-coordinator: ready on %s (workers register at %s, HTTP on %s:%d)\n", C.listen,
+           C.register_listen, C.http_bind, web ? http_port(web) : -1);
     fflush(stdout);
     // The health loop: registry (connections, heartbeat timeouts, breakers, probes) and
     // relay (long polls whose wait is over, finished streams past their TTL).
@@ -323,10 +411,12 @@ coord_main(int argc, char **argv)
     code = 0;
 
 done:
+    http_stop(web); // before the relay: its connections hold streams
     members_free(mb);
     relay_close(rl);
     relay_free(rl);
     reg_free(reg);
+    auth_free(keys);
     for (int i = 0; i < 64; i++)
         ctok_free(toks[i]);
     metrics_free(met);

@@ -14,7 +14,9 @@
 #   LLM_POLICY=prefix              routing policy of the model (round_robin, least_loaded, ...)
 #   LLM_RPC_ADDR=tcp://127.0.0.1:7070       clients (llmctl) talk to the coordinator here
 #   LLM_REGISTER_ADDR=tcp://127.0.0.1:7079  workers register here
-#   LLM_HTTP_PORT=8080             recorded for the HTTP front door (not served yet)
+#   LLM_HTTP_PORT=8080             the OpenAI-compatible HTTP front door, on 127.0.0.1
+#   LLM_AUTH=false                 true: HTTP wants API keys (give them with
+#                                  LLM_COORDINATOR_ARGS="--api-keys '...'" or the config)
 #   LLM_WORKER_BASE_PORT=7100  LLM_RUN_DIR=run  LLM_BUILD_DIR=build
 #   LLM_WORKER_ARGS, LLM_COORDINATOR_ARGS   extra flags, split on spaces
 #   LLM_UP_TIMEOUT_S=180  LLM_DOWN_TIMEOUT_S=30
@@ -50,7 +52,8 @@ engine=${LLM_ENGINE:-model}
 policy=${LLM_POLICY:-prefix}
 rpc_addr=${LLM_RPC_ADDR:-${rec_rpc:-tcp://127.0.0.1:7070}}
 register_addr=${LLM_REGISTER_ADDR:-${REC_REGISTER_ADDR:-tcp://127.0.0.1:7079}}
-http_port=${LLM_HTTP_PORT:-8080}
+http_port=${LLM_HTTP_PORT:-${REC_HTTP_PORT:-8080}}
+auth=${LLM_AUTH:-false}
 base_port=${LLM_WORKER_BASE_PORT:-7100}
 up_timeout=${LLM_UP_TIMEOUT_S:-180}
 down_timeout=${LLM_DOWN_TIMEOUT_S:-30}
@@ -159,6 +162,7 @@ cmd_up() {
         # shellcheck disable=SC2086
         start coordinator "$coord_bin" --config "$root/configs/coordinator.cfg" \
             --listen "$rpc_addr" --register-listen "$register_addr" \
+            --http-port "$http_port" --auth="$auth" \
             --models "$name tokenizer=$tokenizer policy=$policy" ${LLM_COORDINATOR_ARGS:-}
         started=1
     fi
@@ -207,7 +211,7 @@ cmd_up() {
         fi
         sleep 0.5
     done
-    echo "cluster up: coordinator on $rpc_addr ($name, policy $policy), $ready worker(s) ready; logs in $run_dir"
+    echo "cluster up: coordinator on $rpc_addr and http://127.0.0.1:$http_port ($name, policy $policy), $ready worker(s) ready; logs in $run_dir"
 }
 
 cmd_down() {
@@ -268,7 +272,7 @@ cmd_status() {
         exit 3
     fi
     [ "$coord" = 1 ] || exit 1
-    echo "coordinator RPC $rpc_addr, workers register at $register_addr, HTTP port ${REC_HTTP_PORT:-$http_port} (front door not served yet)"
+    echo "coordinator RPC $rpc_addr, workers register at $register_addr, HTTP http://127.0.0.1:${REC_HTTP_PORT:-$http_port}"
     echo
     [ -x "$ctl_bin" ] || die "$ctl_bin is missing"
     "$ctl_bin" --addr "$rpc_addr" status
