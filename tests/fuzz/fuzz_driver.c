@@ -3,13 +3,21 @@
  * files given as arguments are run as they are; with none, valid seed envelopes and
  * LLM_FUZZ_ITERS (default 20000) random mutations of them (bit flips, truncations,
  * insertions, splices, random bytes), from a fixed seed so a failure reproduces.
+ *
+ * With one argument that is a directory (fuzz_oai: tests/fuzz/seeds/oai), the files in
+ * it, in name order, are the seeds instead of the envelopes, inputs may grow to 4 KiB,
+ * and a sixth mutation inserts a JSON token, so text formats get past their parser's
+ * first error. The envelope targets' runs are unchanged.
  */
 #include "wire.h"
 
+#include <dirent.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -81,6 +89,53 @@ seeds(uint8_t **buf, size_t *len)
     return n;
 }
 
+#define MAX_SEEDS 64
+
+static int
+by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* dir_seeds reads the regular files of dir (at most MAX_SEEDS, each up to 4 KiB) in
+ * name order; returns how many, or -1 when dir cannot be read. */
+static int
+dir_seeds(const char *dir, uint8_t **buf, size_t *len)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    char *names[MAX_SEEDS];
+    int n_names = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL && n_names < MAX_SEEDS)
+        if (de->d_name[0] != '.')
+            names[n_names++] = strdup(de->d_name);
+    closedir(d);
+    qsort(names, (size_t)n_names, sizeof(names[0]), by_name);
+    int n = 0;
+    for (int i = 0; i < n_names; i++) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        free(names[i]);
+        FILE *f = fopen(path, "rb");
+        if (!f)
+            continue;
+        buf[n] = malloc(4096);
+        len[n] = fread(buf[n], 1, 4096, f);
+        fclose(f);
+        n++;
+    }
+    return n;
+}
+
+static bool
+is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 static int
 run_file(const char *path)
 {
@@ -99,7 +154,8 @@ run_file(const char *path)
 int
 main(int argc, char **argv)
 {
-    if (argc > 1) {
+    const char *dir = argc == 2 && is_dir(argv[1]) ? argv[1] : NULL;
+    if (argc > 1 && !dir) {
         int rc = 0;
         for (int i = 1; i < argc; i++)
             rc |= run_file(argv[i]);
@@ -107,19 +163,27 @@ main(int argc, char **argv)
     }
     const char *it = getenv("LLM_FUZZ_ITERS");
     long iters = it ? atol(it) : 20000;
-    uint8_t *seed[8];
-    size_t seed_len[8];
-    int n_seeds = seeds(seed, seed_len);
-    uint8_t buf[512];
+    uint8_t *seed[MAX_SEEDS];
+    size_t seed_len[MAX_SEEDS];
+    int n_seeds = dir ? dir_seeds(dir, seed, seed_len) : seeds(seed, seed_len);
+    if (n_seeds <= 0) {
+        fprintf(stderr, "fuzz driver: no seeds in %s\n", dir);
+        return 1;
+    }
+    static uint8_t buf[4096];
+    size_t cap = dir ? sizeof(buf) : 512;
+    static const char *const tokens[] = {
+        "{", "}",  "[",   "]",     ",",       ":",       "\"",        "null",  "true",
+        "0", "-1", "1.5", "1e999", "\\u0000", "\\ud800", "\"model\"", "\"n\"", "\"\":"};
     for (int i = 0; i < n_seeds; i++)
         LLVMFuzzerTestOneInput(seed[i], seed_len[i]);
     for (long k = 0; k < iters; k++) {
         int si = (int)(next_rand() % (uint32_t)n_seeds);
-        size_t n = seed_len[si] < sizeof(buf) ? seed_len[si] : sizeof(buf);
+        size_t n = seed_len[si] < cap ? seed_len[si] : cap;
         memcpy(buf, seed[si], n);
         int ops = 1 + (int)(next_rand() % 4);
         for (int op = 0; op < ops; op++) {
-            switch (next_rand() % 5) {
+            switch (next_rand() % (dir ? 6 : 5)) {
             case 0: // flip bits
                 if (n)
                     buf[next_rand() % n] ^= (uint8_t)(1u << (next_rand() % 8));
@@ -128,7 +192,7 @@ main(int argc, char **argv)
                 n = n ? next_rand() % n : 0;
                 break;
             case 2: // insert a random byte
-                if (n < sizeof(buf)) {
+                if (n < cap) {
                     size_t at = n ? next_rand() % (n + 1) : 0;
                     memmove(buf + at + 1, buf + at, n - at);
                     buf[at] = (uint8_t)next_rand();
@@ -139,9 +203,20 @@ main(int argc, char **argv)
                 int sj = (int)(next_rand() % (uint32_t)n_seeds);
                 size_t from = seed_len[sj] ? next_rand() % seed_len[sj] : 0;
                 size_t take = seed_len[sj] - from;
-                if (n + take <= sizeof(buf)) {
+                if (n + take <= cap) {
                     memcpy(buf + n, seed[sj] + from, take);
                     n += take;
+                }
+                break;
+            }
+            case 5: { // insert a JSON token (directory seeds only)
+                const char *t = tokens[next_rand() % (sizeof(tokens) / sizeof(tokens[0]))];
+                size_t tl = strlen(t);
+                if (n + tl <= cap) {
+                    size_t at = next_rand() % (n + 1);
+                    memmove(buf + at + tl, buf + at, n - at);
+                    memcpy(buf + at, t, tl);
+                    n += tl;
                 }
                 break;
             }
@@ -153,10 +228,14 @@ main(int argc, char **argv)
                 break;
             }
         }
-        LLVMFuzzerTestOneInput(buf, n);
+        // An exact-size copy, so ASan sees a read past the input's end.
+        uint8_t *in = malloc(n ? n : 1);
+        memcpy(in, buf, n);
+        LLVMFuzzerTestOneInput(in, n);
+        free(in);
     }
     for (int i = 0; i < n_seeds; i++)
         free(seed[i]);
-    printf("fuzz_envelope: %d seeds + %ld mutations, no crash\n", n_seeds, iters);
+    printf("%s: %d seeds + %ld mutations, no crash\n", argv[0], n_seeds, iters);
     return 0;
 }
