@@ -7,6 +7,8 @@
 #                                streams, TTFT alone / under load, prefix reuse
 #   ./scripts/bench.sh coord     the coordinator with synthetic workers: routing overhead,
 #                                CPU per request, request rate, imbalance, failover stall
+#   ./scripts/bench.sh http      the HTTP front door: overhead over RPC, keep-alive request
+#                                rate (wrk), streamed chats on the default model
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh >/dev/null
@@ -45,9 +47,15 @@ coord() {
     .venv/bin/python scripts/bench_coord.py build
 }
 
+http() {
+    echo "# HTTP front door, $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+    .venv/bin/python scripts/bench_http.py build "$model"
+}
+
 case "${1:-engine}" in
 engine) engine ;;
 worker) worker ;;
 coord) coord ;;
-*) echo "usage: scripts/bench.sh engine|worker|coord" >&2; exit 2 ;;
+http) http ;;
+*) echo "usage: scripts/bench.sh engine|worker|coord|http" >&2; exit 2 ;;
 esac

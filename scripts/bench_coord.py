@@ -53,7 +53,7 @@ def load(build, addr, reqs, concurrency):
 class Cluster:
     """A coordinator and n synthetic workers that register with it."""
 
-    def __init__(self, build, n, policy, step_us=100, run_dir=None):
+    def __init__(self, build, n, policy, step_us=100, run_dir=None, coord_args=("--http-port", "-1")):
         self.build = build
         self.rpc = f"tcp://127.0.0.1:{itest.free_port()}"
         self.reg = f"tcp://127.0.0.1:{itest.free_port()}"
@@ -62,7 +62,7 @@ class Cluster:
         self.coord = itest.Server(
             [os.path.join(build, "coordinator", "llm-coordinator"), "--listen", self.rpc,
              "--register-listen", self.reg, "--models",
-             f"synthetic tokenizer=synthetic policy={policy}"],
+             f"synthetic tokenizer=synthetic policy={policy}", *coord_args],
             os.path.join(self.dir, "coordinator.log"), log_level="warn")
         self.workers = []
         self.addrs = []

@@ -154,6 +154,9 @@ class Ctx:
         cmd = [self.args.coordinator, "--listen", rpc, "--register-listen", reg]
         for m in models:
             cmd += ["--models", m]
+        # No HTTP unless a test asks for it (its default port and auth would collide).
+        if not any(str(e).startswith("--http-port") for e in extra):
+            cmd += ["--http-port", "-1"]
         cmd += ["--log-level", "info", *extra]
         s = itest.Server(cmd, os.path.join(self.tmp, f"{name}.log"), ready_mark=None)
         self.procs.append(s)
@@ -567,7 +570,7 @@ def cluster_sh(ctx, res):
     env = dict(os.environ, LLM_ENGINE="synthetic", LLM_WORKERS="2", LLM_RUN_DIR=run_dir,
                LLM_BUILD_DIR=build, LLM_RPC_ADDR=rpc, LLM_REGISTER_ADDR=ctx.url(),
                LLM_WORKER_BASE_PORT=str(base), LLM_UP_TIMEOUT_S="60", LLM_DOWN_TIMEOUT_S="20",
-               LLM_WORKER_ARGS="--heartbeat-ms 200")
+               LLM_WORKER_ARGS="--heartbeat-ms 200", LLM_HTTP_PORT=str(ctx.port()))
     script = os.path.join(ROOT, "scripts", "cluster.sh")
 
     def sh(cmd):
