@@ -168,8 +168,7 @@ respond_llm_error(hreq *r, int code, const char *msg)
     case LLM_ENOENT:
         return respond_error(r, 404, "invalid_request_error", "model_not_found", "model", 0, "%s",
                              msg);
-    case LLM_EBUSY:
-        return respond_error(r, 429, "server_busy", "queue_full", NULL, 1, "%s", msg);
+    case LLM_EBUSY: return respond_error(r, 429, "server_busy", "queue_full", NULL, 1, "%s", msg);
     case LLM_ETIMEDOUT:
         return respond_error(r, 429, "server_busy", "deadline_unmeetable", NULL, 1, "%s", msg);
     case LLM_EUNAVAIL:
@@ -204,8 +203,12 @@ hex_random(char *dst, int n_bytes)
             b[i] = (uint8_t)(x >> 56);
     }
     b[0] |= 1; // never all zeros (invalid in W3C trace context)
-    for (int i = 0; i < n_bytes; i++)
-        sprintf(dst + 2 * i, "%02x", b[i]);
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < n_bytes; i++) {
+        dst[2 * i] = hex[b[i] >> 4];
+        dst[2 * i + 1] = hex[b[i] & 15];
+    }
+    dst[2 * n_bytes] = '\0';
 }
 
 /* trace_of: a valid incoming traceparent (version 00: 00-<32 hex trace>-<16 hex parent>-
@@ -350,8 +353,7 @@ release(hreq *r, const relay_view *last)
         if (last && used < r->charged)
             auth_refund(r->h->o.auth, r->key, r->charged - used);
     }
-    metric_histogram_observe(r->h->gen_seconds,
-                             (double)((int64_t)llm_now_ns() - r->t0_ns) / 1e9);
+    metric_histogram_observe(r->h->gen_seconds, (double)((int64_t)llm_now_ns() - r->t0_ns) / 1e9);
 }
 
 /* out_add appends an SSE event (or comment) to the bytes waiting for MHD. */
@@ -411,7 +413,8 @@ sse_events(hreq *r, const relay_view *v)
     if (rc != LLM_OK || !v->ended)
         return rc;
     r->done = true;
-    if (v->finish == LLM__FINISH_REASON__FINISH_NONE || v->finish == LLM__FINISH_REASON__FINISH_ERROR) {
+    if (v->finish == LLM__FINISH_REASON__FINISH_NONE ||
+        v->finish == LLM__FINISH_REASON__FINISH_ERROR) {
         oai_error e = {.status = 500, .type = "server_error"};
         snprintf(e.message, sizeof(e.message), "%s",
                  v->err_msg[0] ? v->err_msg : "the worker failed the request");
@@ -521,9 +524,9 @@ build_generate(hreq *r, Llm__GenerateRequest *g, Llm__Sampling *sp, Llm__ChatLis
 static int
 requested_rank(hreq *r, int *rank)
 {
-    const char *name = r->q.priority[0] ? r->q.priority
-                                        : MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                                      "X-Priority");
+    const char *name = r->q.priority[0]
+                           ? r->q.priority
+                           : MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Priority");
     *rank = 2;
     return name && name[0] ? auth_tier_parse(name, rank) : LLM_OK;
 }
@@ -735,8 +738,8 @@ on_models(hreq *r, const char *url)
             } else {
                 free(infos);
                 free(names);
-                return respond_error(r, 404, "invalid_request_error", "model_not_found", "model",
-                                     0, "The model '%.100s' does not exist", one);
+                return respond_error(r, 404, "invalid_request_error", "model_not_found", "model", 0,
+                                     "The model '%.100s' does not exist", one);
             }
         }
     }
@@ -834,8 +837,8 @@ on_admin_drain(hreq *r)
     int rc = relay_drain(r->h->o.rl, w->valuestring, &wi, err, sizeof(err));
     cJSON_Delete(in);
     if (rc != LLM_OK)
-        return respond_error(r, 404, "invalid_request_error", "worker_not_found", "worker", 0,
-                             "%s", err);
+        return respond_error(r, 404, "invalid_request_error", "worker_not_found", "worker", 0, "%s",
+                             err);
     return respond_json(r, 200, print_free(worker_json(&wi)));
 }
 
@@ -877,10 +880,9 @@ authorize(hreq *r, bool *ok)
         r->key = -1;
         LOG_INFO("event=http_unauthorized route=%s trace=%s", route_names[r->route], r->trace);
         return respond_error(r, 401, "invalid_request_error", "invalid_api_key", NULL, 0,
-                             rc == LLM_ENOENT
-                                 ? "Incorrect API key provided."
-                                 : "You didn't provide an API key. Send it as an "
-                                   "'Authorization: Bearer KEY' header.");
+                             rc == LLM_ENOENT ? "Incorrect API key provided."
+                                              : "You didn't provide an API key. Send it as an "
+                                                "'Authorization: Bearer KEY' header.");
     }
     bool admin_route = r->route == R_ADMIN_WORKERS || r->route == R_ADMIN_DRAIN;
     if (admin_route && auth_key_role(h->o.auth, r->key) != AUTH_ADMIN)
@@ -1053,8 +1055,8 @@ http_start(const http_opts *o, http_server **out, char *err, size_t err_len)
         (uint16_t)o->port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)o->timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_THREAD_STACK_SIZE,
-        (size_t)4 << 20, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_THREAD_STACK_SIZE, (size_t)4 << 20,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
     if (!h->d) {
         llm_errf(err, err_len, "cannot listen for HTTP on %s:%d (in use?)", o->bind, o->port);
         close(h->quit_efd);

@@ -35,17 +35,17 @@
 typedef struct http_server http_server;
 
 typedef struct {
-    const char *bind;          // IPv4 address to listen on, "127.0.0.1"
-    int port;                  // 0: pick a free one (http_port tells which)
-    int max_connections;       // open connections at once; more are refused
-    int timeout_s;             // an idle connection (slow headers, stalled body) closes
-    size_t max_body_bytes;     // a larger request body is refused with 413
-    int default_max_tokens;    // chat requests without max_tokens
-    int keepalive_s;           // an SSE comment after this long without tokens
-    auth *auth;                // API keys (borrowed); NULL: no auth
-    relay *rl;                 // borrowed
-    registry *reg;             // borrowed
-    metrics *m;                // borrowed
+    const char *bind;       // IPv4 address to listen on, "127.0.0.1"
+    int port;               // 0: pick a free one (http_port tells which)
+    int max_connections;    // open connections at once; more are refused
+    int timeout_s;          // an idle connection (slow headers, stalled body) closes
+    size_t max_body_bytes;  // a larger request body is refused with 413
+    int default_max_tokens; // chat requests without max_tokens
+    int keepalive_s;        // an SSE comment after this long without tokens
+    auth *auth;             // API keys (borrowed); NULL: no auth
+    relay *rl;              // borrowed
+    registry *reg;          // borrowed
+    metrics *m;             // borrowed
 } http_opts;
 
 /* http_start listens and serves until http_stop. LLM_OK, LLM_EINVAL (bad opts),
