@@ -65,6 +65,11 @@ struct http_server {
     metric_histogram *gen_seconds;
 };
 
+/* One TCP connection: its requests (keep-alive) share the eventfd the relay signals. */
+typedef struct {
+    int efd;
+} hconn;
+
 /* One HTTP request. Only its connection's thread touches it; the relay only writes efd. */
 typedef struct {
     http_server *h;
@@ -79,7 +84,7 @@ typedef struct {
     bool parsed;
     uint64_t id;
     bool submitted;
-    int efd;
+    int efd;  // borrowed from the connection's hconn
     int sock; // the client's socket while watched for a hang-up; -1 not watched
     uint32_t seq;
     size_t text_off;
@@ -193,14 +198,28 @@ hex_run(const char *s, int n)
     return nonzero;
 }
 
+/* rand64: per-thread xorshift64*, seeded once from the kernel: trace ids and default
+ * seeds need to be unpredictable enough not to collide, not secret, and a getrandom call
+ * per id would be three system calls per request. */
+static uint64_t
+rand64(void)
+{
+    static _Thread_local uint64_t x;
+    if (!x && (getrandom(&x, sizeof(x), 0) != sizeof(x) || !x))
+        x = llm_now_ns() | 1;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
 static void
 hex_random(char *dst, int n_bytes)
 {
     uint8_t b[16];
-    if (getrandom(b, (size_t)n_bytes, 0) != n_bytes) {
-        uint64_t x = llm_now_ns() ^ (uint64_t)(uintptr_t)dst;
-        for (int i = 0; i < n_bytes; i++, x = x * 6364136223846793005ull + 1442695040888963407ull)
-            b[i] = (uint8_t)(x >> 56);
+    for (int i = 0; i < n_bytes; i += 8) {
+        uint64_t v = rand64();
+        memcpy(b + i, &v, (size_t)(n_bytes - i < 8 ? n_bytes - i : 8));
     }
     b[0] |= 1; // never all zeros (invalid in W3C trace context)
     static const char hex[] = "0123456789abcdef";
@@ -582,9 +601,7 @@ on_generate(hreq *r)
                                  (retry_ms + 999) / 1000,
                                  "rate limit reached for this API key; retry in %d ms", retry_ms);
     }
-    uint64_t seed = r->q.has_seed ? (uint64_t)r->q.seed : 0;
-    if (!r->q.has_seed && getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
-        seed = llm_now_ns();
+    uint64_t seed = r->q.has_seed ? (uint64_t)r->q.seed : rand64();
 
     Llm__GenerateRequest g = LLM__GENERATE_REQUEST__INIT;
     Llm__Sampling sp = LLM__SAMPLING__INIT;
@@ -593,7 +610,11 @@ on_generate(hreq *r)
     size_t nm = r->kind == OAI_CHAT ? r->q.n_messages : 0;
     Llm__ChatMessage *msgs = calloc(nm + 1, sizeof(*msgs));
     Llm__ChatMessage **mps = calloc(nm + 1, sizeof(*mps));
-    if (!msgs || !mps || (r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+    const union MHD_ConnectionInfo *sc =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    const hconn *hc = sc ? sc->socket_context : NULL;
+    r->efd = hc ? hc->efd : -1;
+    if (!msgs || !mps || r->efd < 0) {
         free(msgs);
         free(mps);
         if (r->key >= 0)
@@ -989,15 +1010,35 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     if (r->submitted && why != MHD_REQUEST_TERMINATED_COMPLETED_OK)
         LOG_INFO("event=http_aborted req=%" PRIu64 " why=%d trace=%s", r->id, (int)why, r->trace);
-    release(r, NULL);
-    if (r->efd >= 0)
-        close(r->efd);
+    release(r, NULL); // after it the relay no longer writes the connection's eventfd
     if (r->parsed)
         oai_request_fini(&r->q);
     free(r->body);
     free(r->out);
     free(r);
     *con_cls = NULL;
+}
+
+/* on_connection gives each connection its eventfd, for all its requests. */
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+              enum MHD_ConnectionNotificationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    hconn *hc = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        if ((hc = malloc(sizeof(*hc))) != NULL &&
+            (hc->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+            free(hc);
+            hc = NULL; // its generation requests get 500 (out of resources)
+        }
+        *socket_context = hc;
+    } else if (hc) {
+        close(hc->efd);
+        free(hc);
+        *socket_context = NULL;
+    }
 }
 
 static void
@@ -1055,6 +1096,7 @@ http_start(const http_opts *o, http_server **out, char *err, size_t err_len)
         (uint16_t)o->port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)o->timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_THREAD_STACK_SIZE, (size_t)4 << 20,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
     if (!h->d) {
