@@ -933,7 +933,8 @@ def schemathesis(ctx, res):
     admin = f"sk-admin-{os.urandom(8).hex()}"
     coord, rpc, reg = start_coord(ctx, "coord-st", [f"{M} tokenizer=synthetic policy=round_robin"],
                                   keys=[key_spec("ops", admin, "role=admin")])
-    W = [ctx.worker(f"st-worker-{i}", reg, M, step_us=20, extra=("--synthetic-ctx", "512"))
+    # A context of 64 Ki tokens: a chat of 1024 short messages (the spec's maximum) fits.
+    W = [ctx.worker(f"st-worker-{i}", reg, M, step_us=20, extra=("--synthetic-ctx", "65536"))
          for i in (1, 2)]
     if not res.check("schemathesis: 2 workers ready", wait_health(coord.http, 2)):
         return
@@ -942,20 +943,38 @@ def schemathesis(ctx, res):
         doc = yaml.safe_load(f)
     # A copy whose generated requests name the served model (otherwise nearly every
     # generation request stops at 404 model_not_found).
+    # Token ids, likewise, must be in the served model's vocabulary (the synthetic engine's
+    # is bytes and its end-of-generation token, 0..256); the spec cannot know it.
     for s in ("CompletionRequest", "ChatCompletionRequest"):
         doc["components"]["schemas"][s]["properties"]["model"] = {"type": "string", "enum": [M]}
+    doc["components"]["schemas"]["TokenIds"]["items"]["maximum"] = 256
+    # And max_tokens its context (prompt included; 4000 leaves room for any prompt
+    # schemathesis makes).
+    for s in ("CompletionRequest", "ChatCompletionRequest"):
+        for f in ("max_tokens", "max_completion_tokens"):
+            if f in doc["components"]["schemas"][s]["properties"]:
+                doc["components"]["schemas"][s]["properties"][f]["maximum"] = 4000
     pinned = os.path.join(ctx.tmp, "openapi-pinned.yaml")
     with open(pinned, "w") as f:
         yaml.safe_dump(doc, f, sort_keys=False)
     n = "8" if ctx.args.quick else "25"
-    for name, path in (("docs/openapi.yaml", spec), ("model pinned", pinned)):
+    # The pinned copy is narrower than what the server accepts (limits of this model), so
+    # its schema-violating requests may rightly succeed: no negative_data_rejection there
+    # (the run on docs/openapi.yaml as written has every check).
+    for name, path, skip in (("docs/openapi.yaml", spec, []),
+                             ("model pinned", pinned,
+                              ["--exclude-checks", "negative_data_rejection"])):
         report = os.path.join(ctx.tmp, f"st-{name.replace('/', '_').replace(' ', '_')}")
         cmd = [exe, "run", path, "--url", f"http://127.0.0.1:{coord.http}",
                "-H", f"Authorization: Bearer {admin}", "--checks", "all", "-n", n,
-               "--seed", "20240601", "--workers", "2", "--request-timeout", "60",
+               "--seed", "20240601", "--workers", "1", "--request-timeout", "60",
                "--no-color", "--generation-database", "none", "--max-failures", "20",
                "--suppress-health-check", "all", "--report", "junit,har",
-               "--report-dir", report]
+               # The spec says it in words: request strings never hold NUL (the server
+               # refuses \u0000 anywhere in a body, even in free-form objects such as
+               # metadata, which a schema cannot express).
+               "--generation-allow-x00", "false",
+               "--report-dir", report] + skip
         t0 = time.time()
         try:
             p = subprocess.run(cmd, capture_output=True, timeout=400, cwd=ctx.tmp,
@@ -967,7 +986,7 @@ def schemathesis(ctx, res):
         with open(report + ".log", "w") as f:
             f.write(out)
         summary = "\n".join(l for l in out.splitlines()[-12:] if l.strip())
-        res.check(f"schemathesis ({name}, -n {n}, every check): exit 0", rc == 0,
+        res.check(f"schemathesis ({name}, -n {n}, {'every check' if not skip else 'checks but negative_data_rejection'}): exit 0", rc == 0,
                   f"rc={rc} ({time.time() - t0:.0f}s); log {report}.log\n{out[-6000:]}")
         print(f"NOTE schemathesis {name}: {time.time() - t0:.0f}s: {summary[-400:]}")
         res.check(f"schemathesis ({name}): the coordinator lives", coord.alive(),
