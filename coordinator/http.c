@@ -538,16 +538,22 @@ build_generate(hreq *r, Llm__GenerateRequest *g, Llm__Sampling *sp, Llm__ChatLis
     g->traceparent = r->trace;
 }
 
-/* header_tier: the priority a request asks for (the body's `priority`, else the
- * X-Priority header), as a rank; 2 (normal) when none. LLM_EINVAL for a bad name. */
+/* requested_rank: the priority a request asks for (the body's `priority`, else the
+ * X-Priority header), as a rank. None: normal, or the key's highest tier when that is
+ * below normal (a key limited to `low` need not say so on every request). LLM_EINVAL
+ * for a bad name. */
 static int
 requested_rank(hreq *r, int *rank)
 {
     const char *name = r->q.priority[0]
                            ? r->q.priority
                            : MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Priority");
-    *rank = 2;
-    return name && name[0] ? auth_tier_parse(name, rank) : LLM_OK;
+    if (name && name[0])
+        return auth_tier_parse(name, rank);
+    *rank = AUTH_TIER_NORMAL;
+    if (r->key >= 0 && auth_key_max_tier(r->h->o.auth, r->key) > *rank)
+        *rank = auth_key_max_tier(r->h->o.auth, r->key);
+    return LLM_OK;
 }
 
 static enum MHD_Result

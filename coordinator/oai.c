@@ -538,16 +538,12 @@ f_top_k(pctx *p, const cJSON *v, const char *name)
     return rc;
 }
 
+/* f_seed: JSON numbers arrive as doubles (cJSON keeps no digits), so only integers a
+ * double holds exactly are taken: two different seeds must never become one. */
 static int
 f_seed(pctx *p, const cJSON *v, const char *name)
 {
-    // INT64_MAX in decimal reads as the double 2^63, one past it: take it as INT64_MAX.
-    if (cJSON_IsNumber(v) && v->valuedouble == 9223372036854775808.0) {
-        p->r->seed = INT64_MAX;
-        p->r->has_seed = true;
-        return LLM_OK;
-    }
-    int rc = get_int(p, v, name, INT64_MIN, INT64_MAX, &p->r->seed);
+    int rc = get_int(p, v, name, -OAI_MAX_SEED, OAI_MAX_SEED, &p->r->seed);
     p->r->has_seed = rc == LLM_OK;
     return rc;
 }

@@ -23,14 +23,15 @@
 
 typedef enum { OAI_COMPLETIONS, OAI_CHAT } oai_kind;
 
-#define OAI_MAX_STOP 4               // stop sequences per request (OpenAI's limit)
-#define OAI_MAX_STOP_BYTES 256       // bytes of one stop sequence
-#define OAI_MAX_MODEL_BYTES 255      // bytes of a model name
-#define OAI_MAX_USER_BYTES 256       // bytes of the "user" field
-#define OAI_MAX_MESSAGES 1024        // chat messages per request
-#define OAI_MAX_PROMPT_IDS 131072    // token ids of a completions prompt
-#define OAI_MAX_TOKENS_LIMIT 1000000 // the largest max_tokens accepted
-#define OAI_MAX_TOP_K 100000         // the largest top_k accepted
+#define OAI_MAX_STOP 4                  // stop sequences per request (OpenAI's limit)
+#define OAI_MAX_STOP_BYTES 256          // bytes of one stop sequence
+#define OAI_MAX_MODEL_BYTES 255         // bytes of a model name
+#define OAI_MAX_USER_BYTES 256          // bytes of the "user" field
+#define OAI_MAX_MESSAGES 1024           // chat messages per request
+#define OAI_MAX_PROMPT_IDS 131072       // token ids of a completions prompt
+#define OAI_MAX_TOKENS_LIMIT 1000000    // the largest max_tokens accepted
+#define OAI_MAX_TOP_K 100000            // the largest top_k accepted
+#define OAI_MAX_SEED 9007199254740991LL // |seed| at most: 2^53 - 1, exact in a double
 
 /* A parsed request: a plain data carrier, owned by the caller, freed with
  * oai_request_fini(). Exactly one input is set: prompt or prompt_ids (completions), or
@@ -54,7 +55,7 @@ typedef struct {
     double top_p;       // 0..1, default 1
     int top_k;          // extension: 0 (off, the default)..OAI_MAX_TOP_K
     bool has_seed;
-    int64_t seed;
+    int64_t seed;             // |seed| <= OAI_MAX_SEED
     char *stop[OAI_MAX_STOP]; // [n_stop] non-empty, <= OAI_MAX_STOP_BYTES each
     int n_stop;
     bool stream;

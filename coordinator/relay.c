@@ -87,7 +87,8 @@ struct creq {
     cctx *waiters;          // client contexts parked on this stream
     relay_notify_fn notify; // an in-process reader's subscription (relay_submit)
     void *notify_arg;
-    bool queued; // counted in its tier's admission queue (no token yet, not ended)
+    bool queued;   // counted in its tier's admission queue (no token yet, not ended)
+    bool released; // its in-process reader is gone: nobody reads its end
 
     // The pump and its current attempt.
     wcall *call, *ctl;
@@ -272,7 +273,11 @@ mark_done(creq *r)
 {
     dequeue(r);
     r->done_ms = llm_now_ms();
-    list_push(&r->rl->ended, r, LIST_ENDED);
+    // A stream whose reader is gone is as good as read: it leaves after the short grace.
+    if (r->released)
+        list_push(&r->rl->read, r, LIST_READ);
+    else
+        list_push(&r->rl->ended, r, LIST_ENDED);
 }
 
 /* mark_read: a reply carried r's end to a client. Under mu. */
@@ -1473,6 +1478,9 @@ relay_release(relay *rl, uint64_t id)
     if (r) {
         r->notify = NULL;
         r->notify_arg = NULL;
+        r->released = true;
+        if (ended(r))
+            mark_read(r);
     }
     if (cancel) {
         r->canceled = true;
