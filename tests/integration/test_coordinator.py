@@ -201,6 +201,39 @@ class Ctx:
             return w
         return itest.wait_until(ok, timeout_s, 0.1)
 
+    def cluster_script(self, res, rpc, http_port=None):
+        """scripts/cluster.sh for a 2-worker synthetic cluster under tmp/run: returns (env,
+        sh(cmd) -> (rc, out, err), pids() -> {name: pid}, run_dir), or None (and a skip)
+        when the binaries are not laid out as one build tree, as cluster.sh wants."""
+        build = os.path.dirname(os.path.dirname(os.path.abspath(self.args.worker)))
+        layout = {os.path.join(build, "coordinator", "llm-coordinator"): self.args.coordinator,
+                  os.path.join(build, "client", "llmctl"): self.args.ctl}
+        if any(os.path.abspath(want) != os.path.abspath(got) for want, got in layout.items()):
+            res.skip("cluster.sh", f"binaries are not in one build tree under {build}")
+            return None
+        run_dir = os.path.join(self.tmp, "run")
+        env = dict(os.environ, LLM_ENGINE="synthetic", LLM_WORKERS="2", LLM_RUN_DIR=run_dir,
+                   LLM_BUILD_DIR=build, LLM_RPC_ADDR=rpc, LLM_REGISTER_ADDR=self.url(),
+                   LLM_WORKER_BASE_PORT=str(self.port_run(2)), LLM_UP_TIMEOUT_S="60",
+                   LLM_DOWN_TIMEOUT_S="20", LLM_WORKER_ARGS="--heartbeat-ms 200",
+                   LLM_HTTP_PORT=str(http_port or self.port()))
+        script = os.path.join(ROOT, "scripts", "cluster.sh")
+
+        def sh(cmd):
+            p = subprocess.run([script, cmd], capture_output=True, env=env, timeout=120)
+            return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+        def pids():
+            out = {}
+            for n in ("coordinator", "worker-1", "worker-2"):
+                try:
+                    with open(os.path.join(run_dir, f"{n}.pid")) as f:
+                        out[n] = int(f.read().strip())
+                except (OSError, ValueError):
+                    pass
+            return out
+        return env, sh, pids, run_dir
+
     def kill_all(self):
         for s in self.procs:
             try:
@@ -558,34 +591,11 @@ def pid_alive(pid):
 
 
 def cluster_sh(ctx, res):
-    build = os.path.dirname(os.path.dirname(os.path.abspath(ctx.args.worker)))
-    layout = {os.path.join(build, "coordinator", "llm-coordinator"): ctx.args.coordinator,
-              os.path.join(build, "client", "llmctl"): ctx.args.ctl}
-    if any(os.path.abspath(want) != os.path.abspath(got) for want, got in layout.items()):
-        res.skip("cluster.sh", f"binaries are not in one build tree under {build}")
-        return
-    run_dir = os.path.join(ctx.tmp, "run")
-    base = ctx.port_run(2)  # worker i listens on base + i
     rpc = ctx.url()
-    env = dict(os.environ, LLM_ENGINE="synthetic", LLM_WORKERS="2", LLM_RUN_DIR=run_dir,
-               LLM_BUILD_DIR=build, LLM_RPC_ADDR=rpc, LLM_REGISTER_ADDR=ctx.url(),
-               LLM_WORKER_BASE_PORT=str(base), LLM_UP_TIMEOUT_S="60", LLM_DOWN_TIMEOUT_S="20",
-               LLM_WORKER_ARGS="--heartbeat-ms 200", LLM_HTTP_PORT=str(ctx.port()))
-    script = os.path.join(ROOT, "scripts", "cluster.sh")
-
-    def sh(cmd):
-        p = subprocess.run([script, cmd], capture_output=True, env=env, timeout=120)
-        return p.returncode, p.stdout.decode(), p.stderr.decode()
-
-    def pids():
-        out = {}
-        for n in ("coordinator", "worker-1", "worker-2"):
-            try:
-                with open(os.path.join(run_dir, f"{n}.pid")) as f:
-                    out[n] = int(f.read().strip())
-            except (OSError, ValueError):
-                pass
-        return out
+    c = ctx.cluster_script(res, rpc)
+    if not c:
+        return
+    env, sh, pids, run_dir = c
     try:
         rc, out, err = sh("up")
         first = pids()

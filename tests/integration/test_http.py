@@ -1000,34 +1000,11 @@ def schemathesis(ctx, res):
 
 # ---- 7. scripts/cluster.sh serves HTTP ------------------------------------------------------
 def cluster_sh(ctx, res):
-    build = os.path.dirname(os.path.dirname(os.path.abspath(ctx.args.worker)))
-    layout = {os.path.join(build, "coordinator", "llm-coordinator"): ctx.args.coordinator,
-              os.path.join(build, "client", "llmctl"): ctx.args.ctl}
-    if any(os.path.abspath(want) != os.path.abspath(got) for want, got in layout.items()):
-        res.skip("cluster.sh", f"binaries are not in one build tree under {build}")
-        return
-    run_dir = os.path.join(ctx.tmp, "run")
     http_port = ctx.port()
-    env = dict(os.environ, LLM_ENGINE="synthetic", LLM_WORKERS="2", LLM_RUN_DIR=run_dir,
-               LLM_BUILD_DIR=build, LLM_RPC_ADDR=ctx.url(), LLM_REGISTER_ADDR=ctx.url(),
-               LLM_HTTP_PORT=str(http_port), LLM_WORKER_BASE_PORT=str(ctx.port_run(2)),
-               LLM_UP_TIMEOUT_S="60", LLM_DOWN_TIMEOUT_S="20",
-               LLM_WORKER_ARGS="--heartbeat-ms 200")
-    script = os.path.join(ROOT, "scripts", "cluster.sh")
-
-    def sh(cmd):
-        p = subprocess.run([script, cmd], capture_output=True, env=env, timeout=120)
-        return p.returncode, p.stdout.decode(), p.stderr.decode()
-
-    def pids():
-        out = {}
-        for n in ("coordinator", "worker-1", "worker-2"):
-            try:
-                with open(os.path.join(run_dir, f"{n}.pid")) as f:
-                    out[n] = int(f.read().strip())
-            except (OSError, ValueError):
-                pass
-        return out
+    c = ctx.cluster_script(res, ctx.url(), http_port)
+    if not c:
+        return
+    env, sh, pids, run_dir = c
     try:
         rc, out, err = sh("up")
         res.check("cluster.sh up (synthetic, LLM_HTTP_PORT): exit 0, HTTP port announced",
