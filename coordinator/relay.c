@@ -1385,13 +1385,17 @@ dispatch(relay *rl, const uint8_t *msg, size_t len, cctx *c, reply *out, bool *p
         rc = LLM_EPROTO;
         break;
     }
+    // The trace of a refused Generate, for its log line (env goes now).
+    char trace[64] = "-";
+    if (env->body_case == LLM__ENVELOPE__BODY_GENERATE && env->generate->traceparent[0])
+        snprintf(trace, sizeof(trace), "%s", env->generate->traceparent);
     wire_free(env);
     metric_counter_add(rc == LLM_OK ? rl->rpc_ok[kind] : rl->rpc_err[kind], 1);
     if (rc != LLM_OK) {
         if (kind == K_GENERATE)
             metric_counter_add(rl->outcome[rc == LLM_EBUSY ? OUT_BUSY : OUT_REFUSED], 1);
-        LOG_INFO("event=request_refused req=%llu kind=%s code=%s err=\"%s\"",
-                 (unsigned long long)id, kind_names[kind], llm_strerror(rc), err);
+        LOG_INFO("event=request_refused req=%llu kind=%s code=%s err=\"%s\" trace=%s",
+                 (unsigned long long)id, kind_names[kind], llm_strerror(rc), err, trace);
         return reply_error(out, id, rc, err[0] ? err : NULL);
     }
     return LLM_OK;
@@ -1489,7 +1493,8 @@ relay_release(relay *rl, uint64_t id)
     pthread_mutex_unlock(&rl->mu);
     if (!cancel)
         return;
-    LOG_INFO("event=reader_gone req=%llu", (unsigned long long)id);
+    LOG_INFO("event=reader_gone req=%llu trace=%s", (unsigned long long)id,
+             r->traceparent[0] ? r->traceparent : "-");
     maybe_cancel(r);
     pthread_mutex_lock(&rl->mu);
     unref(r);

@@ -460,11 +460,15 @@ dispatch(wserver *w, const uint8_t *msg, size_t len, wctx *c, reply *out, bool *
         break;
     }
     sched_chunk_fini(&ch);
+    // The trace of a refused Generate, for its log line (env goes now).
+    char trace[64] = "-";
+    if (env->body_case == LLM__ENVELOPE__BODY_GENERATE && env->generate->traceparent[0])
+        snprintf(trace, sizeof(trace), "%s", env->generate->traceparent);
     wire_free(env);
     count(w, kind, rc == LLM_OK);
     if (rc != LLM_OK) {
-        LOG_INFO("event=request_refused req=%llu kind=%s code=%s err=\"%s\"",
-                 (unsigned long long)id, kind_names[kind], llm_strerror(rc), err);
+        LOG_INFO("event=request_refused req=%llu kind=%s code=%s err=\"%s\" trace=%s",
+                 (unsigned long long)id, kind_names[kind], llm_strerror(rc), err, trace);
         return reply_error(out, id, rc, err[0] ? err : NULL);
     }
     return LLM_OK;
