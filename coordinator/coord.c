@@ -375,6 +375,7 @@ coord_main(int argc, char **argv)
             .max_body_bytes = (size_t)C.http_max_body_bytes,
             .default_max_tokens = (int)C.http_default_max_tokens,
             .keepalive_s = (int)C.http_keepalive_s,
+            .drain_timeout_ms = (int)C.call_timeout_ms,
             .auth = C.auth ? keys : NULL,
             .rl = rl,
             .reg = reg,

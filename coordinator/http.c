@@ -13,6 +13,7 @@
 
 #include "http.h"
 
+#include "admin.h"
 #include "llm_err.h"
 #include "llm_time.h"
 #include "log.h"
@@ -861,7 +862,8 @@ on_admin_drain(hreq *r)
     }
     reg_worker_info wi;
     char err[256] = "";
-    int rc = relay_drain(r->h->o.rl, w->valuestring, &wi, err, sizeof(err));
+    int rc =
+        admin_drain(r->h->o.reg, w->valuestring, r->h->o.drain_timeout_ms, &wi, err, sizeof(err));
     cJSON_Delete(in);
     if (rc != LLM_OK)
         return respond_error(r, 404, "invalid_request_error", "worker_not_found", "worker", 0, "%s",
@@ -1063,8 +1065,8 @@ int
 http_start(const http_opts *o, http_server **out, char *err, size_t err_len)
 {
     if (o->port < 0 || o->port > 65535 || o->max_connections < 1 || o->timeout_s < 1 ||
-        o->max_body_bytes < 1 || o->default_max_tokens < 1 || o->keepalive_s < 1 || !o->rl ||
-        !o->reg) {
+        o->max_body_bytes < 1 || o->default_max_tokens < 1 || o->keepalive_s < 1 ||
+        o->drain_timeout_ms < 1 || !o->rl || !o->reg) {
         llm_errf(err, err_len, "http: bad options");
         return LLM_EINVAL;
     }

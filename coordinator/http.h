@@ -42,6 +42,7 @@ typedef struct {
     size_t max_body_bytes;  // a larger request body is refused with 413
     int default_max_tokens; // chat requests without max_tokens
     int keepalive_s;        // an SSE comment after this long without tokens
+    int drain_timeout_ms;   // POST /admin/drain: the round trip to the worker, at most
     auth *auth;             // API keys (borrowed); NULL: no auth
     relay *rl;              // borrowed
     registry *reg;          // borrowed

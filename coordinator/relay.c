@@ -13,6 +13,7 @@
  */
 #include "relay.h"
 
+#include "admin.h"
 #include "kvcache.h"
 #include "llm_err.h"
 #include "llm_time.h"
@@ -1150,176 +1151,6 @@ on_cancel(relay *rl, uint64_t id, const Llm__CancelRequest *cr, reply *out, char
     return pack(&env, id, out);
 }
 
-static void
-fill_models(relay *rl, Llm__ModelInfo *mis, Llm__ModelInfo **mps, reg_model_info *infos, int n)
-{
-    for (int i = 0; i < n; i++) {
-        llm__model_info__init(&mis[i]);
-        if (reg_get_model(rl->reg, i, &infos[i]) != LLM_OK)
-            memset(&infos[i], 0, sizeof(infos[i]));
-        mis[i].name = infos[i].name;
-        mis[i].policy = (char *)route_policy_name(infos[i].policy);
-        mis[i].workers_ready = (uint32_t)infos[i].workers_ready;
-        mis[i].workers_total = (uint32_t)infos[i].workers_total;
-        mps[i] = &mis[i];
-    }
-}
-
-static int
-on_list_models(relay *rl, uint64_t id, reply *out)
-{
-    int n = reg_n_models(rl->reg);
-    Llm__ModelInfo *mis = calloc((size_t)n + 1, sizeof(*mis));
-    Llm__ModelInfo **mps = calloc((size_t)n + 1, sizeof(*mps));
-    reg_model_info *infos = calloc((size_t)n + 1, sizeof(*infos));
-    int rc = LLM_ENOMEM;
-    if (mis && mps && infos) {
-        fill_models(rl, mis, mps, infos, n);
-        Llm__Envelope env = LLM__ENVELOPE__INIT;
-        Llm__ListModelsReply lr = LLM__LIST_MODELS_REPLY__INIT;
-        lr.n_models = (size_t)n;
-        lr.models = mps;
-        env.body_case = LLM__ENVELOPE__BODY_LIST_MODELS_REPLY;
-        env.list_models_reply = &lr;
-        rc = pack(&env, id, out);
-    }
-    free(mis);
-    free(mps);
-    free(infos);
-    return rc;
-}
-
-/* worker_status fills ws from a registry copy (strings borrowed from wi). */
-static void
-worker_status(Llm__WorkerStatus *ws, Llm__WorkerLoad *ld, reg_worker_info *wi)
-{
-    llm__worker_status__init(ws);
-    llm__worker_load__init(ld);
-    ws->worker_id = wi->id;
-    ws->address = wi->address;
-    ws->state = (char *)reg_state_name(wi->state);
-    ws->model = wi->model;
-    ld->running = (uint32_t)wi->running;
-    ld->waiting = (uint32_t)wi->waiting;
-    ld->kv_blocks_used = (uint32_t)wi->kv_used;
-    ld->kv_blocks_total = (uint32_t)wi->kv_total;
-    ld->kv_blocks_cached = (uint32_t)wi->kv_cached;
-    ld->step_ms_ewma = (float)wi->step_ms;
-    ld->model = wi->model;
-    ld->tp_size = (uint32_t)wi->tp_size;
-    ld->model_fingerprint = wi->fingerprint;
-    ld->block_tokens = (uint32_t)wi->block_tokens;
-    ld->draining = wi->state == REG_DRAINING;
-    ws->load = ld;
-    ws->inflight = (uint32_t)wi->inflight;
-    ws->breaker = (char *)reg_breaker_name(wi->breaker);
-    ws->heartbeat_age_ms = wi->heartbeat_age_ms > 0 ? (uint64_t)wi->heartbeat_age_ms : 0;
-    ws->routed = wi->routed;
-    ws->failures = wi->failures;
-    ws->is_static = wi->is_static;
-}
-
-static int
-on_cluster_status(relay *rl, uint64_t id, reply *out)
-{
-    int nw = reg_n_workers(rl->reg), nm = reg_n_models(rl->reg);
-    reg_worker_info *wis = calloc((size_t)nw + 1, sizeof(*wis));
-    Llm__WorkerStatus *wss = calloc((size_t)nw + 1, sizeof(*wss));
-    Llm__WorkerStatus **wps = calloc((size_t)nw + 1, sizeof(*wps));
-    Llm__WorkerLoad *lds = calloc((size_t)nw + 1, sizeof(*lds));
-    Llm__ModelInfo *mis = calloc((size_t)nm + 1, sizeof(*mis));
-    Llm__ModelInfo **mps = calloc((size_t)nm + 1, sizeof(*mps));
-    reg_model_info *infos = calloc((size_t)nm + 1, sizeof(*infos));
-    int rc = LLM_ENOMEM;
-    if (wis && wss && wps && lds && mis && mps && infos) {
-        int n = 0;
-        for (int i = 0; i < nw; i++) {
-            if (reg_get_worker(rl->reg, i, &wis[n]) != LLM_OK)
-                continue;
-            worker_status(&wss[n], &lds[n], &wis[n]);
-            wps[n] = &wss[n];
-            n++;
-        }
-        fill_models(rl, mis, mps, infos, nm);
-        Llm__Envelope env = LLM__ENVELOPE__INIT;
-        Llm__ClusterStatusReply cs = LLM__CLUSTER_STATUS_REPLY__INIT;
-        cs.n_workers = (size_t)n;
-        cs.workers = wps;
-        cs.n_models = (size_t)nm;
-        cs.models = mps;
-        cs.requests_active = (uint64_t)relay_active(rl);
-        env.body_case = LLM__ENVELOPE__BODY_CLUSTER_STATUS_REPLY;
-        env.cluster_status_reply = &cs;
-        rc = pack(&env, id, out);
-    }
-    free(wis);
-    free(wss);
-    free(wps);
-    free(lds);
-    free(mis);
-    free(mps);
-    free(infos);
-    return rc;
-}
-
-int
-relay_drain(relay *rl, const char *worker_id, reg_worker_info *out, char *err, size_t err_len)
-{
-    char address[REG_MAX_ADDRESS];
-    if (reg_drain(rl->reg, worker_id, address) != LLM_OK) {
-        llm_errf(err, err_len, "unknown worker '%.64s'", worker_id);
-        return LLM_ENOENT;
-    }
-    nng_socket s;
-    int rv = nng_req0_open(&s);
-    if (rv == 0) {
-        nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, rl->o.call_timeout_ms);
-        nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, rl->o.call_timeout_ms);
-        // Non-blocking: an unreachable host costs the send timeout, not a TCP connect timeout.
-        if ((rv = nng_dial(s, address, NULL, NNG_FLAG_NONBLOCK)) == 0) {
-            Llm__Envelope env = LLM__ENVELOPE__INIT, *rep = NULL;
-            Llm__DrainRequest wdr = LLM__DRAIN_REQUEST__INIT;
-            wdr.worker_id = (char *)worker_id;
-            env.body_case = LLM__ENVELOPE__BODY_DRAIN;
-            env.drain = &wdr;
-            if (wire_call(s, &env, &rep, NULL, 0) == LLM_OK)
-                rv = rep->body_case == LLM__ENVELOPE__BODY_WORKER_STATUS ? 0 : NNG_EPROTO;
-            else
-                rv = NNG_ETIMEDOUT;
-            wire_free(rep);
-        }
-        nng_close(s);
-    }
-    if (rv != 0)
-        LOG_WARN("event=drain_not_delivered worker=%s address=%s err=\"%s\"", worker_id, address,
-                 nng_strerror(rv));
-    else
-        LOG_INFO("event=drain worker=%s", worker_id);
-    // Routing stopped either way; the reply says what the registry now holds.
-    int i = reg_find_worker(rl->reg, worker_id);
-    if (i < 0 || reg_get_worker(rl->reg, i, out) != LLM_OK) {
-        llm_errf(err, err_len, "unknown worker '%.64s'", worker_id);
-        return LLM_ENOENT;
-    }
-    return LLM_OK;
-}
-
-static int
-on_drain(relay *rl, uint64_t id, const Llm__DrainRequest *dr, reply *out, char *err, size_t err_len)
-{
-    reg_worker_info wi;
-    int rc = relay_drain(rl, dr->worker_id, &wi, err, err_len);
-    if (rc != LLM_OK)
-        return rc;
-    Llm__WorkerStatus ws;
-    Llm__WorkerLoad ld;
-    worker_status(&ws, &ld, &wi);
-    Llm__Envelope env = LLM__ENVELOPE__INIT;
-    env.body_case = LLM__ENVELOPE__BODY_WORKER_STATUS;
-    env.worker_status = &ws;
-    return pack(&env, id, out);
-}
-
 /* dispatch answers msg into out, or parks c (when not NULL) and sets *parked. */
 static int
 dispatch(relay *rl, const uint8_t *msg, size_t len, cctx *c, reply *out, bool *parked)
@@ -1376,9 +1207,16 @@ dispatch(relay *rl, const uint8_t *msg, size_t len, cctx *c, reply *out, bool *p
         free(text);
         break;
     }
-    case LLM__ENVELOPE__BODY_LIST_MODELS: rc = on_list_models(rl, id, out); break;
-    case LLM__ENVELOPE__BODY_CLUSTER_STATUS: rc = on_cluster_status(rl, id, out); break;
-    case LLM__ENVELOPE__BODY_DRAIN: rc = on_drain(rl, id, env->drain, out, err, sizeof(err)); break;
+    case LLM__ENVELOPE__BODY_LIST_MODELS:
+        rc = admin_list_models(rl->reg, id, &out->buf, &out->len);
+        break;
+    case LLM__ENVELOPE__BODY_CLUSTER_STATUS:
+        rc = admin_cluster_status(rl->reg, (uint64_t)relay_active(rl), id, &out->buf, &out->len);
+        break;
+    case LLM__ENVELOPE__BODY_DRAIN:
+        rc = admin_drain_reply(rl->reg, env->drain->worker_id, rl->o.call_timeout_ms, id, &out->buf,
+                               &out->len, err, sizeof(err));
+        break;
     default:
         llm_errf(err, sizeof(err), "the coordinator's client port does not answer '%s' messages",
                  wire_body_name(env->body_case));

@@ -3,7 +3,8 @@
  * failed over when a worker dies (DESIGN.md, "Protocol" and "Failover").
  *
  * Clients speak the worker protocol to the coordinator (Generate, Next long poll with an
- * after_seq cursor, Cancel, Health, Stats) plus ListModels, ClusterStatus and Drain.
+ * after_seq cursor, Cancel, Health, Stats) plus ListModels, ClusterStatus and Drain
+ * (answered from the registry by admin.c).
  *
  * Each request has a pump: one call at a time to its worker, first Generate, then Next
  * long polls, appending every chunk to the request's stream. Clients read that stream
@@ -112,12 +113,6 @@ void relay_view_fini(relay_view *v);
 /* relay_release ends the reader's interest: unsubscribes (fn is not called once this
  * returns) and, when the stream is still running, cancels it on its worker. */
 void relay_release(relay *rl, uint64_t id);
-
-/* relay_drain stops routing to worker_id and tells the worker to drain (it finishes
- * what it runs, then exits), synchronously: one round trip, bounded by the call timeout.
- * *out is the registry's record afterwards. LLM_ENOENT for an unknown worker. Routing
- * stops even when the worker cannot be reached (logged). */
-int relay_drain(relay *rl, const char *worker_id, reg_worker_info *out, char *err, size_t err_len);
 
 /* relay_handle answers one message without a socket (fuzzing, tests): the reply bytes
  * in *out (free()). Requests that would wait (Generate, Next) are answered at once
