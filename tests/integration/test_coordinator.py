@@ -771,14 +771,22 @@ def main():
     ap.add_argument("--only", default="control_plane,static_workers,cluster_sh,chaos",
                     help="comma-separated sections to run (for debugging)")
     args = ap.parse_args()
+    return run_sections(args, "llm-coord-", (control_plane, static_workers, cluster_sh, chaos))
+
+
+def run_sections(args, tmp_prefix, all_sections):
+    """Runs the sections named by --only (each section(ctx, res); an exception fails it),
+    killing every process after each; returns the exit status. Logs stay in a temporary
+    folder when something failed."""
     itest.check_binaries(args)
     res = Results()
     if not os.access(args.coordinator, os.X_OK):
         res.skip("coordinator", f"{args.coordinator} is not built yet")
         return res.finish()
-    tmp = tempfile.mkdtemp(prefix="llm-coord-")
+    tmp = tempfile.mkdtemp(prefix=tmp_prefix)
     ctx = Ctx(args, tmp)
-    sections = {f.__name__: f for f in (control_plane, static_workers, cluster_sh, chaos)}
+    sections = {f.__name__: f for f in all_sections}
+    t_all = time.time()
     try:
         for name in args.only.split(","):
             section = sections[name]
@@ -792,6 +800,7 @@ def main():
             ctx.kill_all()
     finally:
         ctx.kill_all()
+    print(f"-- total {time.time() - t_all:.1f}s")
     code = res.finish()
     if code == 0:
         shutil.rmtree(tmp, ignore_errors=True)

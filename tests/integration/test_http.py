@@ -41,18 +41,15 @@ import os
 import re
 import resource
 import selectors
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import itest  # noqa: E402
-from test_coordinator import Ctx, Results, ROOT  # noqa: E402
+from test_coordinator import ROOT, run_sections  # noqa: E402
 
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 ERROR_KEYS = {"message", "type", "param", "code"}
@@ -1096,35 +1093,7 @@ def main():
     ap.add_argument("--only", default=",".join(f.__name__ for f in SECTIONS),
                     help="comma-separated sections to run (for debugging)")
     args = ap.parse_args()
-    itest.check_binaries(args)
-    res = Results()
-    if not os.access(args.coordinator, os.X_OK):
-        res.skip("coordinator", f"{args.coordinator} is not built yet")
-        return res.finish()
-    tmp = tempfile.mkdtemp(prefix="llm-http-")
-    ctx = Ctx(args, tmp)
-    sections = {f.__name__: f for f in SECTIONS}
-    t_all = time.time()
-    try:
-        for name in args.only.split(","):
-            section = sections[name]
-            t0 = time.time()
-            try:
-                section(ctx, res)
-            except Exception:
-                res.check(f"{section.__name__} ran to its end", False, traceback.format_exc())
-            print(f"-- {section.__name__}: {time.time() - t0:.1f}s (logs in {tmp})")
-            sys.stdout.flush()
-            ctx.kill_all()
-    finally:
-        ctx.kill_all()
-    print(f"-- total {time.time() - t_all:.1f}s")
-    code = res.finish()
-    if code == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        print(f"logs kept in {tmp}")
-    return code
+    return run_sections(args, "llm-http-", SECTIONS)
 
 
 if __name__ == "__main__":
