@@ -47,14 +47,14 @@ typedef struct {
     bool per_request;
 } bench_cfg;
 
-#define N_OPTS 19
+#define N_OPTS 18
 
 /* bench_opts fills the settings table for the fields of c (a table per config struct,
  * so nothing here is a mutable global). */
 static void
 bench_opts(bench_cfg *c, cfg_opt o[N_OPTS])
 {
-    const cfg_opt t[N_OPTS] = {
+    const cfg_opt t[] = {
         {"url", CFG_STR, &c->url, "", 0, 0,
          "target an OpenAI-compatible server: http://HOST:PORT[/v1] (or --addr)"},
         {"addr", CFG_STR, &c->addr, "", 0, 0, "target our RPC instead: tcp://HOST:PORT"},
@@ -83,13 +83,14 @@ bench_opts(bench_cfg *c, cfg_opt o[N_OPTS])
          "used in order, cycling"},
         {"temperature", CFG_DOUBLE, &c->temperature, "0", 0, 2, "sampling temperature"},
         {"slo", CFG_STRLIST, &c->slo, "", 0, 0,
-         "a tier's targets: \"TIER ttft_ms=X tpot_ms=Y e2e_ms=Z\" (repeatable; TIER * = every "
+         "a tier's targets: \"TIER ttft_ms=X tpot_ms=Y e2e_ms=Z\" (TIER * = every "
          "tier without its own; a missing target is not checked)"},
         {"timeout_s", CFG_DOUBLE, &c->timeout_s, "300", 0.001, 86400, "one request's time limit"},
         {"json", CFG_STR, &c->json, "", 0, 0,
          "also write the results as JSON to FILE (- : stdout, and the table goes to stderr)"},
         {"per_request", CFG_BOOL, &c->per_request, "false", 0, 0, "list every request in the JSON"},
     };
+    _Static_assert(sizeof(t) / sizeof(t[0]) == N_OPTS, "N_OPTS is the table's size");
     memcpy(o, t, sizeof(t));
 }
 
