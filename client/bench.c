@@ -859,7 +859,7 @@ table_print(FILE *f, const bench_report *r)
         const bstats_goodput *g = &r->good_tier[t];
         if (g->requests == 0)
             continue;
-        char slo[128], label[64];
+        char slo[128], label[160];
         slo_text(&r->slo[t], slo, sizeof(slo));
         snprintf(label, sizeof(label), "  %s (%s):", TIER_NAMES[t], slo);
         fprintf(f, "%-40s %d/%d good, %.2f req/s\n", label, g->good, g->requests, g->req_per_s);
