@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmarks (never part of the test run). Figures go to docs/BENCHMARKS.md by hand,
-# with this command line and the machine.
+# Benchmarks (never part of the test run). Each target prints Markdown; `suite` runs them
+# all and writes each one's tables into its marked section of docs/BENCHMARKS.md
+# (scripts/bench_md.py; the analysis around the markers is written by hand).
 #   ./scripts/bench.sh engine    engine speed for every weight type, 1 and 2 threads,
 #                                then batched decode on the default model
 #   ./scripts/bench.sh worker    one llm-worker through its protocol: throughput at 1-64
@@ -9,6 +10,12 @@
 #                                CPU per request, request rate, imbalance, failover stall
 #   ./scripts/bench.sh http      the HTTP front door: overhead over RPC, keep-alive request
 #                                rate (wrk), streamed chats on the default model
+#   ./scripts/bench.sh serve     llm-bench through HTTP on the default model: latency vs
+#                                request rate, throughput vs concurrency, TTFT CDF (+ PNG
+#                                plots in docs/img/)
+#   ./scripts/bench.sh scale     one coordinator, 128 synthetic workers, increasing rates:
+#                                CPU per request, imbalance, saturation (docs/scaling.md)
+#   ./scripts/bench.sh suite     all of the above, written into docs/BENCHMARKS.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh >/dev/null
@@ -52,10 +59,33 @@ http() {
     .venv/bin/python scripts/bench_http.py build "$model"
 }
 
+serve() {
+    echo "# Serving through HTTP, $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+    .venv/bin/python scripts/bench_serve.py build "$model"
+}
+
+scale() {
+    echo "# Scale simulation, $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+    .venv/bin/python scripts/bench_scale.py build "${LLM_SCALE_WORKERS:-128}"
+}
+
+suite() {
+    local s out
+    for s in engine worker coord http serve scale; do
+        out=$(mktemp)
+        "$s" | tee "$out"
+        .venv/bin/python scripts/bench_md.py "$s" "$out" "./scripts/bench.sh $s"
+        rm -f "$out"
+    done
+}
+
 case "${1:-engine}" in
 engine) engine ;;
 worker) worker ;;
 coord) coord ;;
 http) http ;;
-*) echo "usage: scripts/bench.sh engine|worker|coord|http" >&2; exit 2 ;;
+serve) serve ;;
+scale) scale ;;
+suite) suite ;;
+*) echo "usage: scripts/bench.sh engine|worker|coord|http|serve|scale|suite" >&2; exit 2 ;;
 esac
