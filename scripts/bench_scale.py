@@ -19,6 +19,7 @@ Writes build/bench-scale/scale.json and prints a Markdown table.
 """
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -83,7 +84,7 @@ def main():
     print(f"### Scale: 1 coordinator, {n} synthetic workers (started in "
           f"{time.time() - t0:.1f}s), open-loop Poisson arrivals, {DURATION_S} s per rate\n")
     print("| offered req/s | achieved req/s | failed | e2e p50 ms | e2e p99 ms | "
-          "coordinator CPU us/request | coordinator cores | imbalance |")
+          "coordinator CPU us/request | cores: coordinator / workers / llm-bench | imbalance |")
     print("|---|---|---|---|---|---|---|---|")
     rows = []
     try:
@@ -91,19 +92,25 @@ def main():
         for rate in rates:
             before = routed(c)
             cpu0, w0 = cpu_s(c.coord.p.pid), time.time()
+            wk0 = sum(cpu_s(w.p.pid) for w in c.workers)
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             r = bench(build, c.rpc, data, rate, DURATION_S)
             cpu = cpu_s(c.coord.p.pid) - cpu0
             wall = time.time() - w0
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            gen = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+            wk = sum(cpu_s(w.p.pid) for w in c.workers) - wk0
             imb = imbalance(before, routed(c))
             done = max(r["completed"], 1)
             row = {"offered": rate, "achieved": r["request_throughput"], "failed": r["failed"],
                    "p50_ms": r["e2e_ms"]["p50"], "p99_ms": r["e2e_ms"]["p99"],
                    "cpu_us_per_request": cpu / done * 1e6, "cores": cpu / wall,
-                   "imbalance": imb}
+                   "workers_cores": wk / wall, "loadgen_cores": gen / wall, "imbalance": imb}
             rows.append(row)
             print(f"| {rate} | {row['achieved']:.0f} | {row['failed']} | {row['p50_ms']:.2f} | "
                   f"{row['p99_ms']:.2f} | {row['cpu_us_per_request']:.0f} | "
-                  f"{row['cores']:.2f} | {imb * 100:.1f}% |")
+                  f"{row['cores']:.2f} / {row['workers_cores']:.2f} / {row['loadgen_cores']:.2f} | "
+                  f"{imb * 100:.1f}% |")
             sys.stdout.flush()
     finally:
         c.stop()
