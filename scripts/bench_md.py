@@ -30,7 +30,11 @@ def machine():
 def main():
     name, path, command = sys.argv[1], sys.argv[2], sys.argv[3]
     with open(path) as f:
-        body = f.read().strip()
+        lines = f.read().strip().splitlines()
+    # The targets' first line ("# Engine, 2 CPUs: ...") says what the Generated line says.
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    body = "\n".join(lines).strip()
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     block = (f"<!-- bench:{name} -->\n_Generated {when} by `{command}` on {machine()}._\n\n"
              f"{body}\n<!-- /bench:{name} -->")

@@ -13,7 +13,7 @@ Everything shares this machine's cores: the workers' own (idle) threads, the loa
 generator and the coordinator. The figures are therefore a floor for a coordinator with
 a machine to itself; docs/scaling.md turns them into an estimate.
 
-Usage: python3 scripts/bench_scale.py BUILD_DIR [WORKERS] [RATES...]
+Usage: [LLM_SCALE_MAX_TOKENS=N] python3 scripts/bench_scale.py BUILD_DIR [WORKERS] [RATES...]
 (run by scripts/bench.sh scale; defaults 128 workers, rates 250 500 1000 2000 4000 8000)
 Writes build/bench-scale/scale.json and prints a Markdown table.
 """
@@ -45,11 +45,12 @@ def imbalance(before, after):
     return max(d) / mean - 1
 
 
-def dataset(path, n=200):
+def dataset(path, max_tokens, n=200):
+    """Short prompts; 1-4 output tokens (the per-request cost), or max_tokens each."""
     with open(path, "w") as f:
         for i in range(n):
             f.write(json.dumps({"prompt": f"scale request {i} " + "x" * (i % 64),
-                                "max_tokens": 1 + i % 4}) + "\n")
+                                "max_tokens": max_tokens or 1 + i % 4}) + "\n")
 
 
 def bench(build, addr, data, rate, seconds):
@@ -78,14 +79,17 @@ def main():
     d = os.path.join(build, "bench-scale")
     os.makedirs(d, exist_ok=True)
     data = os.path.join(d, "prompts.jsonl")
-    dataset(data)
+    max_tokens = int(os.environ.get("LLM_SCALE_MAX_TOKENS", "0"))
+    dataset(data, max_tokens)
     t0 = time.time()
     c = Cluster(build, n, "least_loaded", step_us=200, run_dir=d)
     print(f"### Scale: 1 coordinator, {n} synthetic workers (started in "
-          f"{time.time() - t0:.1f}s), open-loop Poisson arrivals, {DURATION_S} s per rate\n")
+          f"{time.time() - t0:.1f}s), open-loop Poisson arrivals, {DURATION_S} s per rate, "
+          f"{max_tokens or '1-4'} output tokens a request\n")
     print("| offered req/s | achieved req/s | failed | e2e p50 ms | e2e p99 ms | "
-          "coordinator CPU us/request | cores: coordinator / workers / llm-bench | imbalance |")
-    print("|---|---|---|---|---|---|---|---|")
+          "coordinator CPU us/request | us/output token | cores: coordinator / workers / "
+          "llm-bench | imbalance |")
+    print("|---|---|---|---|---|---|---|---|---|")
     rows = []
     try:
         bench(build, c.rpc, data, 100, 2)  # warm-up: every worker connected and routed
@@ -105,10 +109,12 @@ def main():
             row = {"offered": rate, "achieved": r["request_throughput"], "failed": r["failed"],
                    "p50_ms": r["e2e_ms"]["p50"], "p99_ms": r["e2e_ms"]["p99"],
                    "cpu_us_per_request": cpu / done * 1e6, "cores": cpu / wall,
-                   "workers_cores": wk / wall, "loadgen_cores": gen / wall, "imbalance": imb}
+                   "workers_cores": wk / wall, "loadgen_cores": gen / wall, "imbalance": imb,
+                   "cpu_us_per_token": cpu / max(r["output_tokens"], 1) * 1e6}
             rows.append(row)
             print(f"| {rate} | {row['achieved']:.0f} | {row['failed']} | {row['p50_ms']:.2f} | "
                   f"{row['p99_ms']:.2f} | {row['cpu_us_per_request']:.0f} | "
+                  f"{row['cpu_us_per_token']:.1f} | "
                   f"{row['cores']:.2f} / {row['workers_cores']:.2f} / {row['loadgen_cores']:.2f} | "
                   f"{imb * 100:.1f}% |")
             sys.stdout.flush()

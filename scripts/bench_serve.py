@@ -9,7 +9,8 @@ One coordinator and one worker (2 threads) on this machine; llm-bench on the sam
 Prompts: tests/data/bench_prompts.jsonl. Writes Markdown tables to stdout, the raw
 llm-bench JSON under build/bench-serve/, and PNG plots (gnuplot) to docs/img/.
 
-Usage: python3 scripts/bench_serve.py BUILD_DIR MODEL   (run by scripts/bench.sh serve)
+Usage: python3 scripts/bench_serve.py BUILD_DIR MODEL [--plot-only]
+(run by scripts/bench.sh serve; --plot-only redraws the PNGs from the last run's data)
 """
 import json
 import os
@@ -50,6 +51,9 @@ def main():
     build, model = sys.argv[1], sys.argv[2]
     name = os.path.basename(model)[:-len(".gguf")]
     out_dir = os.path.join(build, "bench-serve")
+    if sys.argv[3:] == ["--plot-only"]:
+        with open(os.path.join(out_dir, "cdf_rate")) as f:
+            return plot(out_dir, name, f.read().strip())
     os.makedirs(out_dir, exist_ok=True)
     os.makedirs(IMG, exist_ok=True)
     port = itest.free_port()
@@ -121,17 +125,26 @@ def main():
         for c, r in conc_rows:
             f.write(f"{c} {r['output_tok_per_s']} {r['request_throughput']}\n")
     cdf_rate, cdf = rate_rows[len(rate_rows) // 2]
+    with open(os.path.join(out_dir, "cdf_rate"), "w") as f:
+        f.write(str(cdf_rate))
     ttfts = sorted(x["ttft_ms"] for x in cdf["requests"] if x.get("ok") and
                    x.get("ttft_ms") is not None)
     with open(os.path.join(out_dir, "ttft_cdf.dat"), "w") as f:
         for i, t in enumerate(ttfts):
             f.write(f"{t} {(i + 1) / len(ttfts)}\n")
-    common = "set terminal pngcairo size 800,500 font 'sans,10'\nset grid\nset key top left\n"
+    plot(out_dir, name, cdf_rate)
+
+
+def plot(out_dir, name, cdf_rate):
+    """The three PNGs from the .dat files main() wrote (--plot-only redraws them)."""
+    common = ("set terminal pngcairo size 800,500 font 'sans,10'\nset termoption noenhanced\n"
+              "set grid\nset key top left\n")
     gnuplot(common + f"""set output '{IMG}/latency_vs_rate.png'
 set title 'Latency against request rate ({name}, 1 worker, 2 threads)'
 set xlabel 'offered request rate (req/s)'
-set ylabel 'milliseconds'
+set ylabel 'milliseconds (log scale)'
 set logscale x 2
+set logscale y 10
 plot '{out_dir}/rate.dat' u 1:2 w lp t 'TTFT p50', '' u 1:3 w lp t 'TTFT p90', \\
      '' u 1:4 w lp t 'TTFT p99', '' u 1:5 w lp t 'E2E p50', '' u 1:7 w lp t 'E2E p99'
 """)
