@@ -17,6 +17,7 @@
  */
 #define _DEFAULT_SOURCE // clock_nanosleep, strdup
 
+#include "hash.h"
 #include "bench_stats.h"
 #include "config.h"
 #include "http_cli.h"
@@ -404,16 +405,6 @@ typedef struct {
     bool oom;                    //
 } bench_run;
 
-static uint64_t
-rng_next(uint64_t *s)
-{
-    // splitmix64: the arrival sequence depends on --seed only.
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static double
 ms_between(uint64_t from_ns, uint64_t to_ns)
 {
@@ -624,7 +615,7 @@ run_next(bench_run *run, bench_rec **rec, const bench_item **it)
     run->recs[run->issued++] = r;
     if (run->open_loop) {
         // Exponential gaps make a Poisson process; 1 - u is in (0, 1], so log is finite.
-        double u = (double)(rng_next(&run->rng) >> 11) * 0x1.0p-53;
+        double u = (double)(llm_splitmix64(&run->rng) >> 11) * 0x1.0p-53;
         run->next_sched_ns += (uint64_t)(-log(1.0 - u) / run->cfg->rate * 1e9);
     }
     *rec = r;

@@ -103,3 +103,12 @@ llm_hash64(const void *data, size_t len, uint64_t seed)
     h ^= h >> 32;
     return h;
 }
+
+uint64_t
+llm_splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}

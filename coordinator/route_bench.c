@@ -10,6 +10,7 @@
  * binary searches and every policy sees ties and spreads. A benchmark, not a test: it
  * checks nothing beyond the picks being in range.
  */
+#include "hash.h"
 #include "llm_err.h"
 #include "llm_time.h"
 #include "router.h"
@@ -21,16 +22,6 @@
 #define N_PREFIX 256
 #define N_BLOCKS 64
 #define DECISIONS_PER_RUN 200000 // spread over n: fewer decisions for more candidates
-
-static uint64_t
-mix(uint64_t *s)
-{
-    // splitmix64: the bench's own deterministic stream, independent of the router's rng.
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static int
 cmp_u64(const void *a, const void *b)
@@ -46,14 +37,14 @@ build(route_cand *c, uint64_t *hashes, int n, const uint64_t *blocks, uint64_t *
         uint64_t *h = hashes + (size_t)i * N_PREFIX;
         int held = (7 * i) % (N_BLOCKS + 1);
         for (int j = 0; j < N_PREFIX; j++)
-            h[j] = j < held ? blocks[j] : mix(seed);
+            h[j] = j < held ? blocks[j] : llm_splitmix64(seed);
         qsort(h, N_PREFIX, sizeof(*h), cmp_u64);
-        int load = (int)(mix(seed) % 16);
+        int load = (int)(llm_splitmix64(seed) % 16);
         c[i] = (route_cand){.load = load,
                             .inflight = load / 2,
-                            .step_ms = 20 + (double)(mix(seed) % 20),
-                            .queue_ms = (i % 4) ? 50 + (double)(mix(seed) % 100) : 0,
-                            .tpot_ms = (i % 4) ? 15 + (double)(mix(seed) % 30) : 0,
+                            .step_ms = 20 + (double)(llm_splitmix64(seed) % 20),
+                            .queue_ms = (i % 4) ? 50 + (double)(llm_splitmix64(seed) % 100) : 0,
+                            .tpot_ms = (i % 4) ? 15 + (double)(llm_splitmix64(seed) % 30) : 0,
                             .prefix_sorted = h,
                             .n_prefix = N_PREFIX};
     }
@@ -111,7 +102,7 @@ main(int argc, char **argv)
     }
     uint64_t seed = 1, blocks[N_BLOCKS];
     for (int j = 0; j < N_BLOCKS; j++)
-        blocks[j] = mix(&seed);
+        blocks[j] = llm_splitmix64(&seed);
     route_req q = {.block_hashes = blocks, .n_blocks = N_BLOCKS, .max_tokens = 128};
     route_opts o = route_opts_default();
 

@@ -5,6 +5,7 @@
  * K-quants), which cannot encode a 64-element row: those get dim 256 and FFN 512, with
  * the same 4 heads (of 64) / 2 KV heads, layers, vocabulary and context.
  */
+#include "hash.h"
 #include "tiny_model.h"
 
 #include "gguf_write.h"
@@ -39,19 +40,10 @@ static const char tiny_template[] =
     "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
-static uint64_t
-rng_next(uint64_t *s)
-{
-    uint64_t x = (*s += 0x9e3779b97f4a7c15ull);
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 static float
 rng_uniform(uint64_t *s) // [-1, 1)
 {
-    return (float)((double)(rng_next(s) >> 11) / 4503599627370496.0 - 1.0);
+    return (float)((double)(llm_splitmix64(s) >> 11) / 4503599627370496.0 - 1.0);
 }
 
 /* GPT-2's printable stand-in for byte b, UTF-8 encoded into out (NUL-terminated). */

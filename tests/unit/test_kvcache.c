@@ -643,19 +643,10 @@ typedef struct {
     uint64_t hits, misses, evictions;
 } ref_model;
 
-static uint64_t
-rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
 static int
 rng_below(uint64_t *s, int n)
 {
-    return (int)(rng_next(s) % (uint64_t)n);
+    return (int)(llm_splitmix64(s) % (uint64_t)n);
 }
 
 static int
@@ -904,7 +895,7 @@ run_model(int n_blocks, int n_ops, uint64_t seed)
     for (int i = 0; i < M_MAX; i++)
         pool[n_pool++] = (uint64_t)i;
     while (n_pool < POOL)
-        pool[n_pool++] = rng_next(&rng);
+        pool[n_pool++] = llm_splitmix64(&rng);
     // Draw from a prefix of the pool scaled to the cache, so small pools still see hits.
     int n_use = M_FAMILY * M_FAMILY_BLOCKS + 2 * n_blocks + 2;
 
