@@ -16,6 +16,7 @@
 #   ./scripts/bench.sh scale     one coordinator, 128 synthetic workers, increasing rates:
 #                                CPU per request, imbalance, saturation (docs/scaling.md)
 #   ./scripts/bench.sh suite     all of the above, written into docs/BENCHMARKS.md
+#                                (LLM_BENCH_SUITE="coord http" runs some of them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh >/dev/null
@@ -71,7 +72,7 @@ scale() {
 
 suite() {
     local s out
-    for s in engine worker coord http serve scale; do
+    for s in ${LLM_BENCH_SUITE:-engine worker coord http serve scale}; do
         out=$(mktemp)
         "$s" | tee "$out"
         .venv/bin/python scripts/bench_md.py "$s" "$out" "./scripts/bench.sh $s"
