@@ -29,6 +29,12 @@ llm_unix_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t
+llm_ms_until_unix(uint64_t unix_ms)
+{
+    return (int64_t)(unix_ms > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2 : unix_ms) - llm_unix_ms();
+}
+
 void
 llm_sleep_ms(int ms)
 {

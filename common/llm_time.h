@@ -13,6 +13,10 @@ uint64_t llm_now_ns(void);
 int64_t llm_now_ms(void);
 /* llm_unix_ms: CLOCK_REALTIME in milliseconds since the epoch. Any thread. */
 int64_t llm_unix_ms(void);
+/* llm_ms_until_unix: milliseconds from now to the wall-clock time unix_ms (negative
+ * once past). A hostile unix_ms past INT64_MAX / 2 counts as far away, not as negative.
+ * Any thread. */
+int64_t llm_ms_until_unix(uint64_t unix_ms);
 /* llm_sleep_ms sleeps ms milliseconds (less if a signal arrives: callers loop on a flag). */
 void llm_sleep_ms(int ms);
 

@@ -105,11 +105,14 @@ typedef struct {
 static void
 count(hreq *r, int status)
 {
-    int k = N_CODES - 2; // 500
-    for (int i = 0; i < N_CODES; i++)
+    int k = -1, k500 = 0;
+    for (int i = 0; i < N_CODES; i++) {
         if (counted_codes[i] == status)
             k = i;
-    metric_counter_add(r->h->requests[r->route][k], 1);
+        if (counted_codes[i] == 500)
+            k500 = i;
+    }
+    metric_counter_add(r->h->requests[r->route][k >= 0 ? k : k500], 1);
 }
 
 /* respond queues body (malloc'd; taken) with status. */
@@ -715,22 +718,10 @@ on_generate(hreq *r)
 
 /* ---- the other endpoints ------------------------------------------------------------------- */
 
-static int
-workers_ready(http_server *h)
-{
-    int ready = 0;
-    for (int m = 0; m < reg_n_models(h->o.reg); m++) {
-        reg_model_info mi;
-        if (reg_get_model(h->o.reg, m, &mi) == LLM_OK)
-            ready += mi.workers_ready;
-    }
-    return ready;
-}
-
 static enum MHD_Result
 on_health(hreq *r)
 {
-    int ready = workers_ready(r->h);
+    int ready = reg_workers_ready(r->h->o.reg);
     char *body = malloc(96);
     if (body)
         snprintf(body, 96, "{\"status\":\"%s\",\"workers_ready\":%d}",
@@ -744,36 +735,26 @@ on_models(hreq *r, const char *url)
     registry *reg = r->h->o.reg;
     int n = reg_n_models(reg);
     int64_t created = llm_unix_ms() / 1000;
-    const char *one = strncmp(url, "/v1/models/", 11) == 0 ? url + 11 : NULL;
+    if (strncmp(url, "/v1/models/", 11) == 0) { // route_of: a non-empty id follows
+        const char *one = url + 11;
+        if (reg_find_model(reg, one) < 0)
+            return respond_error(r, 404, "invalid_request_error", "model_not_found", "model", 0,
+                                 "The model '%.100s' does not exist", one);
+        return respond_json(r, 200, oai_model_json(one, created));
+    }
     reg_model_info *infos = calloc((size_t)n + 1, sizeof(*infos));
     const char **names = calloc((size_t)n + 1, sizeof(*names));
     char *json = NULL;
-    int status = 200;
     if (infos && names) {
         int k = 0;
         for (int m = 0; m < n; m++)
             if (reg_get_model(reg, m, &infos[k]) == LLM_OK)
                 names[k] = infos[k].name, k++;
-        if (!one) {
-            json = oai_models_json(names, k, created);
-        } else {
-            int found = -1;
-            for (int m = 0; m < k && found < 0; m++)
-                if (strcmp(names[m], one) == 0)
-                    found = m;
-            if (found >= 0) {
-                json = oai_model_json(names[found], created);
-            } else {
-                free(infos);
-                free(names);
-                return respond_error(r, 404, "invalid_request_error", "model_not_found", "model", 0,
-                                     "The model '%.100s' does not exist", one);
-            }
-        }
+        json = oai_models_json(names, k, created);
     }
     free(infos);
     free(names);
-    return respond_json(r, status, json);
+    return respond_json(r, 200, json);
 }
 
 static enum MHD_Result

@@ -235,6 +235,17 @@ reg_n_models(registry *r)
 }
 
 int
+reg_workers_ready(registry *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int n = 0;
+    for (int i = 0; i < r->n_w; i++)
+        n += r->w[i]->state == REG_READY;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+int
 reg_get_model(registry *r, int model, reg_model_info *out)
 {
     pthread_mutex_lock(&r->mu);

@@ -98,6 +98,8 @@ int reg_add_model(registry *r, const char *name, route_policy policy);
 int reg_find_model(registry *r, const char *name);
 int reg_n_models(registry *r);
 int reg_get_model(registry *r, int model, reg_model_info *out);
+/* reg_workers_ready: workers in state ready, over every model (what health reports). */
+int reg_workers_ready(registry *r);
 
 /* reg_add_static lists a worker that does not register: it is connected and probed,
  * and never times out for lack of heartbeats. LLM_EINVAL (unknown model, duplicate id,

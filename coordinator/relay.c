@@ -1002,9 +1002,7 @@ admission_check(relay *rl, const creq *r, char *err, size_t err_len)
         return LLM_EBUSY;
     }
     if (r->deadline_unix_ms) {
-        uint64_t d = r->deadline_unix_ms;
-        int64_t left_ms =
-            (int64_t)(d > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2 : d) - llm_unix_ms();
+        int64_t left_ms = llm_ms_until_unix(r->deadline_unix_ms);
         double ttft_ms = reg_ttft_estimate_ms(rl->reg, r->model);
         if (left_ms <= 0 || (ttft_ms > 0 && ttft_ms > (double)left_ms)) {
             metric_counter_add(rl->refused_deadline, 1);
@@ -1177,12 +1175,7 @@ dispatch(relay *rl, const uint8_t *msg, size_t len, cctx *c, reply *out, bool *p
         rc = on_cancel(rl, id, env->cancel, out, err, sizeof(err));
         break;
     case LLM__ENVELOPE__BODY_HEALTH: {
-        int ready = 0;
-        for (int m = 0; m < reg_n_models(rl->reg); m++) {
-            reg_model_info mi;
-            if (reg_get_model(rl->reg, m, &mi) == LLM_OK)
-                ready += mi.workers_ready;
-        }
+        int ready = reg_workers_ready(rl->reg);
         Llm__Envelope r = LLM__ENVELOPE__INIT;
         Llm__HealthReply hr = LLM__HEALTH_REPLY__INIT;
         hr.ready = ready > 0;

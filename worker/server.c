@@ -188,9 +188,7 @@ deadline_from_unix_ms(uint64_t unix_ms)
 {
     if (unix_ms == 0)
         return 0;
-    int64_t now_unix_ms = llm_unix_ms();
-    int64_t left_ms =
-        (int64_t)(unix_ms > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2 : unix_ms) - now_unix_ms;
+    int64_t left_ms = llm_ms_until_unix(unix_ms);
     if (left_ms > 365LL * 86400 * 1000)
         left_ms = 365LL * 86400 * 1000;
     int64_t d = (int64_t)llm_now_ns() + left_ms * 1000000;
