@@ -8,6 +8,7 @@
  * arithmetic against the data section. Strings are kept as (pointer, length) into the
  * mapping; nothing is copied but the index.
  */
+#define _DEFAULT_SOURCE // madvise(MADV_DONTNEED): glibc's posix_madvise ignores DONTNEED
 #include "gguf.h"
 
 #include "llm_err.h"
@@ -520,6 +521,19 @@ gguf_open(const char *path, const gguf_open_opts *opts, gguf_file **out, char *e
         LOG_WARN("event=gguf_mlock_failed path=%s err=\"%s\"", path, strerror(errno));
     *out = f;
     return LLM_OK;
+}
+
+void
+gguf_release(const gguf_file *f, const void *p, size_t n)
+{
+    if (!f || !f->mapped || n == 0)
+        return;
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)p, b = a + n, ps = page > 0 ? (uintptr_t)page : 4096;
+    uintptr_t lo = (a + ps - 1) / ps * ps, hi = b / ps * ps; // whole pages inside only
+    if (a < (uintptr_t)f->base || b > (uintptr_t)f->base + f->size || lo >= hi)
+        return;
+    madvise((void *)lo, hi - lo, MADV_DONTNEED); // a failure (mlocked pages) only costs RSS
 }
 
 void

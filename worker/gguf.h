@@ -77,6 +77,11 @@ int gguf_open(const char *path, const gguf_open_opts *opts, gguf_file **out, cha
  * buffer must outlive the gguf_file. */
 int gguf_open_memory(const void *buf, size_t len, gguf_file **out, char *err, size_t err_len);
 
+/* gguf_release drops the resident pages of [p, p + n) (inside the mapping) from this
+ * process: for tensors whose bytes were copied elsewhere, so they stop counting in RSS.
+ * Reading them again faults them back in from the file. No-op for gguf_open_memory. */
+void gguf_release(const gguf_file *f, const void *p, size_t n);
+
 /* gguf_close unmaps and frees. Accepts NULL. */
 void gguf_close(gguf_file *f);
 

@@ -97,9 +97,12 @@ cmd_dequant(const char *path, const char *name, const char *out)
         code = args_die("llm-gguf", 1, "%s: no tensor named '%s'", path, name);
         goto done;
     }
-    kern_mat m = {t->type, t->data, t->ne[0],
+    kern_mat m = {t->type,
+                  t->data,
+                  t->ne[0],
                   (int64_t)(t->n_bytes / kern_row_size(t->type, t->ne[0])),
-                  kern_row_size(t->type, t->ne[0])};
+                  kern_row_size(t->type, t->ne[0]),
+                  false};
     row = malloc(sizeof(float) * (size_t)m.n_cols);
     fp = fopen(out, "wb");
     if (!row || !fp) {

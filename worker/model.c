@@ -32,6 +32,7 @@ struct model {
     model_config cfg;
     model_weights w;
     float *norms; // owned F32 copies of all norm vectors (any stored type)
+    void *packed; // the packed copies of the matrices that have one (kern_pack)
     tok_vocab *vocab;
 };
 
@@ -253,6 +254,58 @@ load_weights(loader *ld, model *m)
         w->output = w->tok_embd; // tied embeddings
 }
 
+/* pack_weights gives every matrix kern_pack supports its packed copy (one allocation
+ * for all; the bytes are the original's, permuted), then drops the mapped pages it
+ * read, so resident memory stays the size of the model. Tied embeddings are packed
+ * once. */
+static int
+pack_weights(model *m, char *err, size_t err_len)
+{
+    model_weights *w = &m->w;
+    int n_layers = m->cfg.n_layers, n = 0;
+    bool tied = w->output.data == w->tok_embd.data;
+    kern_mat **mats = malloc(sizeof(*mats) * (7 * (size_t)n_layers + 2));
+    if (!mats) {
+        llm_errf(err, err_len, "out of memory");
+        return LLM_ENOMEM;
+    }
+    mats[n++] = &w->tok_embd;
+    if (!tied)
+        mats[n++] = &w->output;
+    for (int l = 0; l < n_layers; l++) {
+        model_layer *L = &w->layers[l];
+        kern_mat *layer[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7; i++)
+            mats[n++] = layer[i];
+    }
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        if (kern_pack_supported(mats[i]->type, mats[i]->n_rows, mats[i]->n_cols))
+            total +=
+                (kern_pack_bytes(mats[i]->type, mats[i]->n_rows, mats[i]->n_cols) + 63) / 64 * 64;
+    if (total > 0 && posix_memalign(&m->packed, 64, total) != 0) {
+        m->packed = NULL;
+        free(mats);
+        llm_errf(err, err_len, "out of memory packing %zu bytes of weights", total);
+        return LLM_ENOMEM;
+    }
+    char *dst = m->packed;
+    for (int i = 0; i < n; i++) {
+        kern_mat *mt = mats[i];
+        if (!kern_pack_supported(mt->type, mt->n_rows, mt->n_cols))
+            continue;
+        size_t bytes = kern_pack_bytes(mt->type, mt->n_rows, mt->n_cols);
+        kern_mat src = *mt;
+        kern_pack(&src, dst, mt);
+        gguf_release(m->gguf, src.data, bytes);
+        dst += (bytes + 63) / 64 * 64;
+    }
+    if (tied)
+        w->output = w->tok_embd;
+    free(mats);
+    return LLM_OK;
+}
+
 int
 model_load(const char *path, const model_load_opts *opts, model **out, char *err, size_t err_len)
 {
@@ -285,6 +338,8 @@ model_load(const char *path, const model_load_opts *opts, model **out, char *err
         load_weights(&ld, m);
     if ((rc = ld.rc) != LLM_OK)
         goto fail;
+    if (kern_pack_wanted() && (rc = pack_weights(m, err, err_len)) != LLM_OK)
+        goto fail;
     if ((rc = tok_vocab_load(m->gguf, &m->vocab, err, err_len)) != LLM_OK)
         goto fail;
     if (tok_n_vocab(m->vocab) > m->cfg.vocab_size) {
@@ -308,6 +363,7 @@ model_free(model *m)
     tok_vocab_free(m->vocab);
     free(m->w.layers);
     free(m->norms);
+    free(m->packed);
     gguf_close(m->gguf);
     free(m);
 }

@@ -95,6 +95,7 @@ typedef struct {
     int64_t n_cols;   // elements per row (GGUF ne[0])
     int64_t n_rows;   // GGUF ne[1]
     size_t row_bytes; // kern_row_size(type, n_cols)
+    bool packed;      // rows in groups of 8 (kern_pack), not as GGUF stores them
 } kern_mat;
 
 /* kern_matmul computes, for each of n_tok activation rows x_t and each weight row r in
@@ -111,8 +112,28 @@ typedef struct {
 void kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x, int64_t x_stride,
                  float *y, int64_t y_stride, int n_tok, int64_t row0, int64_t row1, float *scratch);
 
-/* kern_get_row decodes row r of w into out[0..n_cols). */
+/* kern_get_row decodes row r of w into out[0..n_cols) (the same floats packed or not). */
 void kern_get_row(const kern_mat *w, int64_t r, float *out);
+
+/* --- packed matrices (kern_pack.c) --------------------------------------------------- */
+
+/* Q4_0, Q4_1 and Q8_0 matrices with rows % 8 == 0 and columns % 32 == 0 can be packed:
+ * the same bytes permuted so that eight rows share each vector (see kern_pack.c).
+ * kern_matmul multiplies a packed matrix with 16-bit integer activations (each
+ * token's 32-element blocks scaled on their own), several times faster than decoding
+ * the weights to floats, within ~1e-4 of the float result, and batch invariant. */
+bool kern_pack_supported(llm_dtype t, int64_t n_rows, int64_t n_cols);
+/* Bytes of the packed matrix: exactly those of the original. */
+size_t kern_pack_bytes(llm_dtype t, int64_t n_rows, int64_t n_cols);
+/* kern_pack writes src (supported, not packed) into dst (kern_pack_bytes) and describes
+ * the result in out: src with data = dst and packed set. */
+void kern_pack(const kern_mat *src, void *dst, kern_mat *out);
+/* kern_pack_unpack_block rebuilds the GGUF block of row `lane` (0..7) of one chunk. */
+void kern_pack_unpack_block(llm_dtype t, const void *chunk, int lane, void *blk);
+
+/* kern_pack_wanted says whether loaders should pack: yes unless $LLM_ACT=f32 asks for
+ * float activations everywhere (the exact reference path). */
+bool kern_pack_wanted(void);
 
 /* --- vector ops ---------------------------------------------------------------------- */
 
@@ -147,8 +168,8 @@ void kern_swiglu(float *gate, const float *up, int64_t n);
  * the CPU lacks AVX2/FMA/F16C or $LLM_SIMD=scalar asked for the reference code. */
 const char *kern_simd_name(void);
 
-/* kern_act_name says which activations kern_matmul uses: "f32" (the default) or "q8"
- * ($LLM_ACT=q8). */
+/* kern_act_name says which activations kern_matmul uses on unpacked matrices: "f32"
+ * (the default) or "q8" ($LLM_ACT=q8). Packed matrices always use 16-bit ones. */
 const char *kern_act_name(void);
 
 #endif

@@ -96,6 +96,55 @@ void kern__matmul_act(kern__act act, const kern_mat *w, int64_t col0, int64_t n_
                       int64_t x_stride, float *y, int64_t y_stride, int n_tok, int64_t row0,
                       int64_t row1, float *scratch);
 
+/* --- packed matrices, 16-bit activations (kern_pack.c, kern_pack_avx2.c) ------------ */
+
+/* One token's activations for the packed path, per 32-element block b:
+ * x[32b + j] ~= d[b] * qs[32b + j], s[b] = d[b] * sum_j qs[32b + j]. Stored as qs[n]
+ * int16, then d[n / 32], then s[n / 32] floats: KERN__I16X_BYTES(n) bytes (n % 32 == 0). */
+#define KERN__I16X_BYTES(n) (2 * (size_t)(n) + 8 * (size_t)((n) / 32))
+typedef struct {
+    const int16_t *qs;
+    const float *d, *s;
+} kern__i16x;
+
+static inline kern__i16x
+kern__i16x_at(const void *base, int64_t n)
+{
+    const char *p = base;
+    kern__i16x v = {(const int16_t *)p, (const float *)(p + 2 * n),
+                    (const float *)(p + 2 * n) + n / 32};
+    return v;
+}
+
+/* Quantizes x[0..n) into out (KERN__I16X_BYTES(n)): d = max|x| / 32767, q = x / d
+ * clamped to +-32767 and rounded half to even. Scalar and AVX2 write the same bytes. */
+typedef void (*kern__quantize_i16_fn)(const float *x, int64_t n, void *out);
+void kern__quantize_i16_scalar(const float *x, int64_t n, void *out);
+void kern__quantize_i16_avx2(const float *x, int64_t n, void *out);
+
+/* y[t * y_stride + 8g + i] for groups g < n_groups, lanes i < 8, tokens t < n_tok: the
+ * element (kern_pack.c) of row i of group g, whose chunks start at w + g * group_bytes
+ * (block col0 / 32 of the group), against token t at xa + t * KERN__I16X_BYTES(n). */
+typedef void (*kern__p8_gemm_fn)(llm_dtype t, const char *w, size_t group_bytes, int64_t n_groups,
+                                 const char *xa, int64_t n, int n_tok, float *y, int64_t y_stride);
+void kern__p8_gemm_scalar(llm_dtype t, const char *w, size_t group_bytes, int64_t n_groups,
+                          const char *xa, int64_t n, int n_tok, float *y, int64_t y_stride);
+void kern__p8_gemm_avx2(llm_dtype t, const char *w, size_t group_bytes, int64_t n_groups,
+                        const char *xa, int64_t n, int n_tok, float *y, int64_t y_stride);
+
+typedef struct {
+    kern__quantize_i16_fn quantize;
+    kern__p8_gemm_fn gemm;
+} kern__p8_impl;
+
+/* Bytes of one chunk (8 rows x 32 columns). */
+size_t kern__pack_chunk_bytes(llm_dtype t);
+
+/* kern_matmul on a packed matrix. */
+void kern__matmul_p8(const kern__p8_impl *impl, const kern_mat *w, int64_t col0, int64_t n_in,
+                     const float *x, int64_t x_stride, float *y, int64_t y_stride, int n_tok,
+                     int64_t row0, int64_t row1, float *scratch);
+
 /* AVX2 + FMA variants (kern_avx2.c, built with -mavx2 -mfma on x86-64 only). */
 bool kern__cpu_has_avx2(void);
 float kern__dot_f32_avx2(const float *a, const float *b, int64_t n);

@@ -27,6 +27,7 @@ static attn_scores_fn attn_scores_impl = kern__attn_scores_scalar;
 static kern_to_float_fn decode_impl[LLM_DTYPE_COUNT]; // SIMD decoder, NULL = the traits' one
 static kern_rows1_fn rows1_impl[LLM_DTYPE_COUNT];     // fused one-token kernel, NULL = none
 static kern__q8_impl q8_impl = {kern__quantize_act_scalar, NULL};
+static kern__p8_impl p8_impl = {kern__quantize_i16_scalar, kern__p8_gemm_scalar};
 static kern__act act_default = KERN__ACT_F32;
 static const char *simd_name = "scalar";
 static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
@@ -69,6 +70,8 @@ simd_select(void)
         decode_impl[LLM_DTYPE_Q8_K] = kern__q8_k_to_float_avx2;
         q8_impl.quantize = kern__quantize_act_avx2;
         q8_impl.gemm = kern__q8_gemm_avx2;
+        p8_impl.quantize = kern__quantize_i16_avx2;
+        p8_impl.gemm = kern__p8_gemm_avx2;
         rows1_impl[LLM_DTYPE_F16] = kern__rows1_f16_avx2;
         rows1_impl[LLM_DTYPE_Q4_0] = kern__rows1_q4_0_avx2;
         rows1_impl[LLM_DTYPE_Q4_1] = kern__rows1_q4_1_avx2;
@@ -150,7 +153,29 @@ void
 kern_get_row(const kern_mat *w, int64_t r, float *out)
 {
     const kern_type_traits *tr = kern_type((int)w->type);
-    tr->to_float((const char *)w->data + (size_t)r * w->row_bytes, out, w->n_cols);
+    if (!w->packed) {
+        tr->to_float((const char *)w->data + (size_t)r * w->row_bytes, out, w->n_cols);
+        return;
+    }
+    // Rebuild each GGUF block of the row and decode it as above: the same floats.
+    size_t chunk = kern__pack_chunk_bytes(w->type);
+    const char *g = (const char *)w->data + (size_t)(r / 8) * (size_t)(w->n_cols / 32) * chunk;
+    for (int64_t b = 0; b < w->n_cols / 32; b++) {
+        union {
+            blk_q4_0 q4_0;
+            blk_q4_1 q4_1;
+            blk_q8_0 q8_0;
+        } blk;
+        kern_pack_unpack_block(w->type, g + (size_t)b * chunk, (int)(r % 8), &blk);
+        tr->to_float(&blk, out + 32 * b, 32);
+    }
+}
+
+bool
+kern_pack_wanted(void)
+{
+    const char *v = getenv("LLM_ACT");
+    return !(v && strcmp(v, "f32") == 0);
 }
 
 /*
@@ -184,6 +209,11 @@ kern__matmul_act(kern__act act, const kern_mat *w, int64_t col0, int64_t n_in, c
     const kern_type_traits *tr = kern_type((int)w->type);
     size_t col_off = (size_t)(col0 / tr->blck) * tr->size;
     pthread_once(&simd_once, simd_select);
+    if (w->packed) {
+        kern__matmul_p8(&p8_impl, w, col0, n_in, x, x_stride, y, y_stride, n_tok, row0, row1,
+                        scratch);
+        return;
+    }
     if (act == KERN__ACT_Q8 && kern__q8_supported(w->type) && n_in % 32 == 0 && col0 % 32 == 0) {
         kern__matmul_q8(&q8_impl, w, col0, n_in, x, x_stride, y, y_stride, n_tok, row0, row1,
                         scratch);

@@ -138,7 +138,7 @@ START_TEST(test_matmul_matches_reference_with_column_window)
         void *q = malloc(rb * ROWS);
         for (int r = 0; r < ROWS; r++)
             kern_type(ty)->from_float(w + r * COLS, (char *)q + r * rb, COLS);
-        kern_mat m = {ty, q, COLS, ROWS, rb};
+        kern_mat m = {ty, q, COLS, ROWS, rb, false};
         for (int ti = 0; ti < 3; ti++) {
             int n_tok = toks[ti];
             float y[TOK * ROWS], scratch[KERN_MATMUL_SCRATCH(COLS)];
@@ -200,7 +200,7 @@ START_TEST(test_matmul_is_batch_invariant_for_every_type)
             ck_assert_ptr_nonnull(q);
             for (int r = 0; r < ROWS; r++)
                 tr->from_float(w + r * n, q + r * rb, n);
-            kern_mat m = {ty, q, n, ROWS, rb};
+            kern_mat m = {ty, q, n, ROWS, rb, false};
             for (int t = 0; t < TOKMAX; t++)
                 for (int r = 0; r < ROWS; r++)
                     kern__matmul_act(act, &m, 0, n, x + t * n, n, ref + t * ROWS + r, 1, 1, r,
@@ -294,7 +294,7 @@ START_TEST(test_q8_matmul_matches_its_definition_and_stays_near_float)
         char *q = malloc(rb * ROWS);
         for (int r = 0; r < ROWS; r++)
             kern_type(ty)->from_float(w + r * COLS, q + r * rb, COLS);
-        kern_mat m = {ty, q, COLS, ROWS, rb};
+        kern_mat m = {ty, q, COLS, ROWS, rb, false};
         kern__matmul_act(KERN__ACT_Q8, &m, 0, COLS, x, COLS, y, ROWS, TOK, 0, ROWS, scratch);
         kern__matmul_act(KERN__ACT_F32, &m, 0, COLS, x, COLS, yf, ROWS, TOK, 0, ROWS, scratch);
         for (int r = 0; r < ROWS; r++) {
@@ -406,7 +406,7 @@ START_TEST(test_one_token_matmul_matches_the_reference_row_dot)
         void *q = malloc(kern_row_size(ty, N));
         kern_type(ty)->from_float(w, q, N);
         float ref = kern__row_dot_ref(ty, q, x, N);
-        kern_mat m = {ty, q, N, 1, kern_row_size(ty, N)};
+        kern_mat m = {ty, q, N, 1, kern_row_size(ty, N), false};
         float y, scratch[KERN_MATMUL_SCRATCH(N)];
         kern__matmul_act(KERN__ACT_F32, &m, 0, N, x, N, &y, 1, 1, 0, 1, scratch);
         ck_assert_msg(fabsf(y - ref) <= 1e-4f * (1 + fabsf(ref)), "%s: %g vs %g",

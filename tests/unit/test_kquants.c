@@ -376,7 +376,7 @@ START_TEST(test_one_token_dots_match_the_scalar_reference)
                 ck_assert_msg(fabs(r32 - dd) <= tol, "%s n=%d row_dot_ref %g vs %g",
                               kern_type_name(ty), (int)n, (double)r32, dd);
             }
-            kern_mat m = {ty, q, n, 1, kern_row_size(ty, n)};
+            kern_mat m = {ty, q, n, 1, kern_row_size(ty, n), false};
             float f;
             kern_matmul(&m, 0, n, x, n, &f, 1, 1, 0, 1, scratch);
             ck_assert_msg(fabs(f - dd) <= tol, "%s n=%d matmul %g vs %g (tol %g)",
@@ -408,7 +408,7 @@ START_TEST(test_matmul_matches_reference_on_both_paths)
         ck_assert_ptr_nonnull(q);
         for (int r = 0; r < ROWS; r++)
             kern_type(ty)->from_float(w + r * COLS, q + r * rb, COLS);
-        kern_mat m = {ty, q, COLS, ROWS, rb};
+        kern_mat m = {ty, q, COLS, ROWS, rb, false};
         // a tensor-parallel style slice: columns [blck, blck + n_in), rows [3, 11)
         int64_t col0 = blck, n_in = blck == 32 ? 96 : 512;
         for (int n_tok = 1; n_tok <= TOKMAX; n_tok += TOKMAX - 1) {

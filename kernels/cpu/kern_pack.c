@@ -1,0 +1,289 @@
+/*
+ * kern_pack.c - the packed weight layout and the 16-bit activation path of kern_matmul:
+ * packing and unpacking, the activation quantizer, the scalar reference and the driver
+ * that runs the SIMD kernel.
+ *
+ * Why: a row-major quantized matrix forces a float conversion per (row, 32-weight
+ * block, token), because every block has its own scale: that conversion and the scale
+ * multiply cost as much as the float FMAs they replace, so integer dots over row-major
+ * blocks barely beat decoding the weights to floats. Packing eight rows so that vector
+ * lane i holds row i turns the integer partial sums of eight rows into one vector: one
+ * conversion and one FMA per eight rows per block, no horizontal sums at all.
+ *
+ * The layout of a matrix (Q4_0, Q4_1 or Q8_0; rows % 8 == 0, columns % 32 == 0):
+ * groups of 8 rows, each a run of chunks, one chunk per 32-column block, in column
+ * order. A chunk is the eight rows' fp16 scales d[8], for Q4_1 their fp16 minimums
+ * m[8], then the quants in "quads" of 32 bytes, four bytes (one 32-bit lane) per row:
+ *   Q4: quad k (k < 4) holds columns 8k .. 8k + 7. In row i's lane, nibble j of the low
+ *       16 bits is column 8k + 2j and nibble j of the high 16 bits column 8k + 2j + 1,
+ *       so (lane >> 4j) & 0x000f000f is the pair of columns (8k + 2j, 8k + 2j + 1) as two
+ *       16-bit integers, ready for a 16-bit multiply-add with the activation pair.
+ *   Q8_0: quad k (k < 8) holds columns 4k .. 4k + 3 as bytes (4k, 4k + 2, 4k + 1, 4k + 3):
+ *       the low bytes of the two 16-bit halves are columns (4k, 4k + 1), the high bytes
+ *       (4k + 2, 4k + 3), each pair one sign extension away from 16-bit integers.
+ * A chunk has exactly the bytes of the eight GGUF blocks it replaces, so a packed matrix
+ * is the size of the original, and packing is a permutation (kern_pack_unpack_block
+ * inverts it exactly).
+ *
+ * Activations: each token's row is quantized per 32-element block to 16-bit integers
+ * (d = max|x| / 32767, q = round(x / d)), and s = d * sum(q) is kept for the minimum
+ * term. A 16-bit activation is within 1/65534 of its block's largest magnitude, 256
+ * times finer than 8-bit activations: logits stay within ~1e-4 of the float path.
+ *
+ * The element, for a weight row and a token: per block b in order, the exact integer
+ * dot isum_b (int32: |w| <= 128, |q| <= 32767, 32 products), then
+ *   acc = fma((float)isum_b, d_w * d_x, acc);   macc = fma(m_w, s_x, macc)
+ * with m_w the Q4_1 minimum, -8 d_w for Q4_0, none for Q8_0; y = acc + macc. Every path
+ * (scalar, SIMD, one token or many, any row range) computes exactly this, so the
+ * result is batch and split invariant.
+ */
+#include "kern_internal.h"
+
+#include <assert.h>
+#include <math.h>
+#include <string.h>
+
+bool
+kern_pack_supported(llm_dtype t, int64_t n_rows, int64_t n_cols)
+{
+    return (t == LLM_DTYPE_Q4_0 || t == LLM_DTYPE_Q4_1 || t == LLM_DTYPE_Q8_0) && n_rows > 0 &&
+           n_rows % 8 == 0 && n_cols > 0 && n_cols % 32 == 0;
+}
+
+size_t
+kern__pack_chunk_bytes(llm_dtype t)
+{
+    return 8 * kern_type((int)t)->size; // eight GGUF blocks, permuted
+}
+
+size_t
+kern_pack_bytes(llm_dtype t, int64_t n_rows, int64_t n_cols)
+{
+    return (size_t)(n_rows / 8) * (size_t)(n_cols / 32) * kern__pack_chunk_bytes(t);
+}
+
+/* Quant j (0..31) of a GGUF block and its position in a chunk's quads. */
+static int
+q4_get(const uint8_t *qs, int j)
+{
+    return j < 16 ? qs[j] & 0x0f : qs[j - 16] >> 4;
+}
+
+/* Byte offset in the quads of Q4 column c of lane i, and the shift of its nibble. */
+static void
+q4_place(int i, int c, int *byte, int *shift)
+{
+    int k = c / 8, within = c % 8, j = within / 2, half = within % 2;
+    int bit = 16 * half + 4 * j;
+    *byte = 32 * k + 4 * i + bit / 8;
+    *shift = bit % 8;
+}
+
+/* Byte offset in the quads of Q8_0 column c of lane i. */
+static int
+q8_place(int i, int c)
+{
+    static const int order[4] = {0, 2, 1, 3}; // columns 4k + (0, 1, 2, 3) -> bytes
+    return 32 * (c / 4) + 4 * i + order[c % 4];
+}
+
+static size_t
+quads_offset(llm_dtype t)
+{
+    return t == LLM_DTYPE_Q4_1 ? 32 : 16;
+}
+
+void
+kern_pack_unpack_block(llm_dtype t, const void *chunk, int lane, void *blk)
+{
+    const uint8_t *c = chunk, *quads = c + quads_offset(t);
+    if (t == LLM_DTYPE_Q8_0) {
+        blk_q8_0 *b = blk;
+        memcpy(&b->d, c + 2 * lane, 2);
+        for (int j = 0; j < 32; j++)
+            b->qs[j] = (int8_t)quads[q8_place(lane, j)];
+        return;
+    }
+    uint8_t *qs;
+    if (t == LLM_DTYPE_Q4_1) {
+        blk_q4_1 *b = blk;
+        memcpy(&b->d, c + 2 * lane, 2);
+        memcpy(&b->m, c + 16 + 2 * lane, 2);
+        qs = b->qs;
+    } else {
+        blk_q4_0 *b = blk;
+        memcpy(&b->d, c + 2 * lane, 2);
+        qs = b->qs;
+    }
+    memset(qs, 0, 16);
+    for (int j = 0; j < 32; j++) {
+        int byte, shift;
+        q4_place(lane, j, &byte, &shift);
+        int q = (quads[byte] >> shift) & 0x0f;
+        qs[j % 16] |= (uint8_t)(j < 16 ? q : q << 4);
+    }
+}
+
+void
+kern_pack(const kern_mat *src, void *dst, kern_mat *out)
+{
+    assert(!src->packed && kern_pack_supported(src->type, src->n_rows, src->n_cols));
+    llm_dtype t = src->type;
+    int64_t nb = src->n_cols / 32;
+    size_t chunk_bytes = kern__pack_chunk_bytes(t), bsz = kern_type((int)t)->size;
+    for (int64_t g = 0; g < src->n_rows / 8; g++)
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *c = (uint8_t *)dst + (size_t)(g * nb + b) * chunk_bytes;
+            uint8_t *quads = c + quads_offset(t);
+            memset(quads, 0, chunk_bytes - quads_offset(t));
+            for (int i = 0; i < 8; i++) {
+                const uint8_t *blk =
+                    (const uint8_t *)src->data + (size_t)(8 * g + i) * src->row_bytes + b * bsz;
+                memcpy(c + 2 * i, blk, 2); // d is every type's first field
+                if (t == LLM_DTYPE_Q8_0) {
+                    const blk_q8_0 *q = (const blk_q8_0 *)blk;
+                    for (int j = 0; j < 32; j++)
+                        quads[q8_place(i, j)] = (uint8_t)q->qs[j];
+                    continue;
+                }
+                const uint8_t *qs;
+                if (t == LLM_DTYPE_Q4_1) {
+                    memcpy(c + 16 + 2 * i, blk + 2, 2);
+                    qs = ((const blk_q4_1 *)blk)->qs;
+                } else {
+                    qs = ((const blk_q4_0 *)blk)->qs;
+                }
+                for (int j = 0; j < 32; j++) {
+                    int byte, shift;
+                    q4_place(i, j, &byte, &shift);
+                    quads[byte] |= (uint8_t)(q4_get(qs, j) << shift);
+                }
+            }
+        }
+    *out = *src;
+    out->data = dst;
+    out->packed = true;
+}
+
+/* --- 16-bit activations ------------------------------------------------------------- */
+
+void
+kern__quantize_i16_scalar(const float *x, int64_t n, void *out)
+{
+    assert(n % 32 == 0);
+    kern__i16x a = kern__i16x_at(out, n);
+    int16_t *qs = (int16_t *)a.qs; // the view is const for readers; this is the writer
+    float *d_out = (float *)a.d, *s_out = (float *)a.s;
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float *xb = x + 32 * b;
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            float v = fabsf(xb[j]);
+            amax = v > amax ? v : amax; // as _mm256_max_ps(v, amax) with amax second
+        }
+        float d = amax / 32767.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        int32_t sum = 0;
+        for (int j = 0; j < 32; j++) {
+            // Clamped before rounding (NaN and overflow included, as min/max_ps do),
+            // then rounded half to even.
+            float v = xb[j] * id;
+            v = v < 32767.0f ? v : 32767.0f;
+            v = v > -32767.0f ? v : -32767.0f;
+            int q = (int)nearbyintf(v);
+            qs[32 * b + j] = (int16_t)q;
+            sum += q;
+        }
+        d_out[b] = d;
+        s_out[b] = d * (float)sum;
+    }
+}
+
+/* The reference element of one packed row (group chunks from block 0, lane i). */
+static float
+dot_ref(llm_dtype t, const uint8_t *chunks, size_t chunk_bytes, int lane, kern__i16x x, int64_t nb)
+{
+    float acc = 0.0f, macc = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        union {
+            blk_q4_0 q4_0;
+            blk_q4_1 q4_1;
+            blk_q8_0 q8_0;
+        } blk;
+        kern_pack_unpack_block(t, chunks + (size_t)b * chunk_bytes, lane, &blk);
+        const int16_t *q = x.qs + 32 * b;
+        int32_t isum = 0;
+        float dw, mw = 0.0f;
+        if (t == LLM_DTYPE_Q8_0) {
+            for (int j = 0; j < 32; j++)
+                isum += blk.q8_0.qs[j] * q[j];
+            dw = kern_half_to_float(blk.q8_0.d);
+        } else {
+            const uint8_t *qs = t == LLM_DTYPE_Q4_1 ? blk.q4_1.qs : blk.q4_0.qs;
+            for (int j = 0; j < 32; j++)
+                isum += q4_get(qs, j) * q[j];
+            dw = kern_half_to_float(t == LLM_DTYPE_Q4_1 ? blk.q4_1.d : blk.q4_0.d);
+            mw = t == LLM_DTYPE_Q4_1 ? kern_half_to_float(blk.q4_1.m) : -8.0f * dw;
+        }
+        acc = fmaf((float)isum, dw * x.d[b], acc);
+        if (t != LLM_DTYPE_Q8_0)
+            macc = fmaf(mw, x.s[b], macc);
+    }
+    return acc + macc;
+}
+
+void
+kern__p8_gemm_scalar(llm_dtype t, const char *w, size_t group_bytes, int64_t n_groups,
+                     const char *xa, int64_t n, int n_tok, float *y, int64_t y_stride)
+{
+    size_t chunk_bytes = kern__pack_chunk_bytes(t), xb = KERN__I16X_BYTES(n);
+    for (int64_t g = 0; g < n_groups; g++)
+        for (int t_ = 0; t_ < n_tok; t_++)
+            for (int i = 0; i < 8; i++)
+                y[t_ * y_stride + 8 * g + i] =
+                    dot_ref(t, (const uint8_t *)w + (size_t)g * group_bytes, chunk_bytes, i,
+                            kern__i16x_at(xa + (size_t)t_ * xb, n), n / 32);
+}
+
+void
+kern__matmul_p8(const kern__p8_impl *impl, const kern_mat *w, int64_t col0, int64_t n_in,
+                const float *x, int64_t x_stride, float *y, int64_t y_stride, int n_tok,
+                int64_t row0, int64_t row1, float *scratch)
+{
+    assert(w->packed && n_in % 32 == 0 && col0 % 32 == 0 && col0 + n_in <= w->n_cols);
+    size_t chunk_bytes = kern__pack_chunk_bytes(w->type), xb = KERN__I16X_BYTES(n_in);
+    size_t group_bytes = (size_t)(w->n_cols / 32) * chunk_bytes;
+    // Scratch: a group of quantized tokens, then [tokens][8] outputs for a partial
+    // 8-row group at either end of [row0, row1).
+    size_t scratch_bytes = (size_t)KERN_MATMUL_SCRATCH(n_in) * sizeof(float);
+    int per_group = (int)(scratch_bytes / (xb + 8 * sizeof(float)));
+    assert(per_group >= 1);
+    char *xa = (char *)scratch;
+    float *edge = (float *)(xa + (size_t)per_group * xb);
+    int64_t g0 = row0 / 8, g1 = (row1 + 7) / 8;
+    for (int t0 = 0; t0 < n_tok; t0 += per_group) {
+        int nt = n_tok - t0 < per_group ? n_tok - t0 : per_group;
+        for (int t = 0; t < nt; t++)
+            impl->quantize(x + (int64_t)(t0 + t) * x_stride, n_in, xa + (size_t)t * xb);
+        float *yt = y + (int64_t)t0 * y_stride;
+        const char *wc = (const char *)w->data + (size_t)(col0 / 32) * chunk_bytes;
+        for (int64_t g = g0; g < g1;) {
+            int64_t r = 8 * g;
+            if (r >= row0 && r + 8 <= row1) { // whole groups straight into y
+                int64_t ge = g + 1;
+                while (ge < g1 && 8 * ge + 8 <= row1)
+                    ge++;
+                impl->gemm(w->type, wc + (size_t)g * group_bytes, group_bytes, ge - g, xa, n_in,
+                           nt, yt + (r - row0), y_stride);
+                g = ge;
+                continue;
+            }
+            impl->gemm(w->type, wc + (size_t)g * group_bytes, group_bytes, 1, xa, n_in, nt, edge,
+                       8);
+            for (int t = 0; t < nt; t++)
+                for (int64_t i = 0; i < 8; i++)
+                    if (r + i >= row0 && r + i < row1)
+                        yt[t * y_stride + (r + i - row0)] = edge[8 * t + i];
+            g++;
+        }
+    }
+}

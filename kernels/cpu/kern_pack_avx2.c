@@ -1,0 +1,189 @@
+/*
+ * kern_pack_avx2.c - AVX2 kernels of the packed path (kern_pack.c): the 16-bit
+ * activation quantizer and the packed GEMM. Built with -mavx2 -mfma -mf16c and used
+ * only after kern__cpu_has_avx2() said yes.
+ *
+ * Lane i of every vector is row i of an 8-row group. Per block, each quad of the chunk
+ * is split into column pairs as 16-bit integers (Q4: mask and shift; Q8_0: sign
+ * extension) and multiplied with the token's activation pair by vpmaddwd, whose two
+ * products per lane land in the row's int32 sum; the sum is exact, so the order of
+ * the multiply-adds is free. Then the float steps of kern_pack.c's element, lane-wise.
+ * A tile of up to four tokens shares each unpacked quad.
+ */
+#include "kern_internal.h"
+
+#include <assert.h>
+#include <immintrin.h>
+#include <string.h>
+
+void
+kern__quantize_i16_avx2(const float *x, int64_t n, void *out)
+{
+    assert(n % 32 == 0);
+    kern__i16x a = kern__i16x_at(out, n);
+    int16_t *qs = (int16_t *)a.qs;
+    float *d_out = (float *)a.d, *s_out = (float *)a.s;
+    const __m256 sign = _mm256_set1_ps(-0.0f), hi = _mm256_set1_ps(32767.0f),
+                 lo = _mm256_set1_ps(-32767.0f);
+    for (int64_t b = 0; b < n / 32; b++) {
+        __m256 v[4];
+        __m256 m = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(x + 32 * b + 8 * k);
+            m = _mm256_max_ps(_mm256_andnot_ps(sign, v[k]), m);
+        }
+        // The lanes' maximum; max is exact, so the reduction order does not matter.
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4);
+        float d = amax / 32767.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        __m256 vid = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) {
+            __m256 s = _mm256_max_ps(_mm256_min_ps(_mm256_mul_ps(v[k], vid), hi), lo);
+            q[k] = _mm256_cvtps_epi32(
+                _mm256_round_ps(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        }
+        __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        // int32 -> int16 in element order: packs interleaves the 128-bit lanes.
+        for (int k = 0; k < 4; k += 2) {
+            __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[k], q[k + 1]), 0xd8);
+            _mm256_storeu_si256((__m256i *)(qs + 32 * b + 8 * k), p);
+        }
+        d_out[b] = d;
+        s_out[b] = d * (float)_mm_cvtsi128_si32(s4);
+    }
+}
+
+enum { KIND_Q4_0, KIND_Q4_1, KIND_Q8_0 };
+
+/* The activation pair (q[j], q[j + 1]) in every 32-bit lane. */
+static inline __attribute__((always_inline)) __m256i
+pair(const int16_t *q, int j)
+{
+    int32_t v;
+    memcpy(&v, q + j, sizeof(v));
+    return _mm256_set1_epi32(v);
+}
+
+/* T tokens (1..4) against one 8-row group: y[t * y_stride + i] for lanes i < 8. */
+static inline __attribute__((always_inline)) void
+group_tile(const int kind, const int T, const char *w, int64_t nb, const char *xa, size_t xb,
+           int64_t n, float *y, int64_t y_stride)
+{
+    const size_t chunk = kind == KIND_Q4_0 ? 144 : kind == KIND_Q4_1 ? 160 : 272;
+    const size_t quads = kind == KIND_Q4_1 ? 32 : 16;
+    kern__i16x x[4];
+    __m256 acc[4], macc[4];
+    for (int t = 0; t < T; t++) {
+        x[t] = kern__i16x_at(xa + (size_t)t * xb, n);
+        acc[t] = _mm256_setzero_ps();
+        macc[t] = _mm256_setzero_ps();
+    }
+    const __m256i nib = _mm256_set1_epi16(0x000f);
+    for (int64_t b = 0; b < nb; b++) {
+        const char *c = w + (size_t)b * chunk;
+        const char *qp = c + quads;
+        __m256i isum[4];
+        for (int t = 0; t < T; t++)
+            isum[t] = _mm256_setzero_si256();
+        if (kind == KIND_Q8_0) {
+            for (int k = 0; k < 8; k++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(qp + 32 * k));
+                __m256i w0 = _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8);
+                __m256i w1 = _mm256_srai_epi16(v, 8);
+                for (int t = 0; t < T; t++) {
+                    const int16_t *q = x[t].qs + 32 * b + 4 * k;
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(w0, pair(q, 0)));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(w1, pair(q, 2)));
+                }
+            }
+        } else {
+            for (int k = 0; k < 4; k++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(qp + 32 * k));
+                __m256i w0 = _mm256_and_si256(v, nib);
+                __m256i w1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
+                __m256i w2 = _mm256_and_si256(_mm256_srli_epi16(v, 8), nib);
+                __m256i w3 = _mm256_srli_epi16(v, 12);
+                for (int t = 0; t < T; t++) {
+                    const int16_t *q = x[t].qs + 32 * b + 8 * k;
+                    __m256i s01 = _mm256_add_epi32(_mm256_madd_epi16(w0, pair(q, 0)),
+                                                   _mm256_madd_epi16(w1, pair(q, 2)));
+                    __m256i s23 = _mm256_add_epi32(_mm256_madd_epi16(w2, pair(q, 4)),
+                                                   _mm256_madd_epi16(w3, pair(q, 6)));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(s01, s23));
+                }
+            }
+        }
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)c));
+        for (int t = 0; t < T; t++)
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]),
+                                     _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[b])), acc[t]);
+    }
+    if (kind != KIND_Q8_0) // the minimum term, its own chain (kern_pack.c's macc)
+        for (int64_t b = 0; b < nb; b++) {
+            const char *c = w + (size_t)b * chunk;
+            __m256 mw;
+            if (kind == KIND_Q4_1)
+                mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(c + 16)));
+            else
+                mw = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)c)),
+                                   _mm256_set1_ps(-8.0f));
+            for (int t = 0; t < T; t++)
+                macc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x[t].s[b]), macc[t]);
+        }
+    for (int t = 0; t < T; t++)
+        _mm256_storeu_ps(y + t * y_stride, _mm256_add_ps(acc[t], macc[t]));
+}
+
+static inline __attribute__((always_inline)) void
+gemm_kind(const int kind, const char *w, size_t group_bytes, int64_t n_groups, const char *xa,
+          int64_t n, int n_tok, float *y, int64_t y_stride)
+{
+    size_t xb = KERN__I16X_BYTES(n);
+    int64_t nb = n / 32;
+    for (int64_t g = 0; g < n_groups; g++) {
+        const char *wg = w + (size_t)g * group_bytes;
+        int t = 0;
+        for (; t + 4 <= n_tok; t += 4)
+            group_tile(kind, 4, wg, nb, xa + (size_t)t * xb, xb, n, y + t * y_stride + 8 * g,
+                       y_stride);
+        const char *xt = xa + (size_t)t * xb;
+        float *yt = y + t * y_stride + 8 * g;
+        switch (n_tok - t) {
+        case 3:
+            group_tile(kind, 3, wg, nb, xt, xb, n, yt, y_stride);
+            break;
+        case 2:
+            group_tile(kind, 2, wg, nb, xt, xb, n, yt, y_stride);
+            break;
+        case 1:
+            group_tile(kind, 1, wg, nb, xt, xb, n, yt, y_stride);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+void
+kern__p8_gemm_avx2(llm_dtype t, const char *w, size_t group_bytes, int64_t n_groups,
+                   const char *xa, int64_t n, int n_tok, float *y, int64_t y_stride)
+{
+    switch (t) {
+    case LLM_DTYPE_Q4_0:
+        gemm_kind(KIND_Q4_0, w, group_bytes, n_groups, xa, n, n_tok, y, y_stride);
+        break;
+    case LLM_DTYPE_Q4_1:
+        gemm_kind(KIND_Q4_1, w, group_bytes, n_groups, xa, n, n_tok, y, y_stride);
+        break;
+    default:
+        assert(t == LLM_DTYPE_Q8_0);
+        gemm_kind(KIND_Q8_0, w, group_bytes, n_groups, xa, n, n_tok, y, y_stride);
+        break;
+    }
+}
