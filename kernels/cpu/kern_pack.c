@@ -272,8 +272,8 @@ kern__matmul_p8(const kern__p8_impl *impl, const kern_mat *w, int64_t col0, int6
                 int64_t ge = g + 1;
                 while (ge < g1 && 8 * ge + 8 <= row1)
                     ge++;
-                impl->gemm(w->type, wc + (size_t)g * group_bytes, group_bytes, ge - g, xa, n_in,
-                           nt, yt + (r - row0), y_stride);
+                impl->gemm(w->type, wc + (size_t)g * group_bytes, group_bytes, ge - g, xa, n_in, nt,
+                           yt + (r - row0), y_stride);
                 g = ge;
                 continue;
             }

@@ -155,24 +155,17 @@ gemm_kind(const int kind, const char *w, size_t group_bytes, int64_t n_groups, c
         const char *xt = xa + (size_t)t * xb;
         float *yt = y + t * y_stride + 8 * g;
         switch (n_tok - t) {
-        case 3:
-            group_tile(kind, 3, wg, nb, xt, xb, n, yt, y_stride);
-            break;
-        case 2:
-            group_tile(kind, 2, wg, nb, xt, xb, n, yt, y_stride);
-            break;
-        case 1:
-            group_tile(kind, 1, wg, nb, xt, xb, n, yt, y_stride);
-            break;
-        default:
-            break;
+        case 3: group_tile(kind, 3, wg, nb, xt, xb, n, yt, y_stride); break;
+        case 2: group_tile(kind, 2, wg, nb, xt, xb, n, yt, y_stride); break;
+        case 1: group_tile(kind, 1, wg, nb, xt, xb, n, yt, y_stride); break;
+        default: break;
         }
     }
 }
 
 void
-kern__p8_gemm_avx2(llm_dtype t, const char *w, size_t group_bytes, int64_t n_groups,
-                   const char *xa, int64_t n, int n_tok, float *y, int64_t y_stride)
+kern__p8_gemm_avx2(llm_dtype t, const char *w, size_t group_bytes, int64_t n_groups, const char *xa,
+                   int64_t n, int n_tok, float *y, int64_t y_stride)
 {
     switch (t) {
     case LLM_DTYPE_Q4_0:

@@ -73,9 +73,9 @@ START_TEST(test_packing_is_an_exact_permutation)
                 unsigned char out[64];
                 kern_pack_unpack_block(ty, (const char *)p.data + (size_t)(r / 8 * 3 + blk) * chunk,
                                        r % 8, out);
-                ck_assert_msg(memcmp(out, (const char *)m.data + r * m.row_bytes + blk * bsz,
-                                     bsz) == 0,
-                              "%s row %d block %d", kern_type_name(ty), r, blk);
+                ck_assert_msg(
+                    memcmp(out, (const char *)m.data + r * m.row_bytes + blk * bsz, bsz) == 0,
+                    "%s row %d block %d", kern_type_name(ty), r, blk);
             }
             kern_get_row(&m, r, a);
             kern_get_row(&p, r, b);
@@ -183,8 +183,8 @@ START_TEST(test_packed_gemm_matches_its_definition_and_stays_near_float)
                 for (int t = 0; t < 3; t++)
                     kern__quantize_i16_scalar(x + t * n + 64, n - 96,
                                               xa + t * KERN__I16X_BYTES(n - 96));
-                kern__p8_gemm_scalar(ty, (const char *)p.data + 2 * 8 * kern_type(ty)->size,
-                                     group, ROWS / 8, xa, n - 96, 3, yr, ROWS);
+                kern__p8_gemm_scalar(ty, (const char *)p.data + 2 * 8 * kern_type(ty)->size, group,
+                                     ROWS / 8, xa, n - 96, 3, yr, ROWS);
                 ck_assert(memcmp(y, yr, sizeof(float) * 3 * ROWS) == 0);
             }
             free((void *)m.data);
