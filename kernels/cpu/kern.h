@@ -103,12 +103,11 @@ typedef struct {
  * The column window [col0, col0 + n_in) lets a tensor-parallel rank use its slice of
  * an input dimension; col0 must be a multiple of the type's block size. Each weight row
  * is decoded once and used for all n_tok rows (weights are read once per step).
- * Activations are exact floats by default; with $LLM_ACT=q8 (kern_act_name() "q8"),
- * Q4_0, Q4_1 and Q8_0 weights multiply 8-bit quantized activations (each token's
- * 32-element blocks scaled on their own) by integer dot products instead.
+ * Unpacked matrices multiply exact float activations; packed ones (kern_pack) 16-bit
+ * integer activations, each token's 32-element blocks scaled on their own.
  * Batch invariant: y[t][r] is the same float whatever n_tok, t and [row0, row1) are.
  * scratch: at least KERN_MATMUL_SCRATCH(n_in) floats, private to the calling thread. */
-#define KERN_MATMUL_SCRATCH(n_in) (24 * (n_in)) // 4 decoded rows, or ~70 quantized tokens
+#define KERN_MATMUL_SCRATCH(n_in) (24 * (n_in)) // 4 decoded rows, or ~40 quantized tokens
 void kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x, int64_t x_stride,
                  float *y, int64_t y_stride, int n_tok, int64_t row0, int64_t row1, float *scratch);
 
@@ -168,8 +167,9 @@ void kern_swiglu(float *gate, const float *up, int64_t n);
  * the CPU lacks AVX2/FMA/F16C or $LLM_SIMD=scalar asked for the reference code. */
 const char *kern_simd_name(void);
 
-/* kern_act_name says which activations kern_matmul uses on unpacked matrices: "f32"
- * (the default) or "q8" ($LLM_ACT=q8). Packed matrices always use 16-bit ones. */
+/* kern_act_name says which activations the matmuls of a loaded model use: "i16" (the
+ * default: Q4_0/Q4_1/Q8_0 matrices packed, 16-bit integer activations; float for the
+ * other types) or "f32" ($LLM_ACT=f32: nothing packed, float activations only). */
 const char *kern_act_name(void);
 
 #endif

@@ -34,68 +34,6 @@ float kern__row_dot_ref(llm_dtype t, const void *w, const float *x, int64_t n);
  * else the traits' scalar one. Weights are defined per SIMD level as what it returns. */
 kern_to_float_fn kern__decoder(llm_dtype t);
 
-/* --- 8-bit activations (kern_q8.c, kern_q8_avx2.c) --------------------------------- */
-
-/* One token's activations quantized for integer dots, per 32-element block b (as
- * ggml's Q8_1, with float scales): x[32b + j] ~= d[b] * qs[32b + j], s[b] = d[b] *
- * sum_j qs[32b + j]. Stored as qs[n] int8, then d[n / 32], then s[n / 32] floats:
- * KERN__Q8X_BYTES(n) bytes per token (n % 32 == 0). */
-#define KERN__Q8X_BYTES(n) ((size_t)(n) + 8 * (size_t)((n) / 32))
-typedef struct {
-    const int8_t *qs;
-    const float *d, *s;
-} kern__q8x;
-
-static inline kern__q8x
-kern__q8x_at(const void *base, int64_t n)
-{
-    const char *p = base;
-    kern__q8x v = {(const int8_t *)p, (const float *)(p + n), (const float *)(p + n) + n / 32};
-    return v;
-}
-
-/* Quantizes x[0..n) (n % 32 == 0) into out (KERN__Q8X_BYTES(n) bytes): d = max|x| / 127,
- * q = x / d rounded half to even. The scalar and AVX2 versions write the same bytes. */
-typedef void (*kern__quantize_act_fn)(const float *x, int64_t n, void *out);
-void kern__quantize_act_scalar(const float *x, int64_t n, void *out);
-void kern__quantize_act_avx2(const float *x, int64_t n, void *out);
-
-/* y[t * y_stride + r] for r < n_rows, t < n_tok: rows of type t (Q4_0, Q4_1, Q8_0) of n
- * elements starting at w, row_bytes apart, against the quantized tokens at
- * xa + t * KERN__Q8X_BYTES(n). work: KERN__Q8_WORK_BYTES(n) bytes of scratch. */
-#define KERN__Q8_WORK_BYTES(n) (4 * KERN__Q8X_BYTES(n) + 64)
-typedef void (*kern__q8_gemm_fn)(llm_dtype t, const char *w, size_t row_bytes, int64_t n_rows,
-                                 const char *xa, int64_t n, int n_tok, float *y, int64_t y_stride,
-                                 void *work);
-void kern__q8_gemm_avx2(llm_dtype t, const char *w, size_t row_bytes, int64_t n_rows,
-                        const char *xa, int64_t n, int n_tok, float *y, int64_t y_stride,
-                        void *work);
-
-/* The reference element: one weight row of n elements against one quantized token. */
-float kern__q8_dot_scalar(llm_dtype t, const void *w, kern__q8x x, int64_t n);
-
-/* Whether the 8-bit activation path exists for weight type t. */
-bool kern__q8_supported(llm_dtype t);
-
-/* One SIMD level's q8 kernels; gemm NULL means kern__q8_dot_scalar per element. */
-typedef struct {
-    kern__quantize_act_fn quantize;
-    kern__q8_gemm_fn gemm;
-} kern__q8_impl;
-
-/* kern_matmul on the q8 path (w->type supported, n_in and col0 multiples of 32). */
-void kern__matmul_q8(const kern__q8_impl *impl, const kern_mat *w, int64_t col0, int64_t n_in,
-                     const float *x, int64_t x_stride, float *y, int64_t y_stride, int n_tok,
-                     int64_t row0, int64_t row1, float *scratch);
-
-/* Which activations a matmul uses: KERN__ACT_F32 exact floats, KERN__ACT_Q8 8-bit blocks
- * for the types that support them (others stay float). */
-typedef enum { KERN__ACT_F32 = 0, KERN__ACT_Q8 = 1 } kern__act;
-/* kern_matmul with the activation mode given instead of the $LLM_ACT default. */
-void kern__matmul_act(kern__act act, const kern_mat *w, int64_t col0, int64_t n_in, const float *x,
-                      int64_t x_stride, float *y, int64_t y_stride, int n_tok, int64_t row0,
-                      int64_t row1, float *scratch);
-
 /* --- packed matrices, 16-bit activations (kern_pack.c, kern_pack_avx2.c) ------------ */
 
 /* One token's activations for the packed path, per 32-element block b:

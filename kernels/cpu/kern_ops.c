@@ -26,9 +26,7 @@ static attn_values_fn attn_values_impl = kern__attn_values_scalar;
 static attn_scores_fn attn_scores_impl = kern__attn_scores_scalar;
 static kern_to_float_fn decode_impl[LLM_DTYPE_COUNT]; // SIMD decoder, NULL = the traits' one
 static kern_rows1_fn rows1_impl[LLM_DTYPE_COUNT];     // fused one-token kernel, NULL = none
-static kern__q8_impl q8_impl = {kern__quantize_act_scalar, NULL};
 static kern__p8_impl p8_impl = {kern__quantize_i16_scalar, kern__p8_gemm_scalar};
-static kern__act act_default = KERN__ACT_F32;
 static const char *simd_name = "scalar";
 static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
 
@@ -44,13 +42,6 @@ simd_allowed(void)
 static void
 simd_select(void)
 {
-    // $LLM_ACT=q8 opts in to 8-bit activations. Not the default: on SmolLM2 they move
-    // the logits by up to ~5% of their scale (mean next-token KL 6e-3) and flip the
-    // known-answer test's first token, and on AVX2 without VNNI they are slower than the
-    // float tile from ~16 tokens per step (see kern_q8.c).
-    const char *act = getenv("LLM_ACT");
-    if (act && strcmp(act, "q8") == 0)
-        act_default = KERN__ACT_Q8;
 #if defined(LLM_KERN_HAVE_AVX2)
     if (simd_allowed() && kern__cpu_has_avx2()) {
         dot_impl = kern__dot_f32_avx2;
@@ -68,8 +59,6 @@ simd_select(void)
         decode_impl[LLM_DTYPE_Q5_K] = kern__q5_k_to_float_avx2;
         decode_impl[LLM_DTYPE_Q6_K] = kern__q6_k_to_float_avx2;
         decode_impl[LLM_DTYPE_Q8_K] = kern__q8_k_to_float_avx2;
-        q8_impl.quantize = kern__quantize_act_avx2;
-        q8_impl.gemm = kern__q8_gemm_avx2;
         p8_impl.quantize = kern__quantize_i16_avx2;
         p8_impl.gemm = kern__p8_gemm_avx2;
         rows1_impl[LLM_DTYPE_F16] = kern__rows1_f16_avx2;
@@ -118,7 +107,7 @@ const char *
 kern_act_name(void)
 {
     pthread_once(&simd_once, simd_select);
-    return act_default == KERN__ACT_Q8 ? "q8" : "f32";
+    return kern_pack_wanted() ? "i16" : "f32";
 }
 
 float
@@ -196,26 +185,11 @@ void
 kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x, int64_t x_stride,
             float *y, int64_t y_stride, int n_tok, int64_t row0, int64_t row1, float *scratch)
 {
-    pthread_once(&simd_once, simd_select);
-    kern__matmul_act(act_default, w, col0, n_in, x, x_stride, y, y_stride, n_tok, row0, row1,
-                     scratch);
-}
-
-void
-kern__matmul_act(kern__act act, const kern_mat *w, int64_t col0, int64_t n_in, const float *x,
-                 int64_t x_stride, float *y, int64_t y_stride, int n_tok, int64_t row0,
-                 int64_t row1, float *scratch)
-{
     const kern_type_traits *tr = kern_type((int)w->type);
     size_t col_off = (size_t)(col0 / tr->blck) * tr->size;
     pthread_once(&simd_once, simd_select);
     if (w->packed) {
         kern__matmul_p8(&p8_impl, w, col0, n_in, x, x_stride, y, y_stride, n_tok, row0, row1,
-                        scratch);
-        return;
-    }
-    if (act == KERN__ACT_Q8 && kern__q8_supported(w->type) && n_in % 32 == 0 && col0 % 32 == 0) {
-        kern__matmul_q8(&q8_impl, w, col0, n_in, x, x_stride, y, y_stride, n_tok, row0, row1,
                         scratch);
         return;
     }

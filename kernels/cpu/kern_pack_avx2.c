@@ -104,18 +104,15 @@ group_tile(const int kind, const int T, const char *w, int64_t nb, const char *x
             }
         } else {
             for (int k = 0; k < 4; k++) {
+                // One column pair at a time: few live registers, so a 4-token tile's
+                // sums and accumulators stay out of the stack.
                 __m256i v = _mm256_loadu_si256((const __m256i *)(qp + 32 * k));
-                __m256i w0 = _mm256_and_si256(v, nib);
-                __m256i w1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
-                __m256i w2 = _mm256_and_si256(_mm256_srli_epi16(v, 8), nib);
-                __m256i w3 = _mm256_srli_epi16(v, 12);
-                for (int t = 0; t < T; t++) {
-                    const int16_t *q = x[t].qs + 32 * b + 8 * k;
-                    __m256i s01 = _mm256_add_epi32(_mm256_madd_epi16(w0, pair(q, 0)),
-                                                   _mm256_madd_epi16(w1, pair(q, 2)));
-                    __m256i s23 = _mm256_add_epi32(_mm256_madd_epi16(w2, pair(q, 4)),
-                                                   _mm256_madd_epi16(w3, pair(q, 6)));
-                    isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(s01, s23));
+                for (int j = 0; j < 4; j++) {
+                    __m256i wj = j == 3 ? _mm256_srli_epi16(v, 12)
+                                        : _mm256_and_si256(_mm256_srli_epi16(v, 4 * j), nib);
+                    for (int t = 0; t < T; t++)
+                        isum[t] = _mm256_add_epi32(
+                            isum[t], _mm256_madd_epi16(wj, pair(x[t].qs + 32 * b + 8 * k, 2 * j)));
                 }
             }
         }

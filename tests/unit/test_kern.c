@@ -143,8 +143,8 @@ START_TEST(test_matmul_matches_reference_with_column_window)
             int n_tok = toks[ti];
             float y[TOK * ROWS], scratch[KERN_MATMUL_SCRATCH(COLS)];
             // rows [5, 38), columns [32, 128): a tensor-parallel style slice
-            // exact float activations ($LLM_ACT=f32); the q8 path has its own tests
-            kern__matmul_act(KERN__ACT_F32, &m, 32, 96, x, 96, y, ROWS, n_tok, 5, 38, scratch);
+            // unpacked: float activations (packed matrices: test_kern_pack.c)
+            kern_matmul(&m, 32, 96, x, 96, y, ROWS, n_tok, 5, 38, scratch);
             for (int r = 5; r < 38; r++) {
                 kern_get_row(&m, r, wd);
                 for (int k = 0; k < n_tok; k++) {
@@ -186,9 +186,8 @@ START_TEST(test_matmul_is_batch_invariant_for_every_type)
     // [0, ROWS) whole, then pieces that start and end inside every tile shape
     static const int64_t cuts[][5] = {{0, ROWS, -1}, {0, 3, 7, ROWS, -1}, {0, 1, 6, 10, ROWS}};
     int checked = 0;
-    for (int ai = 0; ai < 2 * (int)(sizeof(all) / sizeof(all[0])); ai++) {
-        kern__act act = ai % 2 ? KERN__ACT_Q8 : KERN__ACT_F32;
-        llm_dtype ty = all[ai / 2];
+    for (int ai = 0; ai < (int)(sizeof(all) / sizeof(all[0])); ai++) {
+        llm_dtype ty = all[ai];
         const kern_type_traits *tr = kern_type(ty);
         for (size_t wi = 0; wi < sizeof(widths) / sizeof(widths[0]); wi++) {
             int64_t n = widths[wi];
@@ -203,14 +202,14 @@ START_TEST(test_matmul_is_batch_invariant_for_every_type)
             kern_mat m = {ty, q, n, ROWS, rb, false};
             for (int t = 0; t < TOKMAX; t++)
                 for (int r = 0; r < ROWS; r++)
-                    kern__matmul_act(act, &m, 0, n, x + t * n, n, ref + t * ROWS + r, 1, 1, r,
-                                     r + 1, scratch);
+                    kern_matmul(&m, 0, n, x + t * n, n, ref + t * ROWS + r, 1, 1, r, r + 1,
+                                scratch);
             for (int n_tok = 1; n_tok <= TOKMAX; n_tok++) {
                 for (size_t ci = 0; ci < sizeof(cuts) / sizeof(cuts[0]); ci++) {
                     memset(y, 0xff, sizeof(y));
                     for (int k = 0; k < 4 && cuts[ci][k + 1] > 0; k++) {
                         int64_t a = cuts[ci][k], b = cuts[ci][k + 1];
-                        kern__matmul_act(act, &m, 0, n, x, n, y + a, ROWS, n_tok, a, b, scratch);
+                        kern_matmul(&m, 0, n, x, n, y + a, ROWS, n_tok, a, b, scratch);
                     }
                     for (int t = 0; t < n_tok; t++)
                         for (int r = 0; r < ROWS; r++)
@@ -226,108 +225,8 @@ START_TEST(test_matmul_is_batch_invariant_for_every_type)
             free(q);
         }
     }
-    // 3 float types x 6 widths, 5 32-block types x 5, 4 K-quants x 3; both modes
-    ck_assert_int_eq(checked, 2 * (3 * 6 + 5 * 5 + 4 * 3) * TOKMAX * 3);
-}
-END_TEST
-
-/* --- 8-bit activations --------------------------------------------------------------- */
-
-/* The AVX2 quantizer writes the scalar one's bytes, and each element is within half a
- * step of x; s is d times the sum of the quants. */
-START_TEST(test_activation_quantizers_agree_and_round_to_nearest)
-{
-    enum { N = 1536 };
-    static float x[N];
-    static char a[KERN__Q8X_BYTES(N)], b[KERN__Q8X_BYTES(N)];
-    unsigned s = 77;
-    for (int i = 0; i < N; i++)
-        x[i] = frand(&s) * (1.0f + (float)(i % 97)) * (i / 32 == 5 ? 0.0f : 1.0f);
-    x[40] = 1e-30f; // a tiny block member
-    x[64] = -3000.0f;
-    kern__quantize_act_scalar(x, N, a);
-    kern__q8x q = kern__q8x_at(a, N);
-    for (int k = 0; k < N / 32; k++) {
-        int sum = 0;
-        for (int j = 0; j < 32; j++) {
-            float xj = x[32 * k + j];
-            ck_assert(fabsf(xj - q.d[k] * q.qs[32 * k + j]) <= 0.5f * q.d[k] * 1.0001f);
-            sum += q.qs[32 * k + j];
-        }
-        ck_assert(q.s[k] == q.d[k] * (float)sum);
-        ck_assert(k != 5 || (q.d[k] == 0.0f && q.s[k] == 0.0f));
-    }
-#if defined(LLM_KERN_HAVE_AVX2)
-    if (kern__cpu_has_avx2()) {
-        kern__quantize_act_avx2(x, N, b);
-        ck_assert(memcmp(a, b, sizeof(a)) == 0);
-    }
-#endif
-    (void)b;
-}
-END_TEST
-
-/*
- * The q8 path of kern_matmul (this CPU's kernels) for Q4_0, Q4_1, Q8_0: (1) against a
- * double-precision dot of the decoded weights with the dequantized activations, within
- * float rounding; (2) against the exact float dot, within the bound the activation
- * rounding allows: sum over blocks of sum |w| * d_x / 2.
- */
-START_TEST(test_q8_matmul_matches_its_definition_and_stays_near_float)
-{
-    enum { COLS = 1536, ROWS = 9, TOK = 5 };
-    static float w[ROWS * COLS], x[TOK * COLS], wd[COLS], y[TOK * ROWS], yf[TOK * ROWS];
-    static float scratch[KERN_MATMUL_SCRATCH(COLS)];
-    static char xa[TOK][KERN__Q8X_BYTES(COLS)];
-    unsigned s = 13;
-    for (int i = 0; i < ROWS * COLS; i++)
-        w[i] = frand(&s);
-    for (int i = 0; i < TOK * COLS; i++)
-        x[i] = frand(&s) * (i % 64 == 3 ? 20.0f : 1.0f); // outliers, as activations have
-    for (int t = 0; t < TOK; t++)
-        kern__quantize_act_scalar(x + t * COLS, COLS, xa[t]);
-    const llm_dtype types[] = {LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1, LLM_DTYPE_Q8_0};
-    for (int ti = 0; ti < 3; ti++) {
-        llm_dtype ty = types[ti];
-        ck_assert(kern__q8_supported(ty));
-        size_t rb = kern_row_size(ty, COLS);
-        char *q = malloc(rb * ROWS);
-        for (int r = 0; r < ROWS; r++)
-            kern_type(ty)->from_float(w + r * COLS, q + r * rb, COLS);
-        kern_mat m = {ty, q, COLS, ROWS, rb, false};
-        kern__matmul_act(KERN__ACT_Q8, &m, 0, COLS, x, COLS, y, ROWS, TOK, 0, ROWS, scratch);
-        kern__matmul_act(KERN__ACT_F32, &m, 0, COLS, x, COLS, yf, ROWS, TOK, 0, ROWS, scratch);
-        for (int r = 0; r < ROWS; r++) {
-            kern_get_row(&m, r, wd);
-            for (int t = 0; t < TOK; t++) {
-                double def = 0, mag = 0, bound = 0;
-                kern__q8x xq8 = kern__q8x_at(xa[t], COLS);
-                for (int k = 0; k < COLS / 32; k++) {
-                    double wabs = 0;
-                    for (int j = 0; j < 32; j++) {
-                        double xq = (double)xq8.d[k] * xq8.qs[32 * k + j];
-                        def += (double)wd[32 * k + j] * xq;
-                        mag += fabs((double)wd[32 * k + j] * xq);
-                        wabs += fabs((double)wd[32 * k + j]);
-                    }
-                    bound += wabs * xq8.d[k] * 0.5;
-                }
-                float got = y[t * ROWS + r], f = yf[t * ROWS + r];
-                float ref1 = kern__q8_dot_scalar(ty, q + r * rb, xq8, COLS);
-                ck_assert_msg(fabs(got - def) <= 1e-5 * mag + 1e-6, "%s row %d tok %d: %g vs %g",
-                              kern_type_name(ty), r, t, (double)got, def);
-                ck_assert_msg(fabs(ref1 - def) <= 1e-5 * mag + 1e-6, "%s scalar ref: %g vs %g",
-                              kern_type_name(ty), (double)ref1, def);
-                ck_assert_msg(fabs(got - f) <= bound * 1.001 + 1e-5 * mag, "%s: q8 %g f32 %g",
-                              kern_type_name(ty), (double)got, (double)f);
-                ck_assert(got != f || bound == 0); // it is the q8 path
-            }
-        }
-        free(q);
-    }
-    ck_assert(!kern__q8_supported(LLM_DTYPE_Q4_K) && !kern__q8_supported(LLM_DTYPE_F16));
-    const char *act = getenv("LLM_ACT");
-    ck_assert_str_eq(kern_act_name(), act && strcmp(act, "q8") == 0 ? "q8" : "f32");
+    // 3 float types x 6 widths, 5 32-block types x 5, 4 K-quants x 3
+    ck_assert_int_eq(checked, (3 * 6 + 5 * 5 + 4 * 3) * TOKMAX * 3);
 }
 END_TEST
 
@@ -408,7 +307,7 @@ START_TEST(test_one_token_matmul_matches_the_reference_row_dot)
         float ref = kern__row_dot_ref(ty, q, x, N);
         kern_mat m = {ty, q, N, 1, kern_row_size(ty, N), false};
         float y, scratch[KERN_MATMUL_SCRATCH(N)];
-        kern__matmul_act(KERN__ACT_F32, &m, 0, N, x, N, &y, 1, 1, 0, 1, scratch);
+        kern_matmul(&m, 0, N, x, N, &y, 1, 1, 0, 1, scratch);
         ck_assert_msg(fabsf(y - ref) <= 1e-4f * (1 + fabsf(ref)), "%s: %g vs %g",
                       kern_type_name(ty), (double)y, (double)ref);
         free(q);
@@ -515,10 +414,6 @@ kern_suite(void)
     tcase_add_test(tc, test_selected_decoders_match_the_scalar_ones);
     tcase_add_test(tc, test_attention_scores_and_values_match_the_scalar_sums);
     tcase_add_test(tc, test_rmsnorm_softmax_rope_swiglu);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("q8");
-    tcase_add_test(tc, test_activation_quantizers_agree_and_round_to_nearest);
-    tcase_add_test(tc, test_q8_matmul_matches_its_definition_and_stays_near_float);
     suite_add_tcase(s, tc);
     return s;
 }
