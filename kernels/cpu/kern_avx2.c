@@ -9,6 +9,8 @@
 
 #include <cpuid.h>
 #include <immintrin.h>
+#include <math.h>
+#include <string.h>
 
 /* CPUID directly rather than __builtin_cpu_supports: clang 14 does not know "f16c".
  * AVX also needs the OS to save the YMM registers (XCR0 bits 1 and 2). */
@@ -294,4 +296,94 @@ kern__f16_to_float_avx2(const void *src, float *dst, int64_t n)
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
     for (; i < n; i++)
         dst[i] = _cvtsh_ss(s[i]);
+}
+
+/* exp of eight floats: 2^n * e^r with n = round(x / ln 2) and r = x - n ln 2 (ln 2 in
+ * two parts, so r is exact to a float) in [-ln2 / 2, ln2 / 2], e^r = 1 + r + r^2 P(r)
+ * with Cephes' degree-5 P: within 2 ulp of expf. x is clamped to [-87, 88] so 2^n
+ * stays a normal float; below -87 (e^-87 = 1.6e-38) the result is 0, as for -inf. */
+static inline __m256
+exp_ps(__m256 x0)
+{
+    __m256 x = _mm256_min_ps(_mm256_max_ps(x0, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    __m256 keep = _mm256_cmp_ps(x0, _mm256_set1_ps(-87.0f), _CMP_GE_OQ);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
+}
+
+void
+kern__exp_avx2(const float *x, float *y, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, exp_ps(_mm256_loadu_ps(x + i)));
+    if (i < n) { // the tail through the same vector code: same value at any position
+        float buf[8] = {0};
+        memcpy(buf, x + i, sizeof(float) * (size_t)(n - i));
+        _mm256_storeu_ps(buf, exp_ps(_mm256_loadu_ps(buf)));
+        memcpy(y + i, buf, sizeof(float) * (size_t)(n - i));
+    }
+}
+
+void
+kern__softmax_avx2(float *x, int64_t n)
+{
+    float max = x[0];
+    for (int64_t i = 1; i < n; i++)
+        max = x[i] > max ? x[i] : max;
+    __m256 vmax = _mm256_set1_ps(max), sum = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax));
+        _mm256_storeu_ps(x + i, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    float tail = 0.0f;
+    if (i < n) {
+        float buf[8];
+        for (int k = 0; k < 8; k++)
+            buf[k] = i + k < n ? x[i + k] - max : -INFINITY; // exp gives 0
+        _mm256_storeu_ps(buf, exp_ps(_mm256_loadu_ps(buf)));
+        for (int64_t k = 0; i + k < n; k++) {
+            x[i + k] = buf[k];
+            tail += buf[k];
+        }
+    }
+    __m256 inv = _mm256_set1_ps(1.0f / (hsum_ps(sum) + tail));
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    for (; i < n; i++)
+        x[i] *= _mm256_cvtss_f32(inv);
+}
+
+void
+kern__swiglu_avx2(float *gate, const float *up, int64_t n)
+{
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 e = exp_ps(_mm256_xor_ps(g, sign)); // exp(-g)
+        __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(gate + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+    }
+    if (i < n) {
+        float g[8] = {0}, u[8] = {0};
+        memcpy(g, gate + i, sizeof(float) * (size_t)(n - i));
+        memcpy(u, up + i, sizeof(float) * (size_t)(n - i));
+        kern__swiglu_avx2(g, u, 8);
+        memcpy(gate + i, g, sizeof(float) * (size_t)(n - i));
+    }
 }

@@ -108,6 +108,11 @@ void kern__q4_1_to_float_avx2(const void *src, float *dst, int64_t n);
 void kern__q8_0_to_float_avx2(const void *src, float *dst, int64_t n);
 void kern__f16_to_float_avx2(const void *src, float *dst, int64_t n);
 void kern__bf16_to_float_avx2(const void *src, float *dst, int64_t n);
+/* y[i] = e^x[i] (within 2 ulp of expf, x clamped to [-87, 88]); softmax and SwiGLU
+ * built on it, each element the same float wherever it lies in the array. */
+void kern__exp_avx2(const float *x, float *y, int64_t n);
+void kern__softmax_avx2(float *x, int64_t n);
+void kern__swiglu_avx2(float *gate, const float *up, int64_t n);
 void kern__attn_scores_avx2(float *att, const float *q, const float *k, int64_t k_stride, int n_pos,
                             int hd, float scale);
 void kern__attn_values_avx2(float *out, const float *att, const float *v, int64_t v_stride,

@@ -24,6 +24,8 @@ static dot_fn dot_impl = kern__dot_f32_scalar;
 static gemm_fn gemm_impl; // NULL: the scalar path (a decoded row, then plain dots)
 static attn_values_fn attn_values_impl = kern__attn_values_scalar;
 static attn_scores_fn attn_scores_impl = kern__attn_scores_scalar;
+static void (*softmax_impl)(float *, int64_t); // NULL: the scalar code in kern_softmax
+static void (*swiglu_impl)(float *, const float *, int64_t);
 static kern_to_float_fn decode_impl[LLM_DTYPE_COUNT]; // SIMD decoder, NULL = the traits' one
 static kern_rows1_fn rows1_impl[LLM_DTYPE_COUNT];     // fused one-token kernel, NULL = none
 static kern__p8_impl p8_impl = {kern__quantize_i16_scalar, kern__p8_gemm_scalar};
@@ -47,6 +49,8 @@ simd_select(void)
         dot_impl = kern__dot_f32_avx2;
         gemm_impl = kern__gemm_f32_avx2;
         attn_values_impl = kern__attn_values_avx2;
+        softmax_impl = kern__softmax_avx2;
+        swiglu_impl = kern__swiglu_avx2;
         attn_scores_impl = kern__attn_scores_avx2;
         decode_impl[LLM_DTYPE_F16] = kern__f16_to_float_avx2;
         decode_impl[LLM_DTYPE_BF16] = kern__bf16_to_float_avx2;
@@ -319,6 +323,11 @@ kern_rope(float *x, int n_heads, int head_dim, int pos, float theta)
 void
 kern_softmax(float *x, int64_t n)
 {
+    pthread_once(&simd_once, simd_select);
+    if (softmax_impl) {
+        softmax_impl(x, n);
+        return;
+    }
     // A comparison, not fmaxf: fmaxf is a libm call here (no -ffinite-math), and it was
     // 3% of a 512-token prefill. Same result for the finite scores this sees.
     float max = x[0];
@@ -337,6 +346,11 @@ kern_softmax(float *x, int64_t n)
 void
 kern_swiglu(float *gate, const float *up, int64_t n)
 {
+    pthread_once(&simd_once, simd_select);
+    if (swiglu_impl) {
+        swiglu_impl(gate, up, n);
+        return;
+    }
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i];
         gate[i] = g / (1.0f + expf(-g)) * up[i];

@@ -391,8 +391,56 @@ START_TEST(test_rmsnorm_softmax_rope_swiglu)
     ck_assert(fabs(g[0]) < 1e-7);
     ck_assert(fabs(g[1] - 2.0 / (1 + exp(-1.0))) < 1e-6);
     ck_assert(fabs(g[2] - (-2.0) / (1 + exp(1.0))) < 1e-6);
+
+    // Longer arrays (vector body and tail), against double precision: softmax of scores
+    // spanning the exp range, SwiGLU of gates from -100 to 100.
+    enum { N = 203 };
+    static float sc[N], gg[N], uu[N], g0[N];
+    for (int i = 0; i < N; i++) {
+        sc[i] = -100.0f + 0.5f * (float)i;
+        gg[i] = g0[i] = -100.0f + (float)i;
+        uu[i] = 0.5f + 0.01f * (float)i;
+    }
+    double z = 0;
+    for (int i = 0; i < N; i++)
+        z += exp((double)sc[i] - sc[N - 1]);
+    kern_softmax(sc, N);
+    for (int i = 0; i < N; i++) {
+        double want = exp(0.5 * (i - (N - 1))) / z; // scores are 0.5 apart, the last the max
+        ck_assert_msg(fabs(sc[i] - want) <= 1e-6 * want + 1e-30, "softmax[%d] %g vs %g", i,
+                      (double)sc[i], want);
+    }
+    kern_swiglu(gg, uu, N);
+    for (int i = 0; i < N; i++) {
+        double want = (double)g0[i] / (1.0 + exp(-(double)g0[i])) * uu[i];
+        ck_assert_msg(fabs(gg[i] - want) <= 1e-6 * fabs(want) + 1e-30, "swiglu[%d] %g vs %g", i,
+                      (double)gg[i], want);
+    }
 }
 END_TEST
+
+#if defined(LLM_KERN_HAVE_AVX2)
+/* The vector exp against double precision over the whole float range it serves. */
+START_TEST(test_vector_exp_is_within_two_ulp)
+{
+    if (!kern__cpu_has_avx2())
+        return;
+    enum { N = 20001 };
+    static float x[N], y[N];
+    for (int i = 0; i < N; i++)
+        x[i] = -87.0f + 175.0f * (float)i / (N - 1);
+    kern__exp_avx2(x, y, N);
+    for (int i = 0; i < N; i++) {
+        double want = exp((double)x[i]);
+        ck_assert_msg(fabs(y[i] - want) <= 2.5 * 1.1920929e-7 * want, "exp(%.9g) = %.9g vs %.9g",
+                      (double)x[i], (double)y[i], want);
+    }
+    float lo[3] = {-87.5f, -1e30f, -INFINITY}, out[3];
+    kern__exp_avx2(lo, out, 3);
+    ck_assert(out[0] == 0.0f && out[1] == 0.0f && out[2] == 0.0f);
+}
+END_TEST
+#endif
 
 Suite *kern_suite(void);
 
@@ -414,6 +462,9 @@ kern_suite(void)
     tcase_add_test(tc, test_selected_decoders_match_the_scalar_ones);
     tcase_add_test(tc, test_attention_scores_and_values_match_the_scalar_sums);
     tcase_add_test(tc, test_rmsnorm_softmax_rope_swiglu);
+#if defined(LLM_KERN_HAVE_AVX2)
+    tcase_add_test(tc, test_vector_exp_is_within_two_ulp);
+#endif
     suite_add_tcase(s, tc);
     return s;
 }
