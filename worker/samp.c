@@ -3,6 +3,7 @@
  */
 #include "samp.h"
 
+#include "kern.h"
 #include "llm_err.h"
 
 #include <math.h>
@@ -16,7 +17,8 @@ typedef struct {
 
 struct samp_ctx {
     int n_vocab;
-    cand *c; // [n_vocab]
+    cand *c;  // [n_vocab]
+    float *e; // [n_vocab] exp((logit - max) / temperature), by id
 };
 
 samp_params
@@ -52,7 +54,9 @@ samp_ctx_new(int n_vocab, samp_ctx **out)
         return LLM_ENOMEM;
     s->n_vocab = n_vocab;
     s->c = malloc(sizeof(cand) * (size_t)n_vocab);
-    if (!s->c) {
+    s->e = malloc(sizeof(float) * (size_t)n_vocab);
+    if (!s->c || !s->e) {
+        free(s->e);
         free(s);
         return LLM_ENOMEM;
     }
@@ -66,6 +70,7 @@ samp_ctx_free(samp_ctx *s)
     if (!s)
         return;
     free(s->c);
+    free(s->e);
     free(s);
 }
 
@@ -111,29 +116,41 @@ sift_down(cand *h, int n, int i)
     }
 }
 
-/* The candidates come out of a max-heap one at a time, only as far as top-k, top-p and
- * the draw need them (a few dozen, typically): building the heap is O(n), each step
- * O(log n), where sorting the whole vocabulary cost milliseconds per token. The i-th
- * best candidate ends up at c[n - 1 - i], as in heapsort. */
+/* Candidates in descending order, produced only as far as top-p and the draw need
+ * them: first a sorted prefix (the k best for a small top-k, or every candidate whose
+ * weight is at least PREFIX_MIN of the best one, which holds all but a sliver of the
+ * mass), then, only if a walk goes past it, the rest from a max-heap one at a time
+ * (the i-th best at c[n - 1 - i], as in heapsort). Sorting the whole vocabulary cost
+ * milliseconds per token; heapifying it a third of a millisecond. */
+#define PREFIX_MIN 1e-6f
+
 typedef struct {
     cand *c;
-    int n, heap_n;
-    bool sorted; // c[0..k) already sorted (small top-k): no heap
+    int n, n_sorted, heap_n;
+    bool heaped; // c[n_sorted..n) is a heap (built on first use)
 } ranked;
 
 static const cand *
 nth(ranked *r, int i)
 {
-    if (r->sorted)
+    if (i < r->n_sorted)
         return &r->c[i];
-    while (r->n - r->heap_n <= i) {
-        cand t = r->c[0];
-        r->c[0] = r->c[r->heap_n - 1];
-        r->c[r->heap_n - 1] = t;
-        r->heap_n--;
-        sift_down(r->c, r->heap_n, 0);
+    cand *h = r->c + r->n_sorted;
+    int n = r->n - r->n_sorted;
+    if (!r->heaped) {
+        for (int j = n / 2 - 1; j >= 0; j--)
+            sift_down(h, n, j);
+        r->heap_n = n;
+        r->heaped = true;
     }
-    return &r->c[r->n - 1 - i];
+    while (n - r->heap_n <= i - r->n_sorted) {
+        cand t = h[0];
+        h[0] = h[r->heap_n - 1];
+        h[r->heap_n - 1] = t;
+        r->heap_n--;
+        sift_down(h, r->heap_n, 0);
+    }
+    return &h[n - 1 - (i - r->n_sorted)];
 }
 
 static int32_t
@@ -182,48 +199,57 @@ samp_sample(samp_ctx *s, const samp_params *p, const float *logits, int64_t pos)
     int n = s->n_vocab;
     if (p->temperature == 0.0f)
         return argmax(logits, n);
-    for (int i = 0; i < n; i++) {
-        s->c[i].logit = logits[i];
-        s->c[i].id = i;
-    }
-    int k = p->top_k > 0 && p->top_k < n ? p->top_k : n;
-    ranked r = {s->c, n, n, k <= 256};
-    if (r.sorted) {
+    float max = logits[argmax(logits, n)], inv_t = 1.0f / p->temperature;
+    // Unnormalized probabilities at the temperature (max first: stable), by id, with
+    // the vector exp; every sum below adds these same floats in double.
+    for (int i = 0; i < n; i++)
+        s->e[i] = (logits[i] - max) * inv_t;
+    kern_exp(s->e, s->e, n);
+    int k = p->top_k > 0 && p->top_k < n ? p->top_k : n, m = 0;
+    if (k <= 256) {
+        for (int i = 0; i < n; i++)
+            s->c[i] = (cand){logits[i], i};
         keep_top(s->c, n, k); // O(n k) beats the heap for the small k used in practice
+        m = k;
     } else {
-        for (int i = n / 2 - 1; i >= 0; i--)
-            sift_down(s->c, n, i);
+        // The prefix first (ids in order), then the rest after it.
+        for (int i = 0; i < n; i++)
+            if (s->e[i] >= PREFIX_MIN)
+                s->c[m++] = (cand){logits[i], i};
+        int rest = m;
+        for (int i = 0; i < n; i++)
+            if (!(s->e[i] >= PREFIX_MIN))
+                s->c[rest++] = (cand){logits[i], i};
+        qsort(s->c, (size_t)m, sizeof(cand), cand_cmp);
     }
-    double max = s->c[0].logit, t = p->temperature;
-    // Unnormalized probabilities at the temperature (max first: stable). The total
-    // is over the top k, or over the whole vocabulary in id order.
+    ranked r = {s->c, n, m, 0, false};
     double sum = 0.0;
     if (k < n) {
         for (int i = 0; i < k; i++)
-            sum += exp(((double)nth(&r, i)->logit - max) / t);
+            sum += s->e[nth(&r, i)->id];
     } else {
         for (int i = 0; i < n; i++)
-            sum += exp(((double)logits[i] - max) / t);
+            sum += s->e[i];
     }
     // Top-p: the smallest prefix whose mass reaches top_p.
-    int m = k;
+    int lim = k;
     if (p->top_p < 1.0f) {
         double acc = 0.0;
         for (int i = 0; i < k; i++) {
-            acc += exp(((double)nth(&r, i)->logit - max) / t);
+            acc += s->e[nth(&r, i)->id];
             if (acc >= p->top_p * sum) {
-                m = i + 1;
+                lim = i + 1;
                 break;
             }
         }
         sum = acc;
     }
     double u = samp_uniform(p->seed, pos) * sum, acc = 0.0;
-    for (int i = 0; i < m; i++) {
+    for (int i = 0; i < lim; i++) {
         const cand *c = nth(&r, i);
-        acc += exp(((double)c->logit - max) / t);
+        acc += s->e[c->id];
         if (u < acc)
             return c->id;
     }
-    return nth(&r, m - 1)->id;
+    return nth(&r, lim - 1)->id;
 }

@@ -160,6 +160,9 @@ void kern_attn_values(float *out, const float *att, const float *v, int64_t v_st
                       int hd);
 /* In-place softmax over n floats (max-subtracted). */
 void kern_softmax(float *x, int64_t n);
+/* y[i] = e^x[i] (y may equal x): the vector exp on AVX2 (within 2 ulp; 0 below -87),
+ * expf otherwise. */
+void kern_exp(const float *x, float *y, int64_t n);
 /* gate[i] = silu(gate[i]) * up[i] */
 void kern_swiglu(float *gate, const float *up, int64_t n);
 

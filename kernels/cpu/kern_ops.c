@@ -26,6 +26,7 @@ static attn_values_fn attn_values_impl = kern__attn_values_scalar;
 static attn_scores_fn attn_scores_impl = kern__attn_scores_scalar;
 static void (*softmax_impl)(float *, int64_t); // NULL: the scalar code in kern_softmax
 static void (*swiglu_impl)(float *, const float *, int64_t);
+static void (*exp_impl)(const float *, float *, int64_t);
 static kern_to_float_fn decode_impl[LLM_DTYPE_COUNT]; // SIMD decoder, NULL = the traits' one
 static kern_rows1_fn rows1_impl[LLM_DTYPE_COUNT];     // fused one-token kernel, NULL = none
 static kern__p8_impl p8_impl = {kern__quantize_i16_scalar, kern__p8_gemm_scalar};
@@ -51,6 +52,7 @@ simd_select(void)
         attn_values_impl = kern__attn_values_avx2;
         softmax_impl = kern__softmax_avx2;
         swiglu_impl = kern__swiglu_avx2;
+        exp_impl = kern__exp_avx2;
         attn_scores_impl = kern__attn_scores_avx2;
         decode_impl[LLM_DTYPE_F16] = kern__f16_to_float_avx2;
         decode_impl[LLM_DTYPE_BF16] = kern__bf16_to_float_avx2;
@@ -341,6 +343,18 @@ kern_softmax(float *x, int64_t n)
     float inv = (float)(1.0 / sum);
     for (int64_t i = 0; i < n; i++)
         x[i] *= inv;
+}
+
+void
+kern_exp(const float *x, float *y, int64_t n)
+{
+    pthread_once(&simd_once, simd_select);
+    if (exp_impl) {
+        exp_impl(x, y, n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        y[i] = expf(x[i]);
 }
 
 void

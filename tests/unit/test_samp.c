@@ -2,11 +2,13 @@
  * test_samp.c - sampler: greedy, determinism per (seed, position), top-k / top-p
  * limits, the distribution itself, and parameter validation.
  */
+#include "kern.h"
 #include "llm_err.h"
 #include "samp.h"
 
 #include <check.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 START_TEST(test_greedy_takes_argmax_and_lowest_id_on_ties)
@@ -96,6 +98,62 @@ START_TEST(test_frequencies_follow_the_softmax)
 }
 END_TEST
 
+/* The definition the sampler implements, by brute force: weights e = exp((l - max) / T)
+ * (kern_exp, by id), their double sum in id order, u = uniform * sum, then the full
+ * candidate order (logit descending, id ascending) walked until the running sum passes
+ * u. The sampler sorts only a prefix and heaps the rest; a vocabulary where 4% of the
+ * mass lies below the prefix cut makes ~4% of the draws walk into the heap. */
+static const float *ref_logits;
+static int
+ref_cmp(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    float lx = ref_logits[x], ly = ref_logits[y];
+    return lx > ly ? -1 : lx < ly ? 1 : (x > y) - (x < y);
+}
+
+START_TEST(test_draw_walks_past_the_sorted_prefix_exactly)
+{
+    enum { V = 100000 };
+    static float l[V], e[V];
+    static int order[V];
+    samp_ctx *s = NULL;
+    ck_assert_int_eq(samp_ctx_new(V, &s), LLM_OK);
+    // token 0 carries weight 1; the others 1.4e-6 .. 5e-7 of it (around the cut), with ties
+    for (int i = 1; i < V; i++)
+        l[i] = -13.5f - (float)(i % 97) * 0.01f;
+    l[0] = 0.0f;
+    samp_params p = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = 5};
+    for (int i = 0; i < V; i++)
+        e[i] = l[i]; // max is 0, T is 1
+    kern_exp(e, e, V);
+    double sum = 0;
+    for (int i = 0; i < V; i++)
+        sum += e[i];
+    for (int i = 0; i < V; i++)
+        order[i] = i;
+    ref_logits = l;
+    qsort(order, V, sizeof(int), ref_cmp);
+    int tail = 0;
+    for (int pos = 0; pos < 1000; pos++) {
+        double u = samp_uniform(p.seed, pos) * sum, acc = 0;
+        int want = order[V - 1];
+        for (int i = 0; i < V; i++) {
+            acc += e[order[i]];
+            if (u < acc) {
+                want = order[i];
+                break;
+            }
+        }
+        int got = samp_sample(s, &p, l, pos);
+        ck_assert_msg(got == want, "pos %d: %d vs %d", pos, got, want);
+        tail += got != 0 && e[got] < 1e-6f;
+    }
+    ck_assert_msg(tail > 10, "only %d draws reached the heap", tail); // ~4% of them
+    samp_ctx_free(s);
+}
+END_TEST
+
 START_TEST(test_validate_rejects_bad_values)
 {
     char err[128];
@@ -131,6 +189,7 @@ samp_suite(void)
     tcase_add_test(tc, test_draw_depends_only_on_seed_and_position);
     tcase_add_test(tc, test_top_k_and_top_p_limit_the_candidates);
     tcase_add_test(tc, test_frequencies_follow_the_softmax);
+    tcase_add_test(tc, test_draw_walks_past_the_sorted_prefix_exactly);
     suite_add_tcase(s, tc);
     tc = tcase_create("params");
     tcase_add_test(tc, test_validate_rejects_bad_values);
