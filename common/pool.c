@@ -14,11 +14,14 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #define POOL_SPIN_POLLS 100000
 // Yield the core every so often while spinning: when threads outnumber cores (tests,
-// busy hosts) the thread we wait for may need this very core to make progress.
-#define POOL_YIELD_EVERY 256
+// busy hosts) the thread we wait for may need this very core to make progress. With a
+// core each, a yield is only a syscall between a job's arrival and its start, so rarely.
+#define POOL_YIELD_OVERSUBSCRIBED 256
+#define POOL_YIELD_OWN_CORE 8192
 
 struct pool {
     int n_threads;
@@ -32,6 +35,7 @@ struct pool {
     pthread_cond_t cv_work; // helpers wait here for gen to move
     pthread_cond_t cv_done; // caller waits here for pending == 0
     int n_started;
+    int yield_every; // polls between sched_yield() calls while spinning
 };
 
 typedef struct {
@@ -51,7 +55,7 @@ pool_main(void *argp)
         int polls = 0;
         while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen &&
                !atomic_load_explicit(&p->stop, memory_order_relaxed) && polls < POOL_SPIN_POLLS)
-            if (++polls % POOL_YIELD_EVERY == 0)
+            if (++polls % p->yield_every == 0)
                 sched_yield();
         if (g == seen) {
             pthread_mutex_lock(&p->mu);
@@ -80,6 +84,9 @@ pool_new(int n_threads, pool **out)
     if (!p)
         return LLM_ENOMEM;
     p->n_threads = n_threads;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    p->yield_every =
+        cpus > 0 && n_threads <= cpus ? POOL_YIELD_OWN_CORE : POOL_YIELD_OVERSUBSCRIBED;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv_work, NULL);
     pthread_cond_init(&p->cv_done, NULL);
@@ -152,7 +159,7 @@ pool_run(pool *p, pool_fn fn, void *ctx)
 
     int polls = 0;
     while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0 && polls < POOL_SPIN_POLLS)
-        if (++polls % POOL_YIELD_EVERY == 0)
+        if (++polls % p->yield_every == 0)
             sched_yield();
     if (atomic_load(&p->pending) > 0) {
         pthread_mutex_lock(&p->mu);
