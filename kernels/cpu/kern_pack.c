@@ -124,6 +124,40 @@ kern_pack_unpack_block(llm_dtype t, const void *chunk, int lane, void *blk)
     }
 }
 
+/* One row's block into lane i of a chunk's quads, a 32-bit word per quad (the layout
+ * above, little-endian): the loader packs every weight of the model through here. */
+static void
+pack_lane(llm_dtype t, const uint8_t *blk, int i, uint8_t *quads)
+{
+    uint8_t el[32];
+    if (t == LLM_DTYPE_Q8_0) {
+        memcpy(el, ((const blk_q8_0 *)blk)->qs, 32);
+        for (int k = 0; k < 8; k++) {
+            const uint8_t *e = el + 4 * k;
+            uint8_t *w = quads + 32 * k + 4 * i;
+            w[0] = e[0];
+            w[1] = e[2];
+            w[2] = e[1];
+            w[3] = e[3];
+        }
+        return;
+    }
+    const uint8_t *qs =
+        t == LLM_DTYPE_Q4_1 ? ((const blk_q4_1 *)blk)->qs : ((const blk_q4_0 *)blk)->qs;
+    for (int j = 0; j < 16; j++) {
+        el[j] = qs[j] & 0x0f;
+        el[j + 16] = qs[j] >> 4;
+    }
+    for (int k = 0; k < 4; k++) {
+        const uint8_t *e = el + 8 * k; // columns 8k .. 8k + 7
+        uint8_t *w = quads + 32 * k + 4 * i;
+        w[0] = (uint8_t)(e[0] | e[2] << 4); // low half: even columns, nibble j = 2j
+        w[1] = (uint8_t)(e[4] | e[6] << 4);
+        w[2] = (uint8_t)(e[1] | e[3] << 4); // high half: odd columns
+        w[3] = (uint8_t)(e[5] | e[7] << 4);
+    }
+}
+
 void
 kern_pack(const kern_mat *src, void *dst, kern_mat *out)
 {
@@ -134,30 +168,13 @@ kern_pack(const kern_mat *src, void *dst, kern_mat *out)
     for (int64_t g = 0; g < src->n_rows / 8; g++)
         for (int64_t b = 0; b < nb; b++) {
             uint8_t *c = (uint8_t *)dst + (size_t)(g * nb + b) * chunk_bytes;
-            uint8_t *quads = c + quads_offset(t);
-            memset(quads, 0, chunk_bytes - quads_offset(t));
             for (int i = 0; i < 8; i++) {
                 const uint8_t *blk =
                     (const uint8_t *)src->data + (size_t)(8 * g + i) * src->row_bytes + b * bsz;
                 memcpy(c + 2 * i, blk, 2); // d is every type's first field
-                if (t == LLM_DTYPE_Q8_0) {
-                    const blk_q8_0 *q = (const blk_q8_0 *)blk;
-                    for (int j = 0; j < 32; j++)
-                        quads[q8_place(i, j)] = (uint8_t)q->qs[j];
-                    continue;
-                }
-                const uint8_t *qs;
-                if (t == LLM_DTYPE_Q4_1) {
+                if (t == LLM_DTYPE_Q4_1)
                     memcpy(c + 16 + 2 * i, blk + 2, 2);
-                    qs = ((const blk_q4_1 *)blk)->qs;
-                } else {
-                    qs = ((const blk_q4_0 *)blk)->qs;
-                }
-                for (int j = 0; j < 32; j++) {
-                    int byte, shift;
-                    q4_place(i, j, &byte, &shift);
-                    quads[byte] |= (uint8_t)(q4_get(qs, j) << shift);
-                }
+                pack_lane(t, blk, i, c + quads_offset(t));
             }
         }
     *out = *src;
