@@ -26,6 +26,7 @@
 
 #define MODEL_MAX_LAYERS 1024
 #define MODEL_MAX_DIM 65536
+#define ATT_TILE 4 // tokens of one sequence whose queries share each K/V block read
 
 struct model {
     gguf_file *gguf;
@@ -579,7 +580,7 @@ model_state_new(const model *m, const model_shard *shard, int max_tokens, int n_
     int in = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
     in = in > q_dim ? in : q_dim;
     size_t sl = KERN_MATMUL_SCRATCH(in);
-    size_t att_len = (size_t)(c->n_heads / c->n_kv_heads) * (c->ctx_len + c->head_dim);
+    size_t att_len = (size_t)ATT_TILE * (c->n_heads / c->n_kv_heads) * (c->ctx_len + c->head_dim);
     sl = sl > att_len ? sl : att_len;
     s->scratch_len = (sl + 15) / 16 * 16; // whole cache lines per thread: no false sharing
     s->x = malloc(sizeof(float) * T * (size_t)c->dim);
@@ -710,54 +711,81 @@ typedef struct {
  * output, so each block after the first goes through scratch rows that are then added
  * (an accumulating kernel variant would save that pass of head_dim adds per block).
  *
- * A thread takes the query heads of its range that share a KV head together, block by
- * block, so each block's keys and values come from memory once for the group and from L1
- * for the rest: a block is only 16 rows, too short for the hardware prefetchers to hide
- * the latency of reading it once per head. The arithmetic of each pair is unchanged by
- * this order, and so by the thread count. */
+ * Pairs are ordered by tile (up to ATT_TILE consecutive tokens of the same sequence),
+ * then KV head, token, query head, and each thread takes an equal contiguous range.
+ * Within its range a thread takes the pairs of one tile and KV head together, block by
+ * block, so each block's keys and values come from memory once for up to ATT_TILE x
+ * (heads per KV head) queries and from L1 for the rest: a prefill chunk's queries
+ * otherwise read the whole cache once per token, from L3 at a few hundred positions.
+ * The arithmetic of each pair is unchanged by this order, and so by the thread count
+ * and the batch. */
+static void
+att_queries(att_job *j, int t0, int g, int q0, int q1, float *att, float *part)
+{
+    const model_config *c = j->c;
+    model_state *s = j->s;
+    const model_batch *b = j->b;
+    int hd = c->head_dim, group = c->n_heads / c->n_kv_heads, nq = j->n_q_local;
+    int q_dim = nq * hd, kv_dim = j->n_kv_local * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    const model_kv *kv = b->kv[t0];
+    const model_kvpool *kp = kv->pool;
+    size_t head = (size_t)g * hd;
+    int n_blk = 0;
+    for (int qi = q0; qi < q1; qi++) {
+        int nb = (b->pos[t0 + qi / group] + 1 + MODEL_KV_BLOCK - 1) / MODEL_KV_BLOCK;
+        n_blk = nb > n_blk ? nb : n_blk;
+    }
+    for (int i = 0; i < n_blk; i++) {
+        int p0 = i * MODEL_KV_BLOCK;
+        const float *kc = block_keys(kp, kv->blocks[i], j->layer) + head;
+        for (int qi = q0; qi < q1; qi++) {
+            int t = t0 + qi / group, h = g * group + qi % group, n_pos = b->pos[t] + 1;
+            if (n_pos > p0)
+                kern_attn_scores(att + (size_t)(qi - q0) * c->ctx_len + p0,
+                                 s->q + (size_t)t * q_dim + (size_t)h * hd, kc, kv_dim,
+                                 n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK, hd,
+                                 scale);
+        }
+    }
+    for (int qi = q0; qi < q1; qi++)
+        kern_softmax(att + (size_t)(qi - q0) * c->ctx_len, b->pos[t0 + qi / group] + 1);
+    for (int i = 0; i < n_blk; i++) {
+        int p0 = i * MODEL_KV_BLOCK;
+        const float *vc = block_keys(kp, kv->blocks[i], j->layer) + kp->v_off + head;
+        for (int qi = q0; qi < q1; qi++) {
+            int t = t0 + qi / group, h = g * group + qi % group, n_pos = b->pos[t] + 1;
+            if (n_pos <= p0)
+                continue;
+            float *out = s->att_out + (size_t)t * q_dim + (size_t)h * hd;
+            float *dst = i == 0 ? out : part + (size_t)(qi - q0) * hd;
+            kern_attn_values(dst, att + (size_t)(qi - q0) * c->ctx_len + p0, vc, kv_dim,
+                             n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK, hd);
+            if (i > 0)
+                kern_axpy_f32(out, 1.0f, dst, hd); // exact: out += part
+        }
+    }
+}
+
 static void
 att_run(void *ctx, int ith, int nth)
 {
     att_job *j = ctx;
+    const model_batch *b = j->b;
     const model_config *c = j->c;
-    model_state *s = j->s;
-    int hd = c->head_dim, group = c->n_heads / c->n_kv_heads, nq = j->n_q_local;
-    int q_dim = nq * hd, kv_dim = j->n_kv_local * hd;
-    float *att = s->scratch + (size_t)ith * (size_t)s->scratch_len; // [group][ctx_len] scores
-    float *part = att + (size_t)group * c->ctx_len; // [group][hd] one block's values
-    float scale = 1.0f / sqrtf((float)hd);
-    int pairs = j->b->n_tok * nq, end = pairs * (ith + 1) / nth;
-    for (int pi = pairs * ith / nth, n_h; pi < end; pi += n_h) {
-        int t = pi / nq, h0 = pi % nq, n_pos = j->b->pos[t] + 1;
-        int h1 = (h0 / group + 1) * group; // past the last head sharing h0's KV head
-        n_h = (h1 < nq ? h1 : nq) - h0;
-        n_h = n_h < end - pi ? n_h : end - pi;
-        const model_kv *kv = j->b->kv[t];
-        const model_kvpool *kp = kv->pool;
-        int n_blk = (n_pos + MODEL_KV_BLOCK - 1) / MODEL_KV_BLOCK;
-        size_t head = (size_t)(h0 / group) * hd;
-        const float *q = s->q + (size_t)t * q_dim + (size_t)h0 * hd;
-        float *out = s->att_out + (size_t)t * q_dim + (size_t)h0 * hd;
-        for (int i = 0; i < n_blk; i++) {
-            int p0 = i * MODEL_KV_BLOCK;
-            int n = n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK;
-            const float *kc = block_keys(kp, kv->blocks[i], j->layer) + head;
-            for (int r = 0; r < n_h; r++)
-                kern_attn_scores(att + (size_t)r * c->ctx_len + p0, q + (size_t)r * hd, kc, kv_dim,
-                                 n, hd, scale);
-        }
-        for (int r = 0; r < n_h; r++)
-            kern_softmax(att + (size_t)r * c->ctx_len, n_pos);
-        for (int i = 0; i < n_blk; i++) {
-            int p0 = i * MODEL_KV_BLOCK;
-            int n = n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK;
-            const float *vc = block_keys(kp, kv->blocks[i], j->layer) + kp->v_off + head;
-            float *dst = i == 0 ? out : part;
-            for (int r = 0; r < n_h; r++)
-                kern_attn_values(dst + (size_t)r * hd, att + (size_t)r * c->ctx_len + p0, vc,
-                                 kv_dim, n, hd);
-            if (i > 0) // the group's heads are adjacent in out: one add for all of them
-                kern_axpy_f32(out, 1.0f, part, (int64_t)n_h * hd); // exact: out += part
+    int group = c->n_heads / c->n_kv_heads, nq = j->n_q_local;
+    int pairs = b->n_tok * nq, start = pairs * ith / nth, end = pairs * (ith + 1) / nth;
+    float *att = j->s->scratch + (size_t)ith * j->s->scratch_len; // [queries][ctx_len]
+    float *part = att + (size_t)ATT_TILE * group * c->ctx_len;    // [queries][head_dim]
+    for (int t0 = 0, t1; t0 < b->n_tok && t0 * nq < end; t0 = t1) {
+        for (t1 = t0 + 1; t1 < b->n_tok && t1 - t0 < ATT_TILE && b->kv[t1] == b->kv[t0];)
+            t1++;
+        int per_g = (t1 - t0) * group; // pairs of one KV head in this tile
+        for (int g = 0; g < j->n_kv_local; g++) {
+            int base = t0 * nq + g * per_g;
+            int q0 = start > base ? start - base : 0, q1 = end - base < per_g ? end - base : per_g;
+            if (q0 < q1)
+                att_queries(j, t0, g, q0, q1, att, part);
         }
     }
 }
