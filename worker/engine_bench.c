@@ -8,7 +8,9 @@
  * over arrays far larger than the caches), prompt processing (prefill of a fixed
  * pseudo-random prompt, in 64-token steps) and decode (one token per step, after a
  * short prompt), and prints a Markdown table with decode as a fraction of the bandwidth
- * bound: bandwidth / bytes of weights read per token. Best of --reps runs.
+ * bound: bandwidth / bytes read per decoded token (every weight, and the KV cache of
+ * the positions before it), and decode speed relative to the first thread count. Best
+ * of --reps runs.
  * --batch adds batched decode at the last thread count: B sequences with 32-token
  * prompts decode 64 tokens each, one token per sequence per step, and the table gives
  * aggregate tok/s and the time of one step (each sequence's per-token latency).
@@ -198,12 +200,20 @@ main(int argc, char **argv)
         return args_die("llm-engine-bench", 1, "prompt + decode tokens exceed the model context %d",
                         c->ctx_len);
     }
+    // Bytes a decode step reads: every weight once, and the KV cache of the positions
+    // before it (on average those of the middle of the decode window).
+    model_shard full = model_full_shard(m);
     double wbytes = (double)model_weight_bytes(m);
-    printf("model: %s (%.1f MB of weights read per token), simd: %s, activations: %s\n\n",
-           model_path, wbytes / 1e6, kern_simd_name(), kern_act_name());
+    double kvbytes = (double)model_kv_block_bytes(m, &full) / MODEL_KV_BLOCK *
+                     ((double)n_prompt + (double)n_decode / 2);
+    printf("model: %s (%.1f MB of weights and %.1f MB of KV cache read per decoded token), "
+           "simd: %s, activations: %s\n\n",
+           model_path, wbytes / 1e6, kvbytes / 1e6, kern_simd_name(), kern_act_name());
     printf("| threads | triad GB/s | prefill tok/s (%d-token prompt) | decode tok/s | "
-           "bandwidth bound tok/s | decode / bound |\n|---|---|---|---|---|---|\n",
+           "bandwidth bound tok/s | decode / bound | decode vs 1st row |\n"
+           "|---|---|---|---|---|---|---|\n",
            (int)n_prompt);
+    double tg_first = 0;
     int code = 0;
     for (const char *s = threads; *s;) {
         char *end;
@@ -230,8 +240,11 @@ main(int argc, char **argv)
             tg = b > tg ? b : tg;
         }
         pool_free(p);
-        double bound = bw * 1e9 / wbytes;
-        printf("| %ld | %.1f | %.1f | %.1f | %.0f | %.3f |\n", nt, bw, pp, tg, bound, tg / bound);
+        double bound = bw * 1e9 / (wbytes + kvbytes);
+        if (tg_first == 0)
+            tg_first = tg;
+        printf("| %ld | %.1f | %.1f | %.1f | %.0f | %.3f | %.2fx |\n", nt, bw, pp, tg, bound,
+               tg / bound, tg / tg_first);
         fflush(stdout);
     }
     long last_threads = 1;

@@ -101,8 +101,8 @@ END_TEST
 /* The definition the sampler implements, by brute force: weights e = exp((l - max) / T)
  * (kern_exp, by id), their double sum in id order, u = uniform * sum, then the full
  * candidate order (logit descending, id ascending) walked until the running sum passes
- * u. The sampler sorts only a prefix and heaps the rest; a vocabulary where 4% of the
- * mass lies below the prefix cut makes ~4% of the draws walk into the heap. */
+ * u. The sampler sorts only a prefix and heaps the rest; a vocabulary where 8% of the
+ * mass lies below the prefix cut makes ~8% of the draws walk into the heap. */
 static const float *ref_logits;
 static int
 ref_cmp(const void *a, const void *b)
@@ -119,9 +119,10 @@ START_TEST(test_draw_walks_past_the_sorted_prefix_exactly)
     static int order[V];
     samp_ctx *s = NULL;
     ck_assert_int_eq(samp_ctx_new(V, &s), LLM_OK);
-    // token 0 carries weight 1; the others 1.4e-6 .. 5e-7 of it (around the cut), with ties
+    // token 0 carries weight 1, a hundred others 4.5e-5 (the sorted prefix), the rest
+    // 8.7e-7 .. 7.9e-7 (below the cut, with ties): 8% of the mass
     for (int i = 1; i < V; i++)
-        l[i] = -13.5f - (float)(i % 97) * 0.01f;
+        l[i] = i % 1000 == 0 ? -10.0f : -13.95f - (float)(i % 97) * 0.001f;
     l[0] = 0.0f;
     samp_params p = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = 5};
     for (int i = 0; i < V; i++)
@@ -135,7 +136,7 @@ START_TEST(test_draw_walks_past_the_sorted_prefix_exactly)
     ref_logits = l;
     qsort(order, V, sizeof(int), ref_cmp);
     int tail = 0;
-    for (int pos = 0; pos < 1000; pos++) {
+    for (int pos = 0; pos < 300; pos++) {
         double u = samp_uniform(p.seed, pos) * sum, acc = 0;
         int want = order[V - 1];
         for (int i = 0; i < V; i++) {
@@ -149,7 +150,7 @@ START_TEST(test_draw_walks_past_the_sorted_prefix_exactly)
         ck_assert_msg(got == want, "pos %d: %d vs %d", pos, got, want);
         tail += got != 0 && e[got] < 1e-6f;
     }
-    ck_assert_msg(tail > 10, "only %d draws reached the heap", tail); // ~4% of them
+    ck_assert_msg(tail > 5, "only %d draws reached the heap", tail); // ~8% of them
     samp_ctx_free(s);
 }
 END_TEST
@@ -185,6 +186,7 @@ samp_suite(void)
 {
     Suite *s = suite_create("samp");
     TCase *tc = tcase_create("sample");
+    tcase_set_timeout(tc, 60); // a 100,000-token vocabulary under the sanitizers
     tcase_add_test(tc, test_greedy_takes_argmax_and_lowest_id_on_ties);
     tcase_add_test(tc, test_draw_depends_only_on_seed_and_position);
     tcase_add_test(tc, test_top_k_and_top_p_limit_the_candidates);
