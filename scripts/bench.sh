@@ -36,11 +36,11 @@ engine() {
         if [ "$t" = Q4_1 ]; then f=$model; fi
         [ -s "$f" ] || ./build/worker/llm-quantize "$model" "$f" "$t" 2>/dev/null
         echo
-        echo "## $t ($(du -m "$f" | cut -f1) MiB on disk)"
+        echo "### $t ($(du -m "$f" | cut -f1) MiB on disk)"
         ./build/worker/llm-engine-bench --model "$f" --threads 1,2 --reps "$reps" | tail -n +3
     done
     echo
-    echo "## Batched decode, $model"
+    echo "### Batched decode, $model"
     ./build/worker/llm-engine-bench --model "$model" --threads 2 --reps "$reps" \
         --prompt-tokens 16 --decode-tokens 16 --batch 1,4,16,64 | sed -n '/Batched/,$p'
 }

@@ -83,12 +83,12 @@ def main():
             return statistics.median(load(build, addr, [req])["results"][0]["ttft_ms"]
                                      for _ in range(runs))
 
-        short = {"prompt": filler(45, 1), "max_tokens": 4}
+        short = {"prompt": filler(59, 1), "max_tokens": 4}  # ~64 tokens
         long_ = {"prompt": filler(760, 2), "max_tokens": 4}
         n_short = load(build, addr, [dict(short, max_tokens=1)])["results"][0]["usage"]
         n_long = load(build, addr, [dict(long_, max_tokens=1)])["results"][0]["usage"]
         # Salt every run so the prefix cache never helps these.
-        t64 = statistics.median(load(build, addr, [dict(short, prompt=filler(45, 10 + k))])
+        t64 = statistics.median(load(build, addr, [dict(short, prompt=filler(59, 10 + k))])
                                 ["results"][0]["ttft_ms"] for k in range(3))
         t1k = statistics.median(load(build, addr, [dict(long_, prompt=filler(760, 20 + k))])
                                 ["results"][0]["ttft_ms"] for k in range(3))
