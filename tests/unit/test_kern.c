@@ -167,7 +167,7 @@ END_TEST
  * number of tokens in the call, the token's place among them and the row range a
  * thread was given. The oracle is the one-token, one-row call. Every computable type,
  * widths from the real model (576, 1536), an odd F32 width (a tail of 4 after the last
- * 8), row splits that cut tiles anywhere, with float and with 8-bit activations.
+ * 8), row splits that cut tiles anywhere (unpacked matrices; packed: test_kern_pack.c).
  */
 START_TEST(test_matmul_is_batch_invariant_for_every_type)
 {
