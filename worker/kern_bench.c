@@ -47,8 +47,9 @@ main(int argc, char **argv)
             continue;
         }
         if (!v)
-            return args_die(prog, 2, "usage: llm-kern-bench [--type T] [--rows R] [--cols C] "
-                                     "[--tokens 1,4,16] [--reps N] [--float]");
+            return args_die(prog, 2,
+                            "usage: llm-kern-bench [--type T] [--rows R] [--cols C] "
+                            "[--tokens 1,4,16] [--reps N] [--float]");
         i++;
         if (strcmp(a, "--type") == 0)
             type_name = v;
@@ -96,9 +97,8 @@ main(int argc, char **argv)
     }
     printf("%s %lld x %lld, %s, simd %s\n\n| tokens | ns / weight / token | MACs / ns |\n"
            "|---|---|---|\n",
-           type_name, (long long)rows, (long long)cols, m.packed ? "packed, 16-bit activations"
-                                                                 : "float activations",
-           kern_simd_name());
+           type_name, (long long)rows, (long long)cols,
+           m.packed ? "packed, 16-bit activations" : "float activations", kern_simd_name());
     for (const char *p = tokens; *p;) {
         char *end;
         long n_tok = strtol(p, &end, 10);
