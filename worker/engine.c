@@ -91,7 +91,7 @@ engine_model_new(const engine_model_opts *o, engine **out, char *err, size_t err
     model_engine *me = calloc(1, sizeof(*me));
     if (!me)
         return LLM_ENOMEM;
-    model_load_opts lo = {.mlock = o->mlock, .willneed = true};
+    model_load_opts lo = {.mlock = o->mlock, .willneed = true, .kv_f32 = o->kv_f32};
     int rc = model_load(o->path, &lo, &me->m, err, err_len);
     if (rc != LLM_OK) {
         free(me);

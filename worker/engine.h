@@ -50,6 +50,7 @@ typedef struct {
     int max_step_tokens;
     uint64_t kv_memory_bytes; // KV pool budget
     bool mlock;
+    bool kv_f32; // float32 KV cache instead of float16
 } engine_model_opts;
 
 /* engine_model_new loads the model and sizes the KV pool from the memory budget

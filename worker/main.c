@@ -41,6 +41,7 @@ typedef struct {
     const char *dump_json;
     const char *dump_logits;
     bool mlock;
+    bool kv_f32;
 } cli_opts;
 
 static void
@@ -59,6 +60,7 @@ usage(FILE *out)
             "  --threads N         compute threads (default: online CPUs)\n"
             "  --ctx N             context size in tokens (default min(model, 4096))\n"
             "  --mlock             lock the model in memory\n"
+            "  --kv-type T         f16 (default) or f32: the KV cache's element type\n"
             "  --dump-json FILE    write prompt/generated ids and text as JSON\n"
             "  --dump-logits FILE  write the last prompt position's logits (float32)\n"
             "  --log-level L       debug|info|warn|error|off (default info; $LLM_LOG_LEVEL)\n",
@@ -93,7 +95,7 @@ parse_args(int argc, char **argv, cli_opts *o)
         static const char *const valued[] = {
             "--model", "--prompt",    "--system",      "--max-tokens", "--temperature",
             "--top-k", "--top-p",     "--seed",        "--stop",       "--threads",
-            "--ctx",   "--dump-json", "--dump-logits", "--log-level"};
+            "--ctx",   "--dump-json", "--dump-logits", "--log-level",  "--kv-type"};
         bool known = false;
         for (size_t k = 0; k < sizeof(valued) / sizeof(valued[0]); k++)
             known = known || !strcmp(a, valued[k]);
@@ -155,6 +157,10 @@ parse_args(int argc, char **argv, cli_opts *o)
             o->dump_json = v;
         } else if (!strcmp(a, "--dump-logits")) {
             o->dump_logits = v;
+        } else if (!strcmp(a, "--kv-type")) {
+            if (strcmp(v, "f16") != 0 && strcmp(v, "f32") != 0)
+                return args_die("llm-worker", 2, "--kv-type must be f16 or f32, got '%s'", v);
+            o->kv_f32 = !strcmp(v, "f32");
         } else if (!strcmp(a, "--log-level")) {
             int lvl = log_parse_level(v);
             if (lvl < 0)
@@ -297,7 +303,7 @@ main(int argc, char **argv)
     float *logits = NULL;
     int rc;
 
-    model_load_opts lo = {.mlock = o.mlock, .willneed = true};
+    model_load_opts lo = {.mlock = o.mlock, .willneed = true, .kv_f32 = o.kv_f32};
     if ((rc = model_load(o.model_path, &lo, &m, err, sizeof(err))) != LLM_OK) {
         code = args_die("llm-worker", 1, "model %s: %s", o.model_path, err);
         goto out;

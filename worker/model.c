@@ -34,6 +34,7 @@ struct model {
     model_weights w;
     float *norms; // owned F32 copies of all norm vectors (any stored type)
     void *packed; // the packed copies of the matrices that have one (kern_pack)
+    bool kv_f16;  // caches hold float16 (the default) rather than float32
     tok_vocab *vocab;
 };
 
@@ -42,9 +43,11 @@ struct model_kvpool {
     int n_layers;
     int kv_head0, kv_head1; // the shard's KV heads, which fix what a block holds
     int kv_dim;             // local KV heads * head_dim
-    size_t block_floats;    // 2 * v_off
+    bool f16;               // elements are kern_half, else float
+    size_t elem;            // bytes per element: 2 or 4
+    size_t block_elems;     // 2 * v_off
     size_t v_off;           // n_layers * MODEL_KV_BLOCK * kv_dim: V after K in a block
-    float *data;            // [n_blocks][2][n_layers][MODEL_KV_BLOCK][kv_dim]
+    char *data;             // [n_blocks][2][n_layers][MODEL_KV_BLOCK][kv_dim] elements
 };
 
 /* What model_kv_new makes: the public view first, so model_kv_free can convert back. */
@@ -316,6 +319,7 @@ model_load(const char *path, const model_load_opts *opts, model **out, char *err
         return LLM_ENOMEM;
     }
     gguf_open_opts gopts = {.mlock = opts && opts->mlock, .willneed = opts && opts->willneed};
+    m->kv_f16 = !(opts && opts->kv_f32);
     int rc = gguf_open(path, &gopts, &m->gguf, err, err_len);
     if (rc != LLM_OK)
         goto fail;
@@ -451,8 +455,8 @@ model_kv_block_bytes(const model *m, const model_shard *shard)
 {
     if (!shard_valid(m, shard))
         return 0;
-    return sizeof(float) * 2 * (size_t)m->cfg.n_layers * MODEL_KV_BLOCK *
-           (size_t)kv_dim_of(m, shard);
+    return (m->kv_f16 ? sizeof(kern_half) : sizeof(float)) * 2 * (size_t)m->cfg.n_layers *
+           MODEL_KV_BLOCK * (size_t)kv_dim_of(m, shard);
 }
 
 int
@@ -468,11 +472,13 @@ model_kvpool_new(const model *m, const model_shard *shard, int n_blocks, model_k
     p->kv_head0 = shard->kv_head0;
     p->kv_head1 = shard->kv_head1;
     p->kv_dim = kv_dim_of(m, shard);
+    p->f16 = m->kv_f16;
+    p->elem = p->f16 ? sizeof(kern_half) : sizeof(float);
     p->v_off = (size_t)p->n_layers * MODEL_KV_BLOCK * (size_t)p->kv_dim;
-    p->block_floats = 2 * p->v_off;
+    p->block_elems = 2 * p->v_off;
     // calloc: a block copied out before it is full holds zeros past its last row rather
     // than stale bytes, and pages no sequence has touched yet cost no memory.
-    p->data = calloc((size_t)n_blocks, sizeof(float) * p->block_floats);
+    p->data = calloc((size_t)n_blocks, p->elem * p->block_elems);
     if (!p->data) {
         model_kvpool_free(p);
         return LLM_ENOMEM;
@@ -503,14 +509,16 @@ model_kvpool_block(model_kvpool *p, int32_t block)
     assert(p);
     if (block < 0 || block >= p->n_blocks)
         return NULL;
-    return p->data + (size_t)block * p->block_floats;
+    return p->data + (size_t)block * p->block_elems * p->elem;
 }
 
-/* Layer l's MODEL_KV_BLOCK key rows in block b; its value rows are p->v_off floats on. */
-static inline float *
+/* Layer l's MODEL_KV_BLOCK key rows in block b, as bytes; its value rows are p->v_off
+ * elements on. */
+static inline char *
 block_keys(const model_kvpool *p, int32_t b, int l)
 {
-    return p->data + (size_t)b * p->block_floats + (size_t)l * MODEL_KV_BLOCK * (size_t)p->kv_dim;
+    return p->data +
+           ((size_t)b * p->block_elems + (size_t)l * MODEL_KV_BLOCK * (size_t)p->kv_dim) * p->elem;
 }
 
 int
@@ -738,29 +746,37 @@ att_queries(att_job *j, int t0, int g, int q0, int q1, float *att, float *part)
     }
     for (int i = 0; i < n_blk; i++) {
         int p0 = i * MODEL_KV_BLOCK;
-        const float *kc = block_keys(kp, kv->blocks[i], j->layer) + head;
+        const char *kc = block_keys(kp, kv->blocks[i], j->layer) + head * kp->elem;
         for (int qi = q0; qi < q1; qi++) {
             int t = t0 + qi / group, h = g * group + qi % group, n_pos = b->pos[t] + 1;
-            if (n_pos > p0)
-                kern_attn_scores(att + (size_t)(qi - q0) * c->ctx_len + p0,
-                                 s->q + (size_t)t * q_dim + (size_t)h * hd, kc, kv_dim,
-                                 n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK, hd,
-                                 scale);
+            if (n_pos <= p0)
+                continue;
+            float *a = att + (size_t)(qi - q0) * c->ctx_len + p0;
+            const float *q = s->q + (size_t)t * q_dim + (size_t)h * hd;
+            int n = n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK;
+            if (kp->f16)
+                kern_attn_scores_f16(a, q, (const kern_half *)kc, kv_dim, n, hd, scale);
+            else
+                kern_attn_scores(a, q, (const float *)kc, kv_dim, n, hd, scale);
         }
     }
     for (int qi = q0; qi < q1; qi++)
         kern_softmax(att + (size_t)(qi - q0) * c->ctx_len, b->pos[t0 + qi / group] + 1);
     for (int i = 0; i < n_blk; i++) {
         int p0 = i * MODEL_KV_BLOCK;
-        const float *vc = block_keys(kp, kv->blocks[i], j->layer) + kp->v_off + head;
+        const char *vc = block_keys(kp, kv->blocks[i], j->layer) + (kp->v_off + head) * kp->elem;
         for (int qi = q0; qi < q1; qi++) {
             int t = t0 + qi / group, h = g * group + qi % group, n_pos = b->pos[t] + 1;
             if (n_pos <= p0)
                 continue;
             float *out = s->att_out + (size_t)t * q_dim + (size_t)h * hd;
             float *dst = i == 0 ? out : part + (size_t)(qi - q0) * hd;
-            kern_attn_values(dst, att + (size_t)(qi - q0) * c->ctx_len + p0, vc, kv_dim,
-                             n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK, hd);
+            const float *a = att + (size_t)(qi - q0) * c->ctx_len + p0;
+            int n = n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK;
+            if (kp->f16)
+                kern_attn_values_f16(dst, a, (const kern_half *)vc, kv_dim, n, hd);
+            else
+                kern_attn_values(dst, a, (const float *)vc, kv_dim, n, hd);
             if (i > 0)
                 kern_axpy_f32(out, 1.0f, dst, hd); // exact: out += part
         }
@@ -903,12 +919,20 @@ model_forward_batch(const model *m, model_state *s, const model_batch *b, pool *
             const float *cs = s->rope + (size_t)t * hd;
             const model_kv *kv = b->kv[t];
             int pos = b->pos[t];
-            float *kr = block_keys(kv->pool, kv->blocks[pos / MODEL_KV_BLOCK], l) +
-                        (size_t)(pos % MODEL_KV_BLOCK) * kv_dim;
+            const model_kvpool *kp = kv->pool;
+            char *kr = block_keys(kp, kv->blocks[pos / MODEL_KV_BLOCK], l) +
+                       (size_t)(pos % MODEL_KV_BLOCK) * kv_dim * kp->elem;
+            char *vr = kr + kp->v_off * kp->elem;
             kern_rope_apply(s->q + (size_t)t * q_dim, n_q, hd, cs);
             kern_rope_apply(s->k + (size_t)t * kv_dim, n_kv, hd, cs);
-            memcpy(kr, s->k + (size_t)t * kv_dim, sizeof(float) * (size_t)kv_dim);
-            memcpy(kr + kv->pool->v_off, s->v + (size_t)t * kv_dim, sizeof(float) * (size_t)kv_dim);
+            const float *kt = s->k + (size_t)t * kv_dim, *vt = s->v + (size_t)t * kv_dim;
+            if (kp->f16) {
+                kern_f32_to_f16(kt, (kern_half *)kr, kv_dim);
+                kern_f32_to_f16(vt, (kern_half *)vr, kv_dim);
+            } else {
+                memcpy(kr, kt, sizeof(float) * (size_t)kv_dim);
+                memcpy(vr, vt, sizeof(float) * (size_t)kv_dim);
+            }
         }
         att_job aj = {c, s, b, l, n_q, n_kv};
         pool_run(p, att_run, &aj);

@@ -81,6 +81,7 @@ typedef int (*model_allreduce_fn)(void *ctx, float *buf, size_t n);
 typedef struct {
     bool mlock;
     bool willneed;
+    bool kv_f32; // caches hold float32 (exact) instead of float16 (half the memory)
 } model_load_opts;
 
 /* model_load opens path, validates architecture, hyperparameters and every tensor's
@@ -121,8 +122,8 @@ int model_kvpool_n_blocks(const model_kvpool *p);
 size_t model_kv_block_bytes(const model *m, const model_shard *shard);
 /* One block's storage as one contiguous byte range of model_kv_block_bytes() bytes (for
  * copying blocks to and from a cache tier), laid out [K, V][n_layers][MODEL_KV_BLOCK]
- * [local KV heads * head_dim] floats. Borrowed, valid until model_kvpool_free(); NULL if
- * block is outside 0 .. n_blocks - 1. */
+ * [local KV heads * head_dim] elements: IEEE halves, or floats with kv_f32. Borrowed, valid until
+ * model_kvpool_free(); NULL if block is outside 0 .. n_blocks - 1. */
 void *model_kvpool_block(model_kvpool *p, int32_t block);
 
 /* model_kv_new makes the cache of one sequence for single-sequence callers (CLI, tests): a

@@ -27,7 +27,8 @@
 #include <unistd.h>
 
 typedef struct {
-    char *engine, *model, *model_name, *listen, *advertise, *coordinator, *worker_id, *log_level;
+    char *engine, *model, *model_name, *listen, *advertise, *coordinator, *worker_id, *log_level,
+        *kv_type;
     int64_t threads, ctx, kv_memory_mb, step_tokens, max_running, prefill_chunk, max_waiting,
         contexts, first_chunk_wait_ms, max_wait_ms, max_prompt_bytes, heartbeat_ms, finished_ttl_ms,
         drain_timeout_ms, summary_max;
@@ -77,6 +78,8 @@ static const cfg_opt OPTS[] = {
     {"synthetic_blocks", CFG_INT, &C.synth_blocks, "4096", 1, 1 << 24,
      "synthetic engine: KV blocks"},
     {"mlock", CFG_BOOL, &C.mlock, "false", 0, 0, "lock the model in memory"},
+    {"kv_type", CFG_STR, &C.kv_type, "f16", 0, 0,
+     "KV cache elements: f16 | f32 (exact, twice the memory)"},
     {"log_level", CFG_STR, &C.log_level, "info", 0, 0, "debug | info | warn | error | off"},
 };
 #define N_OPTS ((int)(sizeof(OPTS) / sizeof(OPTS[0])))
@@ -124,6 +127,11 @@ serve_main(int argc, char **argv)
         return 2;
     }
     log_set_level((log_level)log_parse_level(C.log_level));
+    if (strcmp(C.kv_type, "f16") != 0 && strcmp(C.kv_type, "f32") != 0) {
+        fprintf(stderr, "llm-worker: error: kv_type must be 'f16' or 'f32', not '%s'\n", C.kv_type);
+        cfg_free(OPTS, N_OPTS);
+        return 2;
+    }
     bool synthetic = strcmp(C.engine, "synthetic") == 0;
     if (!synthetic && strcmp(C.engine, "model") != 0) {
         fprintf(stderr, "llm-worker: error: engine must be 'model' or 'synthetic', not '%s'\n",
@@ -168,8 +176,12 @@ serve_main(int argc, char **argv)
                                 (int)C.synth_blocks, (int)C.step_tokens};
         rc = engine_synthetic_new(&so, &e, err, sizeof(err));
     } else {
-        engine_model_opts mo = {C.model, threads, (int)C.step_tokens,
-                                (uint64_t)C.kv_memory_mb << 20, C.mlock};
+        engine_model_opts mo = {C.model,
+                                threads,
+                                (int)C.step_tokens,
+                                (uint64_t)C.kv_memory_mb << 20,
+                                C.mlock,
+                                strcmp(C.kv_type, "f32") == 0};
         rc = engine_model_new(&mo, &e, err, sizeof(err));
     }
     if (rc != LLM_OK) {

@@ -158,6 +158,14 @@ void kern_attn_scores(float *att, const float *q, const float *k, int64_t k_stri
  * attention-weighted sum of value vectors. */
 void kern_attn_values(float *out, const float *att, const float *v, int64_t v_stride, int n_pos,
                       int hd);
+/* The same two over a float16 cache (keys and values stored as IEEE half): each row is
+ * widened to floats as it is read, and the sums are taken as above. */
+void kern_attn_scores_f16(float *att, const float *q, const kern_half *k, int64_t k_stride,
+                          int n_pos, int hd, float scale);
+void kern_attn_values_f16(float *out, const float *att, const kern_half *v, int64_t v_stride,
+                          int n_pos, int hd);
+/* y[i] = x[i] rounded to half (to nearest even, as kern_float_to_half). */
+void kern_f32_to_f16(const float *x, kern_half *y, int64_t n);
 /* In-place softmax over n floats (max-subtracted). */
 void kern_softmax(float *x, int64_t n);
 /* y[i] = e^x[i] (y may equal x): the vector exp on AVX2 (within 2 ulp; 0 below -87),

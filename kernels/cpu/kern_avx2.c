@@ -387,3 +387,86 @@ kern__swiglu_avx2(float *gate, const float *up, int64_t n)
         memcpy(gate + i, g, sizeof(float) * (size_t)(n - i));
     }
 }
+
+/* The float16 cache's attention: kern__attn_scores_avx2 and kern__attn_values_avx2 with
+ * each 8 halves widened by vcvtph2ps as they are loaded; the same order of sums. */
+static inline __m256
+load_h8(const kern_half *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+void
+kern__attn_scores_f16_avx2(float *att, const float *q, const kern_half *k, int64_t k_stride,
+                           int n_pos, int hd, float scale)
+{
+    int p = 0;
+    if (hd % 8 == 0) {
+        for (; p + 8 <= n_pos; p += 8) {
+            __m256 a[8];
+            for (int j = 0; j < 8; j++)
+                a[j] = _mm256_setzero_ps();
+            for (int c = 0; c < hd; c += 8) {
+                __m256 qv = _mm256_loadu_ps(q + c);
+                for (int j = 0; j < 8; j++)
+                    a[j] = _mm256_fmadd_ps(qv, load_h8(k + (int64_t)(p + j) * k_stride + c), a[j]);
+            }
+            __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+            __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+            __m256 sum = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
+                                       _mm256_permute2f128_ps(u0, u1, 0x31));
+            _mm256_storeu_ps(att + p, _mm256_mul_ps(sum, _mm256_set1_ps(scale)));
+        }
+        for (; p < n_pos; p++) {
+            __m256 a = _mm256_setzero_ps();
+            for (int c = 0; c < hd; c += 8)
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), load_h8(k + (int64_t)p * k_stride + c),
+                                    a);
+            att[p] = scale * hsum_ps(a);
+        }
+        return;
+    }
+    for (; p < n_pos; p++) {
+        float s = 0.0f;
+        for (int c = 0; c < hd; c++)
+            s += q[c] * _cvtsh_ss(k[(int64_t)p * k_stride + c]);
+        att[p] = scale * s;
+    }
+}
+
+void
+kern__attn_values_f16_avx2(float *out, const float *att, const kern_half *v, int64_t v_stride,
+                           int n_pos, int hd)
+{
+    int c = 0;
+    for (; c + 64 <= hd; c += 64) {
+        __m256 o[8];
+        for (int i = 0; i < 8; i++)
+            o[i] = _mm256_setzero_ps();
+        for (int p = 0; p < n_pos; p++) {
+            __m256 a = _mm256_broadcast_ss(att + p);
+            const kern_half *vp = v + (int64_t)p * v_stride + c;
+            for (int i = 0; i < 8; i++)
+                o[i] = _mm256_fmadd_ps(a, load_h8(vp + 8 * i), o[i]);
+        }
+        for (int i = 0; i < 8; i++)
+            _mm256_storeu_ps(out + c + 8 * i, o[i]);
+    }
+    for (; c < hd; c++) {
+        float s = 0.0f;
+        for (int p = 0; p < n_pos; p++)
+            s += att[p] * _cvtsh_ss(v[(int64_t)p * v_stride + c]);
+        out[c] = s;
+    }
+}
+
+void
+kern__f32_to_f16_avx2(const float *x, kern_half *y, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++)
+        y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
+}

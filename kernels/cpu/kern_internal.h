@@ -113,6 +113,11 @@ void kern__bf16_to_float_avx2(const void *src, float *dst, int64_t n);
 void kern__exp_avx2(const float *x, float *y, int64_t n);
 void kern__softmax_avx2(float *x, int64_t n);
 void kern__swiglu_avx2(float *gate, const float *up, int64_t n);
+void kern__attn_scores_f16_avx2(float *att, const float *q, const kern_half *k, int64_t k_stride,
+                                int n_pos, int hd, float scale);
+void kern__attn_values_f16_avx2(float *out, const float *att, const kern_half *v, int64_t v_stride,
+                                int n_pos, int hd);
+void kern__f32_to_f16_avx2(const float *x, kern_half *y, int64_t n);
 void kern__attn_scores_avx2(float *att, const float *q, const float *k, int64_t k_stride, int n_pos,
                             int hd, float scale);
 void kern__attn_values_avx2(float *out, const float *att, const float *v, int64_t v_stride,

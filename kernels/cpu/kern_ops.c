@@ -27,6 +27,10 @@ static attn_scores_fn attn_scores_impl = kern__attn_scores_scalar;
 static void (*softmax_impl)(float *, int64_t); // NULL: the scalar code in kern_softmax
 static void (*swiglu_impl)(float *, const float *, int64_t);
 static void (*exp_impl)(const float *, float *, int64_t);
+// float16 cache: NULL = the scalar code in the kern_* functions
+static void (*scores_f16_impl)(float *, const float *, const kern_half *, int64_t, int, int, float);
+static void (*values_f16_impl)(float *, const float *, const kern_half *, int64_t, int, int);
+static void (*to_f16_impl)(const float *, kern_half *, int64_t);
 static kern_to_float_fn decode_impl[LLM_DTYPE_COUNT]; // SIMD decoder, NULL = the traits' one
 static kern_rows1_fn rows1_impl[LLM_DTYPE_COUNT];     // fused one-token kernel, NULL = none
 static kern__p8_impl p8_impl = {kern__quantize_i16_scalar, kern__p8_gemm_scalar};
@@ -53,6 +57,9 @@ simd_select(void)
         softmax_impl = kern__softmax_avx2;
         swiglu_impl = kern__swiglu_avx2;
         exp_impl = kern__exp_avx2;
+        scores_f16_impl = kern__attn_scores_f16_avx2;
+        values_f16_impl = kern__attn_values_f16_avx2;
+        to_f16_impl = kern__f32_to_f16_avx2;
         attn_scores_impl = kern__attn_scores_avx2;
         decode_impl[LLM_DTYPE_F16] = kern__f16_to_float_avx2;
         decode_impl[LLM_DTYPE_BF16] = kern__bf16_to_float_avx2;
@@ -277,6 +284,56 @@ kern_attn_values(float *out, const float *att, const float *v, int64_t v_stride,
 {
     pthread_once(&simd_once, simd_select);
     attn_values_impl(out, att, v, v_stride, n_pos, hd);
+}
+
+void
+kern_attn_scores_f16(float *att, const float *q, const kern_half *k, int64_t k_stride, int n_pos,
+                     int hd, float scale)
+{
+    pthread_once(&simd_once, simd_select);
+    if (scores_f16_impl) {
+        scores_f16_impl(att, q, k, k_stride, n_pos, hd, scale);
+        return;
+    }
+    for (int p = 0; p < n_pos; p++) { // kern__dot_f32_scalar's order over the widened row
+        const kern_half *kp = k + (int64_t)p * k_stride;
+        float s[4] = {0, 0, 0, 0};
+        int c = 0;
+        for (; c + 4 <= hd; c += 4)
+            for (int j = 0; j < 4; j++)
+                s[j] += q[c + j] * kern_half_to_float(kp[c + j]);
+        for (; c < hd; c++)
+            s[0] += q[c] * kern_half_to_float(kp[c]);
+        att[p] = scale * ((s[0] + s[1]) + (s[2] + s[3]));
+    }
+}
+
+void
+kern_attn_values_f16(float *out, const float *att, const kern_half *v, int64_t v_stride, int n_pos,
+                     int hd)
+{
+    pthread_once(&simd_once, simd_select);
+    if (values_f16_impl) {
+        values_f16_impl(out, att, v, v_stride, n_pos, hd);
+        return;
+    }
+    for (int c = 0; c < hd; c++)
+        out[c] = 0.0f;
+    for (int p = 0; p < n_pos; p++)
+        for (int c = 0; c < hd; c++)
+            out[c] += att[p] * kern_half_to_float(v[(int64_t)p * v_stride + c]);
+}
+
+void
+kern_f32_to_f16(const float *x, kern_half *y, int64_t n)
+{
+    pthread_once(&simd_once, simd_select);
+    if (to_f16_impl) {
+        to_f16_impl(x, y, n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        y[i] = kern_float_to_half(x[i]);
 }
 
 void

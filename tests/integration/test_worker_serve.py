@@ -395,8 +395,9 @@ def main():
               f"rc={rc} {w.stderr()[-1500:]}")
 
     # Preemption under a tiny KV budget: every request completes with the same output.
-    # 737,280-byte blocks: 18 MB = 25 blocks for 8 streams of ~6, 12 MB = 17 for 6 of ~5.
-    n_few, kv_mb, gen = (6, "12", 40) if args.quick else (8, "18", 64)
+    # 368,640-byte blocks (float16): 9 MB = 25 blocks for 8 streams of ~6, 6 MB = 17 for
+    # 6 of ~5.
+    n_few, kv_mb, gen = (6, "6", 40) if args.quick else (8, "9", 64)
     tiny, taddr = start_worker(args, tmp, "tiny", "--model", args.model, "--ctx", "1024",
                                "--kv-memory-mb", kv_mb, "--max-running", "8")
     few = [{"messages": [{"role": "user", "content": f"Write a long story about {t}."}],

@@ -266,6 +266,46 @@ START_TEST(test_attention_scores_and_values_match_the_scalar_sums)
 }
 END_TEST
 
+/* The float16 cache's kernels: keys and values that are halves give the float kernels'
+ * results (the same sums over the same widened values); the vector rounding to half is
+ * kern_float_to_half's. */
+START_TEST(test_half_cache_attention_matches_the_float_kernels)
+{
+    enum { HD = 64, NPOS = 21, STRIDE = 3 * HD };
+    static float q[HD], kf[NPOS * STRIDE], vf[NPOS * STRIDE], att[NPOS], a16[NPOS], o[HD], o16[HD];
+    static kern_half kh[NPOS * STRIDE], vh[NPOS * STRIDE], back[NPOS * STRIDE];
+    unsigned s = 5;
+    for (int i = 0; i < HD; i++)
+        q[i] = frand(&s);
+    for (int i = 0; i < NPOS * STRIDE; i++) {
+        kf[i] = 3.0f * frand(&s);
+        vf[i] = frand(&s);
+    }
+    kern_f32_to_f16(kf, kh, NPOS * STRIDE);
+    kern_f32_to_f16(vf, vh, NPOS * STRIDE);
+    for (int i = 0; i < NPOS * STRIDE; i++) {
+        ck_assert_uint_eq(kh[i], kern_float_to_half(kf[i]));
+        back[i] = kern_float_to_half(vf[i]);
+        ck_assert_uint_eq(vh[i], back[i]);
+        kf[i] = kern_half_to_float(kh[i]); // the floats the half cache holds
+        vf[i] = kern_half_to_float(vh[i]);
+    }
+    for (int n = 1; n <= NPOS; n++) {
+        kern_attn_scores(att, q, kf, STRIDE, n, HD, 0.125f);
+        kern_attn_scores_f16(a16, q, kh, STRIDE, n, HD, 0.125f);
+        for (int p = 0; p < n; p++)
+            ck_assert_msg(fabsf(att[p] - a16[p]) <= 1e-6f * (1.0f + fabsf(att[p])),
+                          "n %d score %d: %g vs %g", n, p, (double)att[p], (double)a16[p]);
+        kern_softmax(att, n);
+        kern_attn_values(o, att, vf, STRIDE, n, HD);
+        kern_attn_values_f16(o16, att, vh, STRIDE, n, HD);
+        for (int c = 0; c < HD; c++)
+            ck_assert_msg(fabsf(o[c] - o16[c]) <= 1e-6f * (1.0f + fabsf(o[c])),
+                          "n %d value %d: %g vs %g", n, c, (double)o[c], (double)o16[c]);
+    }
+}
+END_TEST
+
 START_TEST(test_simd_dot_matches_scalar_at_every_length)
 {
     float a[1100], b[1100];
@@ -458,6 +498,7 @@ kern_suite(void)
     tcase_add_test(tc, test_matmul_matches_reference_with_column_window);
     tcase_add_test(tc, test_matmul_is_batch_invariant_for_every_type);
     tcase_add_test(tc, test_simd_dot_matches_scalar_at_every_length);
+    tcase_add_test(tc, test_half_cache_attention_matches_the_float_kernels);
     tcase_add_test(tc, test_one_token_matmul_matches_the_reference_row_dot);
     tcase_add_test(tc, test_selected_decoders_match_the_scalar_ones);
     tcase_add_test(tc, test_attention_scores_and_values_match_the_scalar_sums);

@@ -114,6 +114,38 @@ START_TEST(test_thread_count_does_not_change_logits)
 }
 END_TEST
 
+/* The KV cache's element type: float16 by default, float32 with kv_f32 - twice the
+ * bytes per block, logits that differ only by the rounding of keys and values. */
+START_TEST(test_kv_type_float16_by_default_float32_on_request)
+{
+    char path[256];
+    ck_assert_int_eq(test_tiny_model(path, sizeof(path), LLM_DTYPE_Q4_1, 5, true), LLM_OK);
+    model *h = NULL, *f = NULL;
+    char err[256];
+    model_load_opts exact = {.kv_f32 = true};
+    ck_assert_msg(model_load(path, NULL, &h, err, sizeof(err)) == LLM_OK, "%s", err);
+    ck_assert_msg(model_load(path, &exact, &f, err, sizeof(err)) == LLM_OK, "%s", err);
+    model_shard sh = model_full_shard(h);
+    ck_assert_uint_eq(2 * model_kv_block_bytes(h, &sh), model_kv_block_bytes(f, &sh));
+    int V = model_get_config(h)->vocab_size;
+    float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
+    run(h, toks, N_TOKS, 4, 2, a);
+    run(f, toks, N_TOKS, 4, 2, b);
+    float scale = 1.0f, diff = 0.0f;
+    for (int i = 0; i < V; i++) {
+        scale = fabsf(b[i]) > scale ? fabsf(b[i]) : scale;
+        diff = fabsf(a[i] - b[i]) > diff ? fabsf(a[i] - b[i]) : diff;
+    }
+    ck_assert_msg(diff > 0.0f && diff < 5e-3f * scale, "diff %g scale %g", (double)diff,
+                  (double)scale);
+    free(a);
+    free(b);
+    model_free(h);
+    model_free(f);
+    unlink(path);
+}
+END_TEST
+
 /* --- tensor parallel: two ranks as two threads with a barrier-based all-reduce ------ */
 
 typedef struct {
@@ -168,8 +200,13 @@ tp_main(void *arg)
 
 START_TEST(test_two_shards_with_allreduce_equal_the_whole_model)
 {
-    char path[256];
-    model *m = load_tiny(LLM_DTYPE_Q8_0, false, path, sizeof(path));
+    // A float32 cache: the ranks' partial sums round differently from the whole model's,
+    // and a float16 cache would turn those last-bit differences into half-ulp steps.
+    char path[256], err[256];
+    ck_assert_int_eq(test_tiny_model(path, sizeof(path), LLM_DTYPE_Q8_0, 5, false), LLM_OK);
+    model *m = NULL;
+    model_load_opts exact = {.kv_f32 = true};
+    ck_assert_msg(model_load(path, &exact, &m, err, sizeof(err)) == LLM_OK, "%s", err);
     int V = model_get_config(m)->vocab_size;
     float *full = malloc(sizeof(float) * V);
     run(m, toks, 9, 8, 1, full);
@@ -484,8 +521,8 @@ START_TEST(test_blocks_copied_as_bytes_continue_the_sequence)
     ck_assert_int_eq(model_kvpool_new(f.m, &f.sh, 7, &dst), LLM_OK);
     ck_assert_int_eq(model_kvpool_n_blocks(dst), 7);
     size_t bb = model_kv_block_bytes(f.m, &f.sh);
-    // [K, V][2 layers][16 rows][2 KV heads * 16] floats, one range per block.
-    ck_assert_uint_eq(bb, sizeof(float) * 2 * 2 * MODEL_KV_BLOCK * 32);
+    // [K, V][2 layers][16 rows][2 KV heads * 16] halves, one range per block.
+    ck_assert_uint_eq(bb, sizeof(kern_half) * 2 * 2 * MODEL_KV_BLOCK * 32);
     ck_assert_uint_eq(
         (size_t)((char *)model_kvpool_block(src, 1) - (char *)model_kvpool_block(src, 0)), bb);
     ck_assert_ptr_null(model_kvpool_block(src, 5));
@@ -656,6 +693,7 @@ model_suite(void)
     tcase_add_test(tc, test_loads_every_type_with_its_config);
     tcase_add_test(tc, test_batched_steps_equal_single_token_steps);
     tcase_add_test(tc, test_thread_count_does_not_change_logits);
+    tcase_add_test(tc, test_kv_type_float16_by_default_float32_on_request);
     tcase_add_test(tc, test_two_shards_with_allreduce_equal_the_whole_model);
     tcase_add_test(tc, test_batch_of_sequences_equals_separate_runs);
     tcase_add_test(tc, test_forward_refuses_bad_calls);
