@@ -5,10 +5,12 @@
  * jobs (QKV projection, attention, output projection, FFN gate/up + SwiGLU), with the
  * FFN down projection folded into a fifth; norms and residual adds are cheap and run on
  * the calling thread between jobs. Matrix jobs split weight rows across threads and
- * decode each row once for all tokens of the step.
+ * read each row once for all tokens of the step; Q4_0/Q4_1/Q8_0 matrices are packed at
+ * load (kern_pack) unless $LLM_ACT=f32.
  *
  * The KV cache is paged: a pool of blocks of MODEL_KV_BLOCK positions, each block one
- * contiguous [K, V][layer][row][kv_dim] range, and per sequence a table of block ids.
+ * contiguous [K, V][layer][row][kv_dim] range of float16 (or, with kv_f32, float32)
+ * elements, and per sequence a table of block ids.
  * Attention walks the table block by block. Its arithmetic is chunked by logical block
  * (positions 16i .. 16i + 15), never by storage, so where the blocks lie changes only
  * addresses: a sequence gives bitwise the same logits through any table.
