@@ -345,6 +345,9 @@ model_load(const char *path, const model_load_opts *opts, model **out, char *err
         load_weights(&ld, m);
     if ((rc = ld.rc) != LLM_OK)
         goto fail;
+    const char *act = getenv("LLM_ACT");
+    if (act && strcmp(act, "f32") != 0 && strcmp(act, "i16") != 0)
+        LOG_WARN("event=unknown_llm_act value=\"%.32s\" using=i16 known=\"f32|i16\"", act);
     if (kern_pack_wanted() && (rc = pack_weights(m, err, err_len)) != LLM_OK)
         goto fail;
     if ((rc = tok_vocab_load(m->gguf, &m->vocab, err, err_len)) != LLM_OK)
