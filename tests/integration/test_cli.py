@@ -92,6 +92,22 @@ def main():
             ok = json.load(open(js, encoding="utf-8"))["generated_ids"] == []
         res.check("--max-tokens 0 prints nothing", ok, p.describe() + f" stdout={p.out!r}")
 
+        # --kv-type: f16 (the default) or f32; anything else is a usage error. An unknown
+        # LLM_ACT is a warning naming the known values, and the default path runs.
+        expect_error(res, "--kv-type f8", W("--prompt", "hi", "--kv-type", "f8"), (2,), "kv-type")
+        p = itest.run([args.worker, "--model", tiny, "--listen", "tcp://127.0.0.1:1",
+                       "--kv-type", "f8"])
+        res.check("serving with kv_type f8: exit 2 naming kv_type",
+                  p.rc == 2 and "kv_type" in p.err and not p.sanitizer(), p.describe())
+        a = W("--prompt", "hi", "--max-tokens", "4", "--temperature", "0", "--kv-type", "f32")
+        os.environ["LLM_ACT"] = "q8"
+        b = itest.run([args.worker, "--model", tiny, "--threads", str(args.threads), "--prompt",
+                       "hi", "--max-tokens", "4", "--temperature", "0"], log_level="warn")
+        del os.environ["LLM_ACT"]
+        res.check("--kv-type f32 runs", a.rc == 0 and not a.sanitizer(), a.describe())
+        res.check("an unknown LLM_ACT warns and runs", b.rc == 0 and not b.sanitizer() and
+                  "event=unknown_llm_act" in b.err and 'known="f32|i16"' in b.err, b.describe())
+
         # Seeds: reproducible, and different seeds differ (six seeds of 24 tokens at
         # temperature 1 over a random model's near-uniform distribution: a collision of
         # all five with the first is astronomically unlikely).
