@@ -120,11 +120,27 @@ kern__gemm_f32_avx2(const float *w, int64_t w_stride, int n_rows, const float *x
     }
 }
 
+/* A cache row's elements as floats: float32 (f16 = 0) or IEEE half (f16 = 1) storage,
+ * widened by vcvtph2ps as they are loaded; the attention kernels below serve both. */
+static inline __attribute__((always_inline)) __m256
+kv_load8(const int f16, const void *base, int64_t i)
+{
+    if (f16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const kern_half *)base + i)));
+    return _mm256_loadu_ps((const float *)base + i);
+}
+
+static inline __attribute__((always_inline)) float
+kv_get(const int f16, const void *base, int64_t i)
+{
+    return f16 ? _cvtsh_ss(((const kern_half *)base)[i]) : ((const float *)base)[i];
+}
+
 /* out[0..hd) = sum_p att[p] * v[p * v_stride + 0..hd): the attention-weighted sum of
  * values, with out held in registers 64 floats at a time across all positions. */
-void
-kern__attn_values_avx2(float *out, const float *att, const float *v, int64_t v_stride, int n_pos,
-                       int hd)
+static inline __attribute__((always_inline)) void
+attn_values_with(const int f16, float *out, const float *att, const void *v, int64_t v_stride,
+                 int n_pos, int hd)
 {
     int c = 0;
     for (; c + 64 <= hd; c += 64) {
@@ -133,9 +149,9 @@ kern__attn_values_avx2(float *out, const float *att, const float *v, int64_t v_s
             o[i] = _mm256_setzero_ps();
         for (int p = 0; p < n_pos; p++) {
             __m256 a = _mm256_broadcast_ss(att + p);
-            const float *vp = v + (int64_t)p * v_stride + c;
             for (int i = 0; i < 8; i++)
-                o[i] = _mm256_fmadd_ps(a, _mm256_loadu_ps(vp + 8 * i), o[i]);
+                o[i] =
+                    _mm256_fmadd_ps(a, kv_load8(f16, v, (int64_t)p * v_stride + c + 8 * i), o[i]);
         }
         for (int i = 0; i < 8; i++)
             _mm256_storeu_ps(out + c + 8 * i, o[i]);
@@ -143,7 +159,7 @@ kern__attn_values_avx2(float *out, const float *att, const float *v, int64_t v_s
     for (; c < hd; c++) {
         float s = 0.0f;
         for (int p = 0; p < n_pos; p++)
-            s += att[p] * v[(int64_t)p * v_stride + c];
+            s += att[p] * kv_get(f16, v, (int64_t)p * v_stride + c);
         out[c] = s;
     }
 }
@@ -151,9 +167,9 @@ kern__attn_values_avx2(float *out, const float *att, const float *v, int64_t v_s
 /* att[p] = scale * dot(q, k[p * k_stride ..]) for p < n_pos. Eight positions at a time
  * share each load of q, and their eight sums are reduced together by one transposing
  * add tree instead of eight separate horizontal sums. */
-void
-kern__attn_scores_avx2(float *att, const float *q, const float *k, int64_t k_stride, int n_pos,
-                       int hd, float scale)
+static inline __attribute__((always_inline)) void
+attn_scores_with(const int f16, float *att, const float *q, const void *k, int64_t k_stride,
+                 int n_pos, int hd, float scale)
 {
     int p = 0;
     if (hd % 8 == 0) {
@@ -164,7 +180,7 @@ kern__attn_scores_avx2(float *att, const float *q, const float *k, int64_t k_str
             for (int c = 0; c < hd; c += 8) {
                 __m256 qv = _mm256_loadu_ps(q + c);
                 for (int j = 0; j < 8; j++)
-                    a[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + (int64_t)(p + j) * k_stride + c),
+                    a[j] = _mm256_fmadd_ps(qv, kv_load8(f16, k, (int64_t)(p + j) * k_stride + c),
                                            a[j]);
             }
             __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
@@ -173,9 +189,49 @@ kern__attn_scores_avx2(float *att, const float *q, const float *k, int64_t k_str
                                        _mm256_permute2f128_ps(u0, u1, 0x31));
             _mm256_storeu_ps(att + p, _mm256_mul_ps(sum, _mm256_set1_ps(scale)));
         }
+        for (; p < n_pos; p++) {
+            __m256 a = _mm256_setzero_ps();
+            for (int c = 0; c < hd; c += 8)
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(q + c),
+                                    kv_load8(f16, k, (int64_t)p * k_stride + c), a);
+            att[p] = scale * hsum_ps(a);
+        }
+        return;
     }
-    for (; p < n_pos; p++)
-        att[p] = scale * kern__dot_f32_avx2(q, k + (int64_t)p * k_stride, hd);
+    for (; p < n_pos; p++) {
+        float s = 0.0f;
+        for (int c = 0; c < hd; c++)
+            s += q[c] * kv_get(f16, k, (int64_t)p * k_stride + c);
+        att[p] = scale * s;
+    }
+}
+
+void
+kern__attn_values_avx2(float *out, const float *att, const float *v, int64_t v_stride, int n_pos,
+                       int hd)
+{
+    attn_values_with(0, out, att, v, v_stride, n_pos, hd);
+}
+
+void
+kern__attn_scores_avx2(float *att, const float *q, const float *k, int64_t k_stride, int n_pos,
+                       int hd, float scale)
+{
+    attn_scores_with(0, att, q, k, k_stride, n_pos, hd, scale);
+}
+
+void
+kern__attn_scores_f16_avx2(float *att, const float *q, const kern_half *k, int64_t k_stride,
+                           int n_pos, int hd, float scale)
+{
+    attn_scores_with(1, att, q, k, k_stride, n_pos, hd, scale);
+}
+
+void
+kern__attn_values_f16_avx2(float *out, const float *att, const kern_half *v, int64_t v_stride,
+                           int n_pos, int hd)
+{
+    attn_values_with(1, out, att, v, v_stride, n_pos, hd);
 }
 
 /* The weights of each type as this SIMD level defines them (see dec32_fn), a decoder
@@ -385,78 +441,6 @@ kern__swiglu_avx2(float *gate, const float *up, int64_t n)
         memcpy(u, up + i, sizeof(float) * (size_t)(n - i));
         kern__swiglu_avx2(g, u, 8);
         memcpy(gate + i, g, sizeof(float) * (size_t)(n - i));
-    }
-}
-
-/* The float16 cache's attention: kern__attn_scores_avx2 and kern__attn_values_avx2 with
- * each 8 halves widened by vcvtph2ps as they are loaded; the same order of sums. */
-static inline __m256
-load_h8(const kern_half *p)
-{
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-}
-
-void
-kern__attn_scores_f16_avx2(float *att, const float *q, const kern_half *k, int64_t k_stride,
-                           int n_pos, int hd, float scale)
-{
-    int p = 0;
-    if (hd % 8 == 0) {
-        for (; p + 8 <= n_pos; p += 8) {
-            __m256 a[8];
-            for (int j = 0; j < 8; j++)
-                a[j] = _mm256_setzero_ps();
-            for (int c = 0; c < hd; c += 8) {
-                __m256 qv = _mm256_loadu_ps(q + c);
-                for (int j = 0; j < 8; j++)
-                    a[j] = _mm256_fmadd_ps(qv, load_h8(k + (int64_t)(p + j) * k_stride + c), a[j]);
-            }
-            __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-            __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
-            __m256 sum = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
-                                       _mm256_permute2f128_ps(u0, u1, 0x31));
-            _mm256_storeu_ps(att + p, _mm256_mul_ps(sum, _mm256_set1_ps(scale)));
-        }
-        for (; p < n_pos; p++) {
-            __m256 a = _mm256_setzero_ps();
-            for (int c = 0; c < hd; c += 8)
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), load_h8(k + (int64_t)p * k_stride + c),
-                                    a);
-            att[p] = scale * hsum_ps(a);
-        }
-        return;
-    }
-    for (; p < n_pos; p++) {
-        float s = 0.0f;
-        for (int c = 0; c < hd; c++)
-            s += q[c] * _cvtsh_ss(k[(int64_t)p * k_stride + c]);
-        att[p] = scale * s;
-    }
-}
-
-void
-kern__attn_values_f16_avx2(float *out, const float *att, const kern_half *v, int64_t v_stride,
-                           int n_pos, int hd)
-{
-    int c = 0;
-    for (; c + 64 <= hd; c += 64) {
-        __m256 o[8];
-        for (int i = 0; i < 8; i++)
-            o[i] = _mm256_setzero_ps();
-        for (int p = 0; p < n_pos; p++) {
-            __m256 a = _mm256_broadcast_ss(att + p);
-            const kern_half *vp = v + (int64_t)p * v_stride + c;
-            for (int i = 0; i < 8; i++)
-                o[i] = _mm256_fmadd_ps(a, load_h8(vp + 8 * i), o[i]);
-        }
-        for (int i = 0; i < 8; i++)
-            _mm256_storeu_ps(out + c + 8 * i, o[i]);
-    }
-    for (; c < hd; c++) {
-        float s = 0.0f;
-        for (int p = 0; p < n_pos; p++)
-            s += att[p] * _cvtsh_ss(v[(int64_t)p * v_stride + c]);
-        out[c] = s;
     }
 }
 
