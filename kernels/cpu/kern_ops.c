@@ -24,13 +24,22 @@ static dot_fn dot_impl = kern__dot_f32_scalar;
 static gemm_fn gemm_impl; // NULL: the scalar path (a decoded row, then plain dots)
 static attn_values_fn attn_values_impl = kern__attn_values_scalar;
 static attn_scores_fn attn_scores_impl = kern__attn_scores_scalar;
-static void (*softmax_impl)(float *, int64_t); // NULL: the scalar code in kern_softmax
-static void (*swiglu_impl)(float *, const float *, int64_t);
-static void (*exp_impl)(const float *, float *, int64_t);
-// float16 cache: NULL = the scalar code in the kern_* functions
-static void (*scores_f16_impl)(float *, const float *, const kern_half *, int64_t, int, int, float);
-static void (*values_f16_impl)(float *, const float *, const kern_half *, int64_t, int, int);
-static void (*to_f16_impl)(const float *, kern_half *, int64_t);
+static void softmax_scalar(float *x, int64_t n);
+static void swiglu_scalar(float *gate, const float *up, int64_t n);
+static void exp_scalar(const float *x, float *y, int64_t n);
+static void attn_scores_f16_scalar(float *att, const float *q, const kern_half *k, int64_t k_stride,
+                                   int n_pos, int hd, float scale);
+static void attn_values_f16_scalar(float *out, const float *att, const kern_half *v,
+                                   int64_t v_stride, int n_pos, int hd);
+static void f32_to_f16_scalar(const float *x, kern_half *y, int64_t n);
+static void (*softmax_impl)(float *, int64_t) = softmax_scalar;
+static void (*swiglu_impl)(float *, const float *, int64_t) = swiglu_scalar;
+static void (*exp_impl)(const float *, float *, int64_t) = exp_scalar;
+static void (*scores_f16_impl)(float *, const float *, const kern_half *, int64_t, int, int,
+                               float) = attn_scores_f16_scalar;
+static void (*values_f16_impl)(float *, const float *, const kern_half *, int64_t, int,
+                               int) = attn_values_f16_scalar;
+static void (*to_f16_impl)(const float *, kern_half *, int64_t) = f32_to_f16_scalar;
 static kern_to_float_fn decode_impl[LLM_DTYPE_COUNT]; // SIMD decoder, NULL = the traits' one
 static kern_rows1_fn rows1_impl[LLM_DTYPE_COUNT];     // fused one-token kernel, NULL = none
 static kern__p8_impl p8_impl = {kern__quantize_i16_scalar, kern__p8_gemm_scalar};
@@ -291,10 +300,13 @@ kern_attn_scores_f16(float *att, const float *q, const kern_half *k, int64_t k_s
                      int hd, float scale)
 {
     pthread_once(&simd_once, simd_select);
-    if (scores_f16_impl) {
-        scores_f16_impl(att, q, k, k_stride, n_pos, hd, scale);
-        return;
-    }
+    scores_f16_impl(att, q, k, k_stride, n_pos, hd, scale);
+}
+
+static void
+attn_scores_f16_scalar(float *att, const float *q, const kern_half *k, int64_t k_stride, int n_pos,
+                       int hd, float scale)
+{
     for (int p = 0; p < n_pos; p++) { // kern__dot_f32_scalar's order over the widened row
         const kern_half *kp = k + (int64_t)p * k_stride;
         float s[4] = {0, 0, 0, 0};
@@ -313,10 +325,13 @@ kern_attn_values_f16(float *out, const float *att, const kern_half *v, int64_t v
                      int hd)
 {
     pthread_once(&simd_once, simd_select);
-    if (values_f16_impl) {
-        values_f16_impl(out, att, v, v_stride, n_pos, hd);
-        return;
-    }
+    values_f16_impl(out, att, v, v_stride, n_pos, hd);
+}
+
+static void
+attn_values_f16_scalar(float *out, const float *att, const kern_half *v, int64_t v_stride,
+                       int n_pos, int hd)
+{
     for (int c = 0; c < hd; c++)
         out[c] = 0.0f;
     for (int p = 0; p < n_pos; p++)
@@ -328,10 +343,12 @@ void
 kern_f32_to_f16(const float *x, kern_half *y, int64_t n)
 {
     pthread_once(&simd_once, simd_select);
-    if (to_f16_impl) {
-        to_f16_impl(x, y, n);
-        return;
-    }
+    to_f16_impl(x, y, n);
+}
+
+static void
+f32_to_f16_scalar(const float *x, kern_half *y, int64_t n)
+{
     for (int64_t i = 0; i < n; i++)
         y[i] = kern_float_to_half(x[i]);
 }
@@ -383,10 +400,12 @@ void
 kern_softmax(float *x, int64_t n)
 {
     pthread_once(&simd_once, simd_select);
-    if (softmax_impl) {
-        softmax_impl(x, n);
-        return;
-    }
+    softmax_impl(x, n);
+}
+
+static void
+softmax_scalar(float *x, int64_t n)
+{
     // A comparison, not fmaxf: fmaxf is a libm call here (no -ffinite-math), and it was
     // 3% of a 512-token prefill. Same result for the finite scores this sees.
     float max = x[0];
@@ -406,10 +425,12 @@ void
 kern_exp(const float *x, float *y, int64_t n)
 {
     pthread_once(&simd_once, simd_select);
-    if (exp_impl) {
-        exp_impl(x, y, n);
-        return;
-    }
+    exp_impl(x, y, n);
+}
+
+static void
+exp_scalar(const float *x, float *y, int64_t n)
+{
     for (int64_t i = 0; i < n; i++)
         y[i] = expf(x[i]);
 }
@@ -418,10 +439,12 @@ void
 kern_swiglu(float *gate, const float *up, int64_t n)
 {
     pthread_once(&simd_once, simd_select);
-    if (swiglu_impl) {
-        swiglu_impl(gate, up, n);
-        return;
-    }
+    swiglu_impl(gate, up, n);
+}
+
+static void
+swiglu_scalar(float *gate, const float *up, int64_t n)
+{
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i];
         gate[i] = g / (1.0f + expf(-g)) * up[i];
