@@ -92,6 +92,9 @@ group_tile(const int kind, const int T, const char *w, int64_t nb, const char *x
         for (int t = 0; t < T; t++)
             isum[t] = _mm256_setzero_si256();
         if (kind == KIND_Q8_0) {
+            // Unrolled fully, gcc interleaves all eight quads and spills the sums:
+            // two at a time keeps them in registers (38 -> 52 MACs/ns at 4+ tokens).
+#pragma GCC unroll 2
             for (int k = 0; k < 8; k++) {
                 __m256i v = _mm256_loadu_si256((const __m256i *)(qp + 32 * k));
                 __m256i w0 = _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8);
