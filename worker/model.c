@@ -22,6 +22,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,9 +76,10 @@ struct model_state {
     bool *one_want;    // [max_tokens] and logits for the last token only
     float *hb;         // [max_tokens][ffn_local] gate, then SwiGLU output
     float *hb2;        // [max_tokens][ffn_local] up
-    float *scratch;    // [n_threads][scratch_len] decoded weight rows / attention scores
-                       // and one head's partial attention output
-    size_t scratch_len;
+    float *scratch;    // [n_threads][scratch_len] decoded weight rows and the quantized
+                       // input from act_off, or attention scores and one head's partial
+                       // attention output
+    size_t scratch_len, act_off;
 };
 
 // --- loading -------------------------------------------------------------------------
@@ -592,7 +594,9 @@ model_state_new(const model *m, const model_shard *shard, int max_tokens, int n_
     // context length) of each query head sharing a KV head, and a block's partial output.
     int in = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
     in = in > q_dim ? in : q_dim;
-    size_t sl = KERN_MATMUL_SCRATCH(in);
+    // A matmul job's thread also holds its quantized input (kern_act) after that.
+    s->act_off = (KERN_MATMUL_SCRATCH(in) + 15) / 16 * 16;
+    size_t sl = s->act_off + (KERN_ACT_BYTES(in, max_tokens) + sizeof(float) - 1) / sizeof(float);
     size_t att_len = (size_t)ATT_TILE * (c->n_heads / c->n_kv_heads) * (c->ctx_len + c->head_dim);
     sl = sl > att_len ? sl : att_len;
     s->scratch_len = (sl + 15) / 16 * 16; // whole cache lines per thread: no false sharing
@@ -645,10 +649,13 @@ model_state_free(model_state *s)
 
 #define MM_MAX 3
 
-/* Up to three matrices sharing one input, their rows concatenated and split evenly
- * across threads in chunks of 16 rows (a cache line of float outputs). For the FFN
- * (gate_up_run) the two matrices are split in step instead, so that each thread holds
- * the gate and up values of the same rows and can apply SwiGLU without a barrier. */
+/* Up to three matrices sharing one input, their rows concatenated. Threads take rows in
+ * chunks from a shared counter rather than in equal shares fixed in advance, so a thread
+ * that runs slower (a busy neighbour on its core, the serial work thread 0 does between
+ * jobs) takes fewer; a row's value does not depend on who computes it (kern_matmul is
+ * split invariant), so the results do not either. Each thread quantizes the input once
+ * per job (kern_act) for all its chunks. For the FFN (gate_up_run) a chunk is the same
+ * rows of the gate and up matrices, so SwiGLU needs no barrier. */
 typedef struct {
     int n;
     const kern_mat *w[MM_MAX];
@@ -659,18 +666,36 @@ typedef struct {
     int64_t x_stride, col0, n_in;
     int n_tok;
     model_state *s;
+    atomic_int next; // the next chunk to take
 } mm_job;
 
-static void
-split_rows(int64_t total, int ith, int nth, int64_t *g0, int64_t *g1)
+/* About 16 chunks per thread, in whole cache lines of outputs (16 floats), at least 32
+ * rows (four 8-row groups of a packed matrix). */
+static int64_t
+chunk_rows(int64_t total, int nth)
 {
-    int64_t chunks = (total + 15) / 16;
-    *g0 = chunks * ith / nth * 16;
-    *g1 = chunks * (ith + 1) / nth * 16;
-    if (*g1 > total)
-        *g1 = total;
-    if (*g0 > total)
-        *g0 = total;
+    int64_t c = (total / (16 * (int64_t)nth) + 15) / 16 * 16;
+    return c < 32 ? 32 : c;
+}
+
+/* The next chunk [*g0, *g1) of total rows, or false when none is left. */
+static bool
+next_chunk(mm_job *j, int64_t total, int64_t size, int64_t *g0, int64_t *g1)
+{
+    *g0 = size * atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+    if (*g0 >= total)
+        return false;
+    *g1 = *g0 + size < total ? *g0 + size : total;
+    return true;
+}
+
+/* Thread ith's scratch and its quantized copy of the job's input. */
+static float *
+mm_thread(mm_job *j, int ith, kern_act *a)
+{
+    float *scratch = j->s->scratch + (size_t)ith * j->s->scratch_len;
+    kern_act_init(a, j->x, j->x_stride, j->n_in, j->n_tok, scratch + j->s->act_off);
+    return scratch;
 }
 
 static void
@@ -680,16 +705,19 @@ mm_run(void *ctx, int ith, int nth)
     int64_t total = 0, g0, g1;
     for (int i = 0; i < j->n; i++)
         total += j->n_rows[i];
-    split_rows(total, ith, nth, &g0, &g1);
-    float *scratch = j->s->scratch + (size_t)ith * (size_t)j->s->scratch_len;
-    int64_t base = 0;
-    for (int i = 0; i < j->n; i++) {
-        int64_t a = g0 > base ? g0 - base : 0;
-        int64_t b = g1 - base < j->n_rows[i] ? g1 - base : j->n_rows[i];
-        if (a < b)
-            kern_matmul(j->w[i], j->col0, j->n_in, j->x, j->x_stride, j->y[i] + a, j->y_stride[i],
-                        j->n_tok, j->row0[i] + a, j->row0[i] + b, scratch);
-        base += j->n_rows[i];
+    int64_t size = chunk_rows(total, nth);
+    kern_act a;
+    float *scratch = mm_thread(j, ith, &a);
+    while (next_chunk(j, total, size, &g0, &g1)) {
+        int64_t base = 0;
+        for (int i = 0; i < j->n; i++) {
+            int64_t lo = g0 > base ? g0 - base : 0;
+            int64_t hi = g1 - base < j->n_rows[i] ? g1 - base : j->n_rows[i];
+            if (lo < hi)
+                kern_matmul_act(j->w[i], j->col0, &a, j->y[i] + lo, j->y_stride[i], j->row0[i] + lo,
+                                j->row0[i] + hi, scratch);
+            base += j->n_rows[i];
+        }
     }
 }
 
@@ -698,16 +726,17 @@ static void
 gate_up_run(void *ctx, int ith, int nth)
 {
     mm_job *j = ctx;
-    int64_t g0, g1;
-    split_rows(j->n_rows[0], ith, nth, &g0, &g1);
-    if (g0 >= g1)
-        return;
-    float *scratch = j->s->scratch + (size_t)ith * (size_t)j->s->scratch_len;
-    for (int i = 0; i < 2; i++)
-        kern_matmul(j->w[i], j->col0, j->n_in, j->x, j->x_stride, j->y[i] + g0, j->y_stride[i],
-                    j->n_tok, j->row0[i] + g0, j->row0[i] + g1, scratch);
-    for (int t = 0; t < j->n_tok; t++)
-        kern_swiglu(j->y[0] + t * j->y_stride[0] + g0, j->y[1] + t * j->y_stride[1] + g0, g1 - g0);
+    int64_t total = j->n_rows[0], size = chunk_rows(total, nth), g0, g1;
+    kern_act a;
+    float *scratch = mm_thread(j, ith, &a);
+    while (next_chunk(j, total, size, &g0, &g1)) {
+        for (int i = 0; i < 2; i++)
+            kern_matmul_act(j->w[i], j->col0, &a, j->y[i] + g0, j->y_stride[i], j->row0[i] + g0,
+                            j->row0[i] + g1, scratch);
+        for (int t = 0; t < j->n_tok; t++)
+            kern_swiglu(j->y[0] + t * j->y_stride[0] + g0, j->y[1] + t * j->y_stride[1] + g0,
+                        g1 - g0);
+    }
 }
 
 typedef struct {

@@ -111,6 +111,28 @@ typedef struct {
 void kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x, int64_t x_stride,
                  float *y, int64_t y_stride, int n_tok, int64_t row0, int64_t row1, float *scratch);
 
+/* kern_matmul in two steps, for a caller that multiplies one input by several matrices
+ * or row ranges (a thread taking rows chunk by chunk): the activations n_tok rows of x
+ * are quantized for packed matrices once, on the first kern_matmul_act that needs them,
+ * into buf (KERN_ACT_BYTES(n_in, n_tok) bytes, float-aligned; x and buf must outlive the
+ * uses), instead of once per call. y is kern_matmul's, bit for bit. One kern_act per
+ * thread. */
+typedef struct {
+    const float *x;
+    int64_t x_stride, n_in;
+    int n_tok;
+    void *buf;
+    bool quantized; // buf holds x quantized
+} kern_act;
+#define KERN_ACT_BYTES(n_in, n_tok)                                                                \
+    ((size_t)(n_tok) * (2 * (size_t)(n_in) + 8 * (size_t)((n_in) / 32) + 8 * sizeof(float)))
+void kern_act_init(kern_act *a, const float *x, int64_t x_stride, int64_t n_in, int n_tok,
+                   void *buf);
+/* kern_matmul(w, col0, a->n_in, a->x, a->x_stride, y, y_stride, a->n_tok, row0, row1,
+ * scratch), with a's quantized rows for a packed w. */
+void kern_matmul_act(const kern_mat *w, int64_t col0, kern_act *a, float *y, int64_t y_stride,
+                     int64_t row0, int64_t row1, float *scratch);
+
 /* kern_get_row decodes row r of w into out[0..n_cols) (the same floats packed or not). */
 void kern_get_row(const kern_mat *w, int64_t r, float *out);
 

@@ -263,6 +263,33 @@ kern_matmul(const kern_mat *w, int64_t col0, int64_t n_in, const float *x, int64
 }
 
 void
+kern_act_init(kern_act *a, const float *x, int64_t x_stride, int64_t n_in, int n_tok, void *buf)
+{
+    *a = (kern_act){x, x_stride, n_in, n_tok, buf, false};
+}
+
+void
+kern_matmul_act(const kern_mat *w, int64_t col0, kern_act *a, float *y, int64_t y_stride,
+                int64_t row0, int64_t row1, float *scratch)
+{
+    if (!w->packed || a->n_in % 32 != 0) {
+        kern_matmul(w, col0, a->n_in, a->x, a->x_stride, y, y_stride, a->n_tok, row0, row1,
+                    scratch);
+        return;
+    }
+    pthread_once(&simd_once, simd_select);
+    size_t xb = KERN__I16X_BYTES(a->n_in);
+    if (!a->quantized) {
+        for (int t = 0; t < a->n_tok; t++)
+            p8_impl.quantize(a->x + (int64_t)t * a->x_stride, a->n_in, (char *)a->buf + t * xb);
+        a->quantized = true;
+    }
+    // The tokens' rows, then 8 floats per token for a partial group (kern__p8_rows).
+    float *edge = (float *)((char *)a->buf + (size_t)a->n_tok * xb);
+    kern__p8_rows(&p8_impl, w, col0, a->n_in, a->buf, a->n_tok, y, y_stride, row0, row1, edge);
+}
+
+void
 kern__attn_scores_scalar(float *att, const float *q, const float *k, int64_t k_stride, int n_pos,
                          int hd, float scale)
 {

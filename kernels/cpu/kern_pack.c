@@ -262,45 +262,52 @@ kern__p8_gemm_scalar(llm_dtype t, const char *w, size_t group_bytes, int64_t n_g
 }
 
 void
+kern__p8_rows(const kern__p8_impl *impl, const kern_mat *w, int64_t col0, int64_t n_in,
+              const char *xa, int n_tok, float *y, int64_t y_stride, int64_t row0, int64_t row1,
+              float *edge)
+{
+    assert(w->packed && n_in % 32 == 0 && col0 % 32 == 0 && col0 + n_in <= w->n_cols);
+    size_t chunk_bytes = kern__pack_chunk_bytes(w->type);
+    size_t group_bytes = (size_t)(w->n_cols / 32) * chunk_bytes;
+    const char *wc = (const char *)w->data + (size_t)(col0 / 32) * chunk_bytes;
+    for (int64_t g = row0 / 8, g1 = (row1 + 7) / 8; g < g1;) {
+        int64_t r = 8 * g;
+        if (r >= row0 && r + 8 <= row1) { // whole groups straight into y
+            int64_t ge = g + 1;
+            while (ge < g1 && 8 * ge + 8 <= row1)
+                ge++;
+            impl->gemm(w->type, wc + (size_t)g * group_bytes, group_bytes, ge - g, xa, n_in, n_tok,
+                       y + (r - row0), y_stride);
+            g = ge;
+            continue;
+        }
+        impl->gemm(w->type, wc + (size_t)g * group_bytes, group_bytes, 1, xa, n_in, n_tok, edge, 8);
+        for (int t = 0; t < n_tok; t++)
+            for (int64_t i = 0; i < 8; i++)
+                if (r + i >= row0 && r + i < row1)
+                    y[t * y_stride + (r + i - row0)] = edge[8 * t + i];
+        g++;
+    }
+}
+
+void
 kern__matmul_p8(const kern__p8_impl *impl, const kern_mat *w, int64_t col0, int64_t n_in,
                 const float *x, int64_t x_stride, float *y, int64_t y_stride, int n_tok,
                 int64_t row0, int64_t row1, float *scratch)
 {
-    assert(w->packed && n_in % 32 == 0 && col0 % 32 == 0 && col0 + n_in <= w->n_cols);
-    size_t chunk_bytes = kern__pack_chunk_bytes(w->type), xb = KERN__I16X_BYTES(n_in);
-    size_t group_bytes = (size_t)(w->n_cols / 32) * chunk_bytes;
     // Scratch: a group of quantized tokens, then [tokens][8] outputs for a partial
     // 8-row group at either end of [row0, row1).
+    size_t xb = KERN__I16X_BYTES(n_in);
     size_t scratch_bytes = (size_t)KERN_MATMUL_SCRATCH(n_in) * sizeof(float);
     int per_group = (int)(scratch_bytes / (xb + 8 * sizeof(float)));
     assert(per_group >= 1);
     char *xa = (char *)scratch;
     float *edge = (float *)(xa + (size_t)per_group * xb);
-    int64_t g0 = row0 / 8, g1 = (row1 + 7) / 8;
     for (int t0 = 0; t0 < n_tok; t0 += per_group) {
         int nt = n_tok - t0 < per_group ? n_tok - t0 : per_group;
         for (int t = 0; t < nt; t++)
             impl->quantize(x + (int64_t)(t0 + t) * x_stride, n_in, xa + (size_t)t * xb);
-        float *yt = y + (int64_t)t0 * y_stride;
-        const char *wc = (const char *)w->data + (size_t)(col0 / 32) * chunk_bytes;
-        for (int64_t g = g0; g < g1;) {
-            int64_t r = 8 * g;
-            if (r >= row0 && r + 8 <= row1) { // whole groups straight into y
-                int64_t ge = g + 1;
-                while (ge < g1 && 8 * ge + 8 <= row1)
-                    ge++;
-                impl->gemm(w->type, wc + (size_t)g * group_bytes, group_bytes, ge - g, xa, n_in, nt,
-                           yt + (r - row0), y_stride);
-                g = ge;
-                continue;
-            }
-            impl->gemm(w->type, wc + (size_t)g * group_bytes, group_bytes, 1, xa, n_in, nt, edge,
-                       8);
-            for (int t = 0; t < nt; t++)
-                for (int64_t i = 0; i < 8; i++)
-                    if (r + i >= row0 && r + i < row1)
-                        yt[t * y_stride + (r + i - row0)] = edge[8 * t + i];
-            g++;
-        }
+        kern__p8_rows(impl, w, col0, n_in, xa, nt, y + (int64_t)t0 * y_stride, y_stride, row0, row1,
+                      edge);
     }
 }

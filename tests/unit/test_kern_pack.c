@@ -229,6 +229,40 @@ START_TEST(test_packed_matmul_is_batch_and_split_invariant)
 }
 END_TEST
 
+/* kern_matmul_act gives kern_matmul's floats, bit for bit: one input quantized once and
+ * used for several matrices (packed or not) and row ranges cutting 8-row groups, more
+ * tokens than kern_matmul's scratch holds at a time, and a column window. */
+START_TEST(test_matmul_act_equals_matmul)
+{
+    enum { ROWS = 40, TOK = 64, N = 768, COL0 = 256, NIN = 512 }; // Q4_K: 256-blocks
+    static float x[TOK * NIN], ref[TOK * ROWS], y[TOK * ROWS];
+    static float scratch[KERN_MATMUL_SCRATCH(NIN)];
+    static float buf[KERN_ACT_BYTES(NIN, TOK) / sizeof(float) + 1];
+    static const int64_t cuts[] = {0, 3, 13, 32, 37, ROWS};
+    const llm_dtype types[] = {LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1, LLM_DTYPE_Q8_0, LLM_DTYPE_Q4_K};
+    unsigned s = 9;
+    for (int i = 0; i < TOK * NIN; i++)
+        x[i] = frand(&s);
+    for (int n_tok = 1; n_tok <= TOK; n_tok += 21) {
+        kern_act a;
+        kern_act_init(&a, x, NIN, NIN, n_tok, buf);
+        for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
+            kern_mat m = make_mat(types[ti], ROWS, N, 31 + (unsigned)ti);
+            kern_mat p = kern_pack_supported(m.type, ROWS, N) ? packed_copy(&m) : m;
+            kern_matmul(&p, COL0, NIN, x, NIN, ref, ROWS, n_tok, 0, ROWS, scratch);
+            memset(y, 0xff, sizeof(y));
+            for (size_t k = 0; k + 1 < sizeof(cuts) / sizeof(cuts[0]); k++)
+                kern_matmul_act(&p, COL0, &a, y + cuts[k], ROWS, cuts[k], cuts[k + 1], scratch);
+            ck_assert_msg(memcmp(y, ref, sizeof(float) * (size_t)n_tok * ROWS) == 0, "%s n_tok %d",
+                          kern_type_name(types[ti]), n_tok);
+            if (p.data != m.data)
+                free((void *)p.data);
+            free((void *)m.data);
+        }
+    }
+}
+END_TEST
+
 Suite *kern_pack_suite(void);
 
 Suite *
@@ -241,6 +275,7 @@ kern_pack_suite(void)
     tcase_add_test(tc, test_i16_quantizers_agree_and_round_to_nearest);
     tcase_add_test(tc, test_packed_gemm_matches_its_definition_and_stays_near_float);
     tcase_add_test(tc, test_packed_matmul_is_batch_and_split_invariant);
+    tcase_add_test(tc, test_matmul_act_equals_matmul);
     suite_add_tcase(s, tc);
     return s;
 }
