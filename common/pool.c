@@ -5,6 +5,7 @@
  * the per-job cost near a cache-line round trip when jobs come back to back (as inside
  * one forward pass); the bound keeps idle pools from burning CPU.
  */
+#define _GNU_SOURCE // CPU_SET, pthread_setaffinity_np
 #include "pool.h"
 
 #include "llm_err.h"
@@ -35,7 +36,10 @@ struct pool {
     pthread_cond_t cv_work; // helpers wait here for gen to move
     pthread_cond_t cv_done; // caller waits here for pending == 0
     int n_started;
-    int yield_every; // polls between sched_yield() calls while spinning
+    int yield_every;   // polls between sched_yield() calls while spinning
+    int cpu0;          // CPU for thread 0 after pool_pin, else -1
+    pthread_t pinned0; // the caller pinned there (valid once has_pinned0)
+    bool has_pinned0;
 };
 
 typedef struct {
@@ -75,6 +79,41 @@ pool_main(void *argp)
     }
 }
 
+/* The CPUs the process may run on, as first seen (at the first pool_new, before any
+ * pool pinned a thread: a pinned thread's own mask would be one CPU). */
+static cpu_set_t start_cpus;
+static bool start_cpus_ok;
+static pthread_once_t start_cpus_once = PTHREAD_ONCE_INIT;
+
+static void
+read_start_cpus(void)
+{
+    start_cpus_ok = sched_getaffinity(0, sizeof(start_cpus), &start_cpus) == 0;
+}
+
+/* Those CPU ids in order, into cpus[0..*n). */
+static int
+allowed_cpus(int *cpus, int cap, int *n)
+{
+    pthread_once(&start_cpus_once, read_start_cpus);
+    if (!start_cpus_ok)
+        return LLM_EINVAL;
+    *n = 0;
+    for (int c = 0; c < CPU_SETSIZE && *n < cap; c++)
+        if (CPU_ISSET(c, &start_cpus))
+            cpus[(*n)++] = c;
+    return *n > 0 ? LLM_OK : LLM_EINVAL;
+}
+
+static int
+bind_thread(pthread_t t, int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(t, sizeof(set), &set) == 0 ? LLM_OK : LLM_EINVAL;
+}
+
 int
 pool_new(int n_threads, pool **out)
 {
@@ -84,6 +123,8 @@ pool_new(int n_threads, pool **out)
     if (!p)
         return LLM_ENOMEM;
     p->n_threads = n_threads;
+    p->cpu0 = -1;
+    pthread_once(&start_cpus_once, read_start_cpus);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     p->yield_every =
         cpus > 0 && n_threads <= cpus ? POOL_YIELD_OWN_CORE : POOL_YIELD_OVERSUBSCRIBED;
@@ -140,9 +181,29 @@ pool_n_threads(const pool *p)
     return p ? p->n_threads : 1;
 }
 
+int
+pool_pin(pool *p)
+{
+    int cpus[CPU_SETSIZE], n;
+    if (!p || allowed_cpus(cpus, CPU_SETSIZE, &n) != LLM_OK)
+        return LLM_EINVAL;
+    int rc = LLM_OK;
+    for (int i = 1; i < p->n_threads; i++)
+        if (bind_thread(p->threads[i - 1], cpus[i % n]) != LLM_OK)
+            rc = LLM_EINVAL;
+    p->cpu0 = cpus[0];
+    p->has_pinned0 = false;
+    return rc;
+}
+
 void
 pool_run(pool *p, pool_fn fn, void *ctx)
 {
+    if (p && p->cpu0 >= 0 && !(p->has_pinned0 && pthread_equal(p->pinned0, pthread_self()))) {
+        p->pinned0 = pthread_self();
+        p->has_pinned0 = true;
+        (void)bind_thread(p->pinned0, p->cpu0); // best effort: pool_pin reported the rest
+    }
     if (!p || p->n_threads == 1) {
         fn(ctx, 0, 1);
         return;

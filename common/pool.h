@@ -18,6 +18,14 @@ typedef void (*pool_fn)(void *ctx, int ith, int nth);
  * LLM_EINVAL or LLM_ENOMEM; *out is freed with pool_free(). */
 int pool_new(int n_threads, pool **out);
 
+/* pool_pin binds thread i to the i-th CPU this process may run on (its affinity at the
+ * first pool_new; cycling when threads outnumber them): helpers at once, thread 0 (whichever thread
+ * calls pool_run) at its next pool_run. A pinned thread keeps its core's caches between jobs. Under
+ * mpirun
+ * --bind-to, each rank pins within its own CPUs. Returns LLM_OK, or LLM_EINVAL when the
+ * CPU set cannot be read or the kernel refuses a binding (the pool still works). */
+int pool_pin(pool *p);
+
 /* pool_free stops and joins the helpers. Accepts NULL. Not concurrent with pool_run. */
 void pool_free(pool *p);
 

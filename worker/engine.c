@@ -127,6 +127,8 @@ engine_model_new(const engine_model_opts *o, engine **out, char *err, size_t err
         return rc;
     }
     e->pool = me->p;
+    if (o->pin && pool_pin(me->p) != LLM_OK)
+        LOG_WARN("event=pin_failed threads=%d detail=\"the threads run unpinned\"", o->threads);
     LOG_INFO("event=engine_ready kind=model path=%s kv_blocks=%d kv_mb=%.1f step_tokens=%d "
              "fingerprint=%016llx",
              o->path, e->n_blocks, (double)e->n_blocks * (double)block_bytes / 1048576.0,

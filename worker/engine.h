@@ -51,6 +51,7 @@ typedef struct {
     uint64_t kv_memory_bytes; // KV pool budget
     bool mlock;
     bool kv_f32; // float32 KV cache instead of float16
+    bool pin;    // bind the compute threads to CPUs (pool_pin)
 } engine_model_opts;
 
 /* engine_model_new loads the model and sizes the KV pool from the memory budget

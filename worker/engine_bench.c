@@ -2,7 +2,7 @@
  * engine_bench.c - llm-engine-bench: single-stream engine speed on one machine.
  *
  *   llm-engine-bench --model M [--threads 1,2] [--prompt-tokens 512] [--decode-tokens 128]
- *                    [--batch 1,4,16,64]
+ *                    [--batch 1,4,16,64] [--pin 0|1]
  *
  * For each thread count it measures the memory bandwidth (STREAM triad, a = b + s*c,
  * over arrays far larger than the caches), prompt processing (prefill of a fixed
@@ -14,6 +14,7 @@
  * --batch adds batched decode at the last thread count: B sequences with 32-token
  * prompts decode 64 tokens each, one token per sequence per step, and the table gives
  * aggregate tok/s and the time of one step (each sequence's per-token latency).
+ * --pin 1 binds each thread to a CPU (pool_pin).
  */
 #include "args.h"
 #include "llm_err.h"
@@ -167,7 +168,7 @@ int
 main(int argc, char **argv)
 {
     const char *model_path = NULL, *threads = "1,2", *batches = NULL;
-    int64_t n_prompt = 512, n_decode = 128, reps = 3;
+    int64_t n_prompt = 512, n_decode = 128, reps = 3, pin = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
         if (!strcmp(a, "--model"))
@@ -182,13 +183,15 @@ main(int argc, char **argv)
             ;
         else if (!strcmp(a, "--reps") && args_int(v, 1, 100, &reps) == LLM_OK)
             ;
+        else if (!strcmp(a, "--pin") && args_int(v, 0, 1, &pin) == LLM_OK)
+            ;
         else
             return args_die("llm-engine-bench", 1, "bad option '%s %s'", a, v);
     }
     if (!model_path || argc % 2 == 0)
         return args_die("llm-engine-bench", 1,
                         "usage: llm-engine-bench --model M [--threads 1,2] [--prompt-tokens N] "
-                        "[--decode-tokens N] [--reps N]");
+                        "[--decode-tokens N] [--reps N] [--batch 1,16] [--pin 0|1]");
     char err[512];
     model *m = NULL;
     model_load_opts lo = {.willneed = true};
@@ -229,6 +232,8 @@ main(int argc, char **argv)
             code = args_die("llm-engine-bench", 1, "cannot start %ld threads", nt);
             break;
         }
+        if (pin && pool_pin(p) != LLM_OK)
+            fprintf(stderr, "llm-engine-bench: warning: cannot pin the threads\n");
         double bw = bench_bandwidth(p, (int)reps), pp = 0, tg = 0;
         for (int r = 0; r < reps; r++) {
             double a, b;
@@ -262,6 +267,8 @@ main(int argc, char **argv)
         pool *p = NULL;
         if (pool_new((int)last_threads, &p) != LLM_OK)
             code = args_die("llm-engine-bench", 1, "cannot start %ld threads", last_threads);
+        else if (pin && pool_pin(p) != LLM_OK)
+            fprintf(stderr, "llm-engine-bench: warning: cannot pin the threads\n");
         for (const char *b = batches; code == 0 && *b;) {
             char *end;
             long n = strtol(b, &end, 10);

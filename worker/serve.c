@@ -33,7 +33,7 @@ typedef struct {
         contexts, first_chunk_wait_ms, max_wait_ms, max_prompt_bytes, heartbeat_ms, finished_ttl_ms,
         drain_timeout_ms, summary_max;
     int64_t synth_step_us, synth_prefill_us, synth_ctx, synth_blocks;
-    bool mlock;
+    bool mlock, pin_threads;
 } serve_cfg;
 
 static serve_cfg C;
@@ -50,6 +50,8 @@ static const cfg_opt OPTS[] = {
      "coordinator registration URL (empty: do not register)"},
     {"worker_id", CFG_STR, &C.worker_id, "", 0, 0, "id in the registry (default: host:pid)"},
     {"threads", CFG_INT, &C.threads, "0", 0, 1024, "compute threads (0: online CPUs)"},
+    {"pin_threads", CFG_BOOL, &C.pin_threads, "false", 0, 0,
+     "bind each compute thread to one CPU of the process's set"},
     {"ctx", CFG_INT, &C.ctx, "0", 0, 1 << 20,
      "longest sequence in tokens (0: the model's context)"},
     {"kv_memory_mb", CFG_INT, &C.kv_memory_mb, "1024", 1, 1 << 20, "KV block pool budget"},
@@ -181,7 +183,8 @@ serve_main(int argc, char **argv)
                                 (int)C.step_tokens,
                                 (uint64_t)C.kv_memory_mb << 20,
                                 C.mlock,
-                                strcmp(C.kv_type, "f32") == 0};
+                                strcmp(C.kv_type, "f32") == 0,
+                                C.pin_threads};
         rc = engine_model_new(&mo, &e, err, sizeof(err));
     }
     if (rc != LLM_OK) {

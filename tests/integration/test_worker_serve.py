@@ -398,8 +398,9 @@ def main():
     # 368,640-byte blocks (float16): 9 MB = 25 blocks for 8 streams of ~6, 6 MB = 17 for
     # 6 of ~5.
     n_few, kv_mb, gen = (6, "6", 40) if args.quick else (8, "9", 64)
+    # This worker also runs its threads pinned (pin_threads): the same tokens either way.
     tiny, taddr = start_worker(args, tmp, "tiny", "--model", args.model, "--ctx", "1024",
-                               "--kv-memory-mb", kv_mb, "--max-running", "8")
+                               "--kv-memory-mb", kv_mb, "--max-running", "8", "--pin-threads")
     few = [{"messages": [{"role": "user", "content": f"Write a long story about {t}."}],
             "max_tokens": gen} for t in TOPICS[:n_few]]
     few[n_few // 2:] = [dict(r, temperature=0.7, seed=7 + i)

@@ -1,6 +1,7 @@
 /*
  * test_common.c - pool, args, utf8, llm_err.
  */
+#define _GNU_SOURCE // sched_getcpu, CPU_SET
 #include "args.h"
 #include "llm_err.h"
 #include "pool.h"
@@ -8,6 +9,7 @@
 
 #include <check.h>
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -42,6 +44,46 @@ START_TEST(test_pool_runs_each_thread_once_per_job)
         }
         pool_free(p);
     }
+}
+END_TEST
+
+typedef struct {
+    int cpu[8];
+} cpu_probe;
+
+static void
+cpu_fn(void *ctx, int ith, int nth)
+{
+    (void)nth;
+    ((cpu_probe *)ctx)->cpu[ith] = sched_getcpu();
+}
+
+/* pool_pin: thread i runs on the i-th CPU of the process's set (cycling), the caller
+ * from its next pool_run on; jobs still run on every thread. */
+START_TEST(test_pool_pin_binds_thread_i_to_the_ith_cpu)
+{
+    cpu_set_t set;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof(set), &set), 0);
+    int cpus[CPU_SETSIZE], n = 0;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &set))
+            cpus[n++] = c;
+    ck_assert_int_gt(n, 0);
+    for (int threads = 1; threads <= 3; threads++) {
+        pool *p = NULL;
+        ck_assert_int_eq(pool_new(threads, &p), LLM_OK);
+        ck_assert_int_eq(pool_pin(p), LLM_OK);
+        for (int job = 0; job < 50; job++) {
+            cpu_probe probe = {0};
+            pool_run(p, cpu_fn, &probe);
+            for (int i = 0; i < threads; i++)
+                ck_assert_int_eq(probe.cpu[i], cpus[i % n]);
+        }
+        pool_free(p);
+    }
+    // The caller stays where the last pool put it; give it its whole set back.
+    ck_assert_int_eq(sched_setaffinity(0, sizeof(set), &set), 0);
+    ck_assert_int_eq(pool_pin(NULL), LLM_EINVAL);
 }
 END_TEST
 
@@ -128,6 +170,7 @@ common_suite(void)
     tcase_set_timeout(tc, 60); // 4 threads on 2 cores under ASan: slow but bounded
     tcase_add_test(tc, test_pool_runs_each_thread_once_per_job);
     tcase_add_test(tc, test_pool_null_runs_inline_and_rejects_bad_sizes);
+    tcase_add_test(tc, test_pool_pin_binds_thread_i_to_the_ith_cpu);
     suite_add_tcase(s, tc);
     tc = tcase_create("args");
     tcase_add_test(tc, test_args_parse_strictly);
