@@ -74,6 +74,7 @@ struct model_state {
     int32_t *one_pos;  // [max_tokens] model_forward's batch: positions,
     model_kv **one_kv; // [max_tokens] the one cache,
     bool *one_want;    // [max_tokens] and logits for the last token only
+    int *tile0;        // [max_tokens + 1] first token of each attention tile (att_run)
     float *hb;         // [max_tokens][ffn_local] gate, then SwiGLU output
     float *hb2;        // [max_tokens][ffn_local] up
     float *scratch;    // [n_threads][scratch_len] decoded weight rows and the quantized
@@ -611,11 +612,13 @@ model_state_new(const model *m, const model_shard *shard, int max_tokens, int n_
     s->one_pos = malloc(sizeof(int32_t) * T);
     s->one_kv = malloc(sizeof(model_kv *) * T);
     s->one_want = malloc(sizeof(bool) * T);
+    s->tile0 = malloc(sizeof(int) * (T + 1));
     s->hb = malloc(sizeof(float) * T * (size_t)ffn);
     s->hb2 = malloc(sizeof(float) * T * (size_t)ffn);
     s->scratch = malloc(sizeof(float) * (size_t)n_threads * (size_t)s->scratch_len);
     if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att_out || !s->proj || !s->rope ||
-        !s->one_pos || !s->one_kv || !s->one_want || !s->hb || !s->hb2 || !s->scratch) {
+        !s->one_pos || !s->one_kv || !s->one_want || !s->tile0 || !s->hb || !s->hb2 ||
+        !s->scratch) {
         model_state_free(s);
         return LLM_ENOMEM;
     }
@@ -639,6 +642,7 @@ model_state_free(model_state *s)
     free(s->one_pos);
     free(s->one_kv);
     free(s->one_want);
+    free(s->tile0);
     free(s->hb);
     free(s->hb2);
     free(s->scratch);
@@ -744,6 +748,8 @@ typedef struct {
     model_state *s;
     const model_batch *b;
     int layer, n_q_local, n_kv_local;
+    int n_tiles, parts; // units: tiles x KV heads x parts of their queries
+    atomic_int next;    // the next unit to take
 } att_job;
 
 /* Causal attention for each (token, local query head) pair, split across threads.
@@ -753,9 +759,8 @@ typedef struct {
  * output, so each block after the first goes through scratch rows that are then added
  * (an accumulating kernel variant would save that pass of head_dim adds per block).
  *
- * Pairs are ordered by tile (up to ATT_TILE consecutive tokens of the same sequence),
- * then KV head, token, query head, and each thread takes an equal contiguous range.
- * Within its range a thread takes the pairs of one tile and KV head together, block by
+ * A call takes queries [q0, q1) of one tile (up to ATT_TILE consecutive tokens of the
+ * same sequence) and KV head, ordered by token then query head, together, block by
  * block, so each block's keys and values come from memory once for up to ATT_TILE x
  * (heads per KV head) queries and from L1 for the rest: a prefill chunk's queries
  * otherwise read the whole cache once per token, from L3 at a few hundred positions.
@@ -817,26 +822,27 @@ att_queries(att_job *j, int t0, int g, int q0, int q1, float *att, float *part)
     }
 }
 
+/* Threads take units from a shared counter: the queries of one tile and KV head (in
+ * `parts` pieces when there are too few units to go round, as in a one-token decode
+ * step), so causal prefill, whose later tokens attend to more positions, and sequences
+ * of different lengths still end together. */
 static void
 att_run(void *ctx, int ith, int nth)
 {
+    (void)nth;
     att_job *j = ctx;
-    const model_batch *b = j->b;
     const model_config *c = j->c;
-    int group = c->n_heads / c->n_kv_heads, nq = j->n_q_local;
-    int pairs = b->n_tok * nq, start = pairs * ith / nth, end = pairs * (ith + 1) / nth;
+    const int *tile0 = j->s->tile0;
+    int group = c->n_heads / c->n_kv_heads, n_kv = j->n_kv_local, parts = j->parts;
     float *att = j->s->scratch + (size_t)ith * j->s->scratch_len; // [queries][ctx_len]
     float *part = att + (size_t)ATT_TILE * group * c->ctx_len;    // [queries][head_dim]
-    for (int t0 = 0, t1; t0 < b->n_tok && t0 * nq < end; t0 = t1) {
-        for (t1 = t0 + 1; t1 < b->n_tok && t1 - t0 < ATT_TILE && b->kv[t1] == b->kv[t0];)
-            t1++;
-        int per_g = (t1 - t0) * group; // pairs of one KV head in this tile
-        for (int g = 0; g < j->n_kv_local; g++) {
-            int base = t0 * nq + g * per_g;
-            int q0 = start > base ? start - base : 0, q1 = end - base < per_g ? end - base : per_g;
-            if (q0 < q1)
-                att_queries(j, t0, g, q0, q1, att, part);
-        }
+    for (int u; (u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) <
+                j->n_tiles * n_kv * parts;) {
+        int piece = u % parts, g = u / parts % n_kv, ti = u / parts / n_kv;
+        int per_g = (tile0[ti + 1] - tile0[ti]) * group; // queries of one KV head in the tile
+        int q0 = per_g * piece / parts, q1 = per_g * (piece + 1) / parts;
+        if (q0 < q1)
+            att_queries(j, tile0[ti], g, q0, q1, att, part);
     }
 }
 
@@ -934,6 +940,17 @@ model_forward_batch(const model *m, model_state *s, const model_batch *b, pool *
         kern_get_row(&w->tok_embd, b->tokens[t], s->x + (size_t)t * dim);
         kern_rope_table(s->rope + (size_t)t * hd, hd, b->pos[t], c->rope_theta); // all layers
     }
+    // Attention tiles: up to ATT_TILE consecutive tokens of one sequence (att_queries),
+    // and enough pieces per tile and KV head for ~8 units per thread.
+    int n_tiles = 0;
+    for (int t0 = 0, t1; t0 < n_tok; t0 = t1) {
+        for (t1 = t0 + 1; t1 < n_tok && t1 - t0 < ATT_TILE && b->kv[t1] == b->kv[t0];)
+            t1++;
+        s->tile0[n_tiles++] = t0;
+    }
+    s->tile0[n_tiles] = n_tok;
+    int att_parts = (8 * pool_n_threads(p) + n_tiles * n_kv - 1) / (n_tiles * n_kv);
+    att_parts = att_parts < ATT_TILE * group ? att_parts : ATT_TILE * group;
     for (int l = 0; l < c->n_layers; l++) {
         const model_layer *L = &w->layers[l];
         for (int t = 0; t < n_tok; t++)
@@ -968,7 +985,7 @@ model_forward_batch(const model *m, model_state *s, const model_batch *b, pool *
                 memcpy(vr, vt, sizeof(float) * (size_t)kv_dim);
             }
         }
-        att_job aj = {c, s, b, l, n_q, n_kv};
+        att_job aj = {c, s, b, l, n_q, n_kv, n_tiles, att_parts, 0};
         pool_run(p, att_run, &aj);
 
         // Output projection over this rank's columns of wo; ranks' partials are summed.
