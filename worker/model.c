@@ -846,6 +846,77 @@ att_run(void *ctx, int ith, int nth)
     }
 }
 
+/* The per-token work between the matmul and attention jobs: the residual add and the
+ * next RMSNorm, or RoPE and the K/V writes. Split by tokens across the pool when a step
+ * carries enough tokens to pay for the extra join (prefill chunks, big batches); done
+ * by the calling thread otherwise. */
+#define TOK_PARALLEL 8
+
+typedef struct {
+    const model_config *c;
+    model_state *s;
+    const model_batch *b;
+    int layer;
+    bool add_proj;       // x += proj (the residual of a block's output)
+    const float *norm_w; // then xb = rmsnorm(x) * norm_w (NULL: no norm)
+    bool rope_kv;        // RoPE on q and k, k and v into the cache
+} tok_job;
+
+static void
+tok_one(const tok_job *j, int t)
+{
+    const model_config *c = j->c;
+    model_state *s = j->s;
+    const model_shard *sh = &s->shard;
+    int dim = c->dim, hd = c->head_dim, n_kv = sh->kv_head1 - sh->kv_head0;
+    int n_q = n_kv * (c->n_heads / c->n_kv_heads), q_dim = n_q * hd, kv_dim = n_kv * hd;
+    float *x = s->x + (size_t)t * dim;
+    if (j->add_proj)
+        for (int i = 0; i < dim; i++)
+            x[i] += s->proj[(size_t)t * dim + i];
+    if (j->norm_w)
+        kern_rmsnorm(s->xb + (size_t)t * dim, x, j->norm_w, dim, c->norm_eps);
+    if (!j->rope_kv)
+        return;
+    // RoPE, then K and V into the rows of their position (and no other row, which is
+    // what makes shared prefix blocks safe), all before attention reads them.
+    const float *cs = s->rope + (size_t)t * hd;
+    const model_kv *kv = j->b->kv[t];
+    int pos = j->b->pos[t];
+    const model_kvpool *kp = kv->pool;
+    char *kr = block_keys(kp, kv->blocks[pos / MODEL_KV_BLOCK], j->layer) +
+               (size_t)(pos % MODEL_KV_BLOCK) * kv_dim * kp->elem;
+    char *vr = kr + kp->v_off * kp->elem;
+    kern_rope_apply(s->q + (size_t)t * q_dim, n_q, hd, cs);
+    kern_rope_apply(s->k + (size_t)t * kv_dim, n_kv, hd, cs);
+    const float *kt = s->k + (size_t)t * kv_dim, *vt = s->v + (size_t)t * kv_dim;
+    if (kp->f16) {
+        kern_f32_to_f16(kt, (kern_half *)kr, kv_dim);
+        kern_f32_to_f16(vt, (kern_half *)vr, kv_dim);
+    } else {
+        memcpy(kr, kt, sizeof(float) * (size_t)kv_dim);
+        memcpy(vr, vt, sizeof(float) * (size_t)kv_dim);
+    }
+}
+
+static void
+tok_run(void *ctx, int ith, int nth)
+{
+    tok_job *j = ctx;
+    int n = j->b->n_tok;
+    for (int t = n * ith / nth; t < n * (ith + 1) / nth; t++)
+        tok_one(j, t);
+}
+
+static void
+tok_step(pool *p, tok_job *j)
+{
+    if (j->b->n_tok >= TOK_PARALLEL)
+        pool_run(p, tok_run, j);
+    else
+        tok_run(j, 0, 1);
+}
+
 static void
 mm1(mm_job *j, const kern_mat *w, int64_t row0, int64_t n_rows, float *y, int64_t y_stride)
 {
@@ -951,40 +1022,18 @@ model_forward_batch(const model *m, model_state *s, const model_batch *b, pool *
     s->tile0[n_tiles] = n_tok;
     int att_parts = (8 * pool_n_threads(p) + n_tiles * n_kv - 1) / (n_tiles * n_kv);
     att_parts = att_parts < ATT_TILE * group ? att_parts : ATT_TILE * group;
+    tok_job norm0 = {c, s, b, 0, false, w->layers[0].attn_norm, false};
+    tok_step(p, &norm0);
     for (int l = 0; l < c->n_layers; l++) {
         const model_layer *L = &w->layers[l];
-        for (int t = 0; t < n_tok; t++)
-            kern_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->attn_norm, dim,
-                         c->norm_eps);
-
         // Q, K, V of this rank's heads in one job.
         mm_job qkv = {.x = s->xb, .x_stride = dim, .col0 = 0, .n_in = dim, .n_tok = n_tok, .s = s};
         mm1(&qkv, &L->wq, (int64_t)sh->kv_head0 * group * hd, q_dim, s->q, q_dim);
         mm1(&qkv, &L->wk, (int64_t)sh->kv_head0 * hd, kv_dim, s->k, kv_dim);
         mm1(&qkv, &L->wv, (int64_t)sh->kv_head0 * hd, kv_dim, s->v, kv_dim);
         pool_run(p, mm_run, &qkv);
-
-        // RoPE, then write K and V into the rows of their positions (and no other row,
-        // which is what makes shared prefix blocks safe), all before attention reads them.
-        for (int t = 0; t < n_tok; t++) {
-            const float *cs = s->rope + (size_t)t * hd;
-            const model_kv *kv = b->kv[t];
-            int pos = b->pos[t];
-            const model_kvpool *kp = kv->pool;
-            char *kr = block_keys(kp, kv->blocks[pos / MODEL_KV_BLOCK], l) +
-                       (size_t)(pos % MODEL_KV_BLOCK) * kv_dim * kp->elem;
-            char *vr = kr + kp->v_off * kp->elem;
-            kern_rope_apply(s->q + (size_t)t * q_dim, n_q, hd, cs);
-            kern_rope_apply(s->k + (size_t)t * kv_dim, n_kv, hd, cs);
-            const float *kt = s->k + (size_t)t * kv_dim, *vt = s->v + (size_t)t * kv_dim;
-            if (kp->f16) {
-                kern_f32_to_f16(kt, (kern_half *)kr, kv_dim);
-                kern_f32_to_f16(vt, (kern_half *)vr, kv_dim);
-            } else {
-                memcpy(kr, kt, sizeof(float) * (size_t)kv_dim);
-                memcpy(vr, vt, sizeof(float) * (size_t)kv_dim);
-            }
-        }
+        tok_job rope = {c, s, b, l, false, NULL, true};
+        tok_step(p, &rope);
         att_job aj = {c, s, b, l, n_q, n_kv, n_tiles, att_parts, 0};
         pool_run(p, att_run, &aj);
 
@@ -999,12 +1048,9 @@ model_forward_batch(const model *m, model_state *s, const model_batch *b, pool *
         pool_run(p, mm_run, &wo);
         if (allreduce && (rc = allreduce(ar_ctx, s->proj, (size_t)n_tok * dim)) != LLM_OK)
             return rc;
-        for (size_t i = 0; i < (size_t)n_tok * dim; i++)
-            s->x[i] += s->proj[i];
+        tok_job ffn_in = {c, s, b, l, true, L->ffn_norm, false};
+        tok_step(p, &ffn_in);
 
-        for (int t = 0; t < n_tok; t++)
-            kern_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->ffn_norm, dim,
-                         c->norm_eps);
         mm_job gu = {.x = s->xb, .x_stride = dim, .col0 = 0, .n_in = dim, .n_tok = n_tok, .s = s};
         mm1(&gu, &L->w_gate, sh->ffn0, ffn, s->hb, ffn);
         mm1(&gu, &L->w_up, sh->ffn0, ffn, s->hb2, ffn);
@@ -1016,8 +1062,10 @@ model_forward_batch(const model *m, model_state *s, const model_batch *b, pool *
         pool_run(p, mm_run, &down);
         if (allreduce && (rc = allreduce(ar_ctx, s->proj, (size_t)n_tok * dim)) != LLM_OK)
             return rc;
-        for (size_t i = 0; i < (size_t)n_tok * dim; i++)
-            s->x[i] += s->proj[i];
+        // The residual, and the next layer's input norm with it.
+        tok_job next = {
+            c, s, b, l, true, l + 1 < c->n_layers ? w->layers[l + 1].attn_norm : NULL, false};
+        tok_step(p, &next);
     }
 
     // Final norm of the tokens that want logits, gathered into xb, then one matmul.
