@@ -78,8 +78,7 @@ struct model_state {
     float *hb;         // [max_tokens][ffn_local] gate, then SwiGLU output
     float *hb2;        // [max_tokens][ffn_local] up
     float *scratch;    // [n_threads][scratch_len] decoded weight rows and the quantized
-                       // input from act_off, or attention scores and one head's partial
-                       // attention output
+                       // input from act_off, or an attention tile's scores
     size_t scratch_len, act_off;
 };
 
@@ -592,13 +591,13 @@ model_state_new(const model *m, const model_shard *shard, int max_tokens, int n_
     int ffn = shard->ffn1 - shard->ffn0;
     // Scratch holds the decoded weight rows of a matmul (inputs are at most
     // max(dim, hidden, q_dim) wide) or one head's attention scores (up to the model's
-    // context length) of each query head sharing a KV head, and a block's partial output.
+    // context length) of each query of an attention tile.
     int in = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
     in = in > q_dim ? in : q_dim;
     // A matmul job's thread also holds its quantized input (kern_act) after that.
     s->act_off = (KERN_MATMUL_SCRATCH(in) + 15) / 16 * 16;
     size_t sl = s->act_off + (KERN_ACT_BYTES(in, max_tokens) + sizeof(float) - 1) / sizeof(float);
-    size_t att_len = (size_t)ATT_TILE * (c->n_heads / c->n_kv_heads) * (c->ctx_len + c->head_dim);
+    size_t att_len = (size_t)ATT_TILE * (c->n_heads / c->n_kv_heads) * c->ctx_len;
     sl = sl > att_len ? sl : att_len;
     s->scratch_len = (sl + 15) / 16 * 16; // whole cache lines per thread: no false sharing
     s->x = malloc(sizeof(float) * T * (size_t)c->dim);
@@ -755,9 +754,7 @@ typedef struct {
 /* Causal attention for each (token, local query head) pair, split across threads.
  * Each pair reads keys/values of positions 0..pos through its own sequence's block table:
  * scores block by block into one array, one softmax over all of them, then each block's
- * weighted values summed into the output in block order. kern_attn_values overwrites its
- * output, so each block after the first goes through scratch rows that are then added
- * (an accumulating kernel variant would save that pass of head_dim adds per block).
+ * weighted values added to the output in block order (kern_attn_values accumulates).
  *
  * A call takes queries [q0, q1) of one tile (up to ATT_TILE consecutive tokens of the
  * same sequence) and KV head, ordered by token then query head, together, block by
@@ -767,7 +764,7 @@ typedef struct {
  * The arithmetic of each pair is unchanged by this order, and so by the thread count
  * and the batch. */
 static void
-att_queries(att_job *j, int t0, int g, int q0, int q1, float *att, float *part)
+att_queries(att_job *j, int t0, int g, int q0, int q1, float *att)
 {
     const model_config *c = j->c;
     model_state *s = j->s;
@@ -799,8 +796,11 @@ att_queries(att_job *j, int t0, int g, int q0, int q1, float *att, float *part)
                 kern_attn_scores(a, q, (const float *)kc, kv_dim, n, hd, scale);
         }
     }
-    for (int qi = q0; qi < q1; qi++)
-        kern_softmax(att + (size_t)(qi - q0) * c->ctx_len, b->pos[t0 + qi / group] + 1);
+    for (int qi = q0; qi < q1; qi++) {
+        int t = t0 + qi / group, h = g * group + qi % group;
+        kern_softmax(att + (size_t)(qi - q0) * c->ctx_len, b->pos[t] + 1);
+        memset(s->att_out + (size_t)t * q_dim + (size_t)h * hd, 0, sizeof(float) * (size_t)hd);
+    }
     for (int i = 0; i < n_blk; i++) {
         int p0 = i * MODEL_KV_BLOCK;
         const char *vc = block_keys(kp, kv->blocks[i], j->layer) + (kp->v_off + head) * kp->elem;
@@ -809,15 +809,12 @@ att_queries(att_job *j, int t0, int g, int q0, int q1, float *att, float *part)
             if (n_pos <= p0)
                 continue;
             float *out = s->att_out + (size_t)t * q_dim + (size_t)h * hd;
-            float *dst = i == 0 ? out : part + (size_t)(qi - q0) * hd;
             const float *a = att + (size_t)(qi - q0) * c->ctx_len + p0;
             int n = n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK;
             if (kp->f16)
-                kern_attn_values_f16(dst, a, (const kern_half *)vc, kv_dim, n, hd);
+                kern_attn_values_f16(out, a, (const kern_half *)vc, kv_dim, n, hd);
             else
-                kern_attn_values(dst, a, (const float *)vc, kv_dim, n, hd);
-            if (i > 0)
-                kern_axpy_f32(out, 1.0f, dst, hd); // exact: out += part
+                kern_attn_values(out, a, (const float *)vc, kv_dim, n, hd);
         }
     }
 }
@@ -835,14 +832,13 @@ att_run(void *ctx, int ith, int nth)
     const int *tile0 = j->s->tile0;
     int group = c->n_heads / c->n_kv_heads, n_kv = j->n_kv_local, parts = j->parts;
     float *att = j->s->scratch + (size_t)ith * j->s->scratch_len; // [queries][ctx_len]
-    float *part = att + (size_t)ATT_TILE * group * c->ctx_len;    // [queries][head_dim]
     for (int u; (u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) <
                 j->n_tiles * n_kv * parts;) {
         int piece = u % parts, g = u / parts % n_kv, ti = u / parts / n_kv;
         int per_g = (tile0[ti + 1] - tile0[ti]) * group; // queries of one KV head in the tile
         int q0 = per_g * piece / parts, q1 = per_g * (piece + 1) / parts;
         if (q0 < q1)
-            att_queries(j, tile0[ti], g, q0, q1, att, part);
+            att_queries(j, tile0[ti], g, q0, q1, att);
     }
 }
 

@@ -176,8 +176,9 @@ void kern_rope_apply(float *x, int n_heads, int head_dim, const float *cs);
  * attention scores against n_pos cached keys. */
 void kern_attn_scores(float *att, const float *q, const float *k, int64_t k_stride, int n_pos,
                       int hd, float scale);
-/* out[0..hd) = sum over p < n_pos of att[p] * v[p * v_stride + 0..hd): the
- * attention-weighted sum of value vectors. */
+/* out[0..hd) += sum over p < n_pos of att[p] * v[p * v_stride + 0..hd): the
+ * attention-weighted sum of value vectors, added to out (each block of a paged cache in
+ * turn; out starts at zero), in one chain per element starting from out. */
 void kern_attn_values(float *out, const float *att, const float *v, int64_t v_stride, int n_pos,
                       int hd);
 /* The same two over a float16 cache (keys and values stored as IEEE half): each row is

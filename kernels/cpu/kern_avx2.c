@@ -136,7 +136,7 @@ kv_get(const int f16, const void *base, int64_t i)
     return f16 ? _cvtsh_ss(((const kern_half *)base)[i]) : ((const float *)base)[i];
 }
 
-/* out[0..hd) = sum_p att[p] * v[p * v_stride + 0..hd): the attention-weighted sum of
+/* out[0..hd) += sum_p att[p] * v[p * v_stride + 0..hd): the attention-weighted sum of
  * values, with out held in registers 64 floats at a time across all positions. */
 static inline __attribute__((always_inline)) void
 attn_values_with(const int f16, float *out, const float *att, const void *v, int64_t v_stride,
@@ -146,7 +146,7 @@ attn_values_with(const int f16, float *out, const float *att, const void *v, int
     for (; c + 64 <= hd; c += 64) {
         __m256 o[8];
         for (int i = 0; i < 8; i++)
-            o[i] = _mm256_setzero_ps();
+            o[i] = _mm256_loadu_ps(out + c + 8 * i);
         for (int p = 0; p < n_pos; p++) {
             __m256 a = _mm256_broadcast_ss(att + p);
             for (int i = 0; i < 8; i++)
@@ -157,7 +157,7 @@ attn_values_with(const int f16, float *out, const float *att, const void *v, int
             _mm256_storeu_ps(out + c + 8 * i, o[i]);
     }
     for (; c < hd; c++) {
-        float s = 0.0f;
+        float s = out[c];
         for (int p = 0; p < n_pos; p++)
             s += att[p] * kv_get(f16, v, (int64_t)p * v_stride + c);
         out[c] = s;

@@ -309,8 +309,6 @@ void
 kern__attn_values_scalar(float *out, const float *att, const float *v, int64_t v_stride, int n_pos,
                          int hd)
 {
-    for (int c = 0; c < hd; c++)
-        out[c] = 0.0f;
     for (int p = 0; p < n_pos; p++)
         kern_axpy_f32(out, att[p], v + (int64_t)p * v_stride, hd);
 }
@@ -359,8 +357,6 @@ static void
 attn_values_f16_scalar(float *out, const float *att, const kern_half *v, int64_t v_stride,
                        int n_pos, int hd)
 {
-    for (int c = 0; c < hd; c++)
-        out[c] = 0.0f;
     for (int p = 0; p < n_pos; p++)
         for (int c = 0; c < hd; c++)
             out[c] += att[p] * kern_half_to_float(v[(int64_t)p * v_stride + c]);

@@ -254,10 +254,13 @@ START_TEST(test_attention_scores_and_values_match_the_scalar_sums)
             ck_assert(fabs(scores[p] - 0.5 * want) < 1e-5 &&
                       fabs(scores_ref[p] - 0.5 * want) < 1e-5);
         }
+        // The values are added to what out holds.
+        for (int c = 0; c < HD; c++)
+            out[c] = ref[c] = (float)c / HD;
         kern_attn_values(out, att, v + 16, STRIDE, n_pos[i], HD);
         kern__attn_values_scalar(ref, att, v + 16, STRIDE, n_pos[i], HD);
         for (int c = 0; c < HD; c++) {
-            double want = 0;
+            double want = (double)c / HD;
             for (int p = 0; p < n_pos[i]; p++)
                 want += (double)att[p] * v[16 + p * STRIDE + c];
             ck_assert(fabs(out[c] - want) < 1e-5 && fabs(ref[c] - want) < 1e-5);
@@ -297,6 +300,8 @@ START_TEST(test_half_cache_attention_matches_the_float_kernels)
             ck_assert_msg(fabsf(att[p] - a16[p]) <= 1e-6f * (1.0f + fabsf(att[p])),
                           "n %d score %d: %g vs %g", n, p, (double)att[p], (double)a16[p]);
         kern_softmax(att, n);
+        memset(o, 0, sizeof(o));
+        memset(o16, 0, sizeof(o16));
         kern_attn_values(o, att, vf, STRIDE, n, HD);
         kern_attn_values_f16(o16, att, vh, STRIDE, n, HD);
         for (int c = 0; c < HD; c++)
