@@ -519,8 +519,12 @@ model_kvpool_block(model_kvpool *p, int32_t block)
     return p->data + (size_t)block * p->block_elems * p->elem;
 }
 
-/* Layer l's MODEL_KV_BLOCK key rows in block b, as bytes; its value rows are p->v_off
- * elements on. */
+/* Layer l's keys in block b, as bytes: transposed, element e (head * head_dim + d) of
+ * the key at position p of the block at e * MODEL_KV_BLOCK + p, so that attention reads
+ * each element of the block's 16 keys as one vector (kern_attn_scores). Its values are
+ * p->v_off elements on, a row per position. */
+_Static_assert(MODEL_KV_BLOCK == KERN_KV_BLOCK, "the attention kernels' block is the cache's");
+
 static inline char *
 block_keys(const model_kvpool *p, int32_t b, int l)
 {
@@ -571,6 +575,13 @@ model_kv_capacity(const model_kv *kv)
     return cap > INT32_MAX ? INT32_MAX : (int)cap;
 }
 
+/* Floats per query in an attention tile's scores: the context in whole KV blocks. */
+static size_t
+att_row(const model_config *c)
+{
+    return ((size_t)c->ctx_len + MODEL_KV_BLOCK - 1) / MODEL_KV_BLOCK * MODEL_KV_BLOCK;
+}
+
 int
 model_state_new(const model *m, const model_shard *shard, int max_tokens, int n_threads,
                 model_state **out)
@@ -597,7 +608,7 @@ model_state_new(const model *m, const model_shard *shard, int max_tokens, int n_
     // A matmul job's thread also holds its quantized input (kern_act) after that.
     s->act_off = (KERN_MATMUL_SCRATCH(in) + 15) / 16 * 16;
     size_t sl = s->act_off + (KERN_ACT_BYTES(in, max_tokens) + sizeof(float) - 1) / sizeof(float);
-    size_t att_len = (size_t)ATT_TILE * (c->n_heads / c->n_kv_heads) * c->ctx_len;
+    size_t att_len = (size_t)ATT_TILE * (c->n_heads / c->n_kv_heads) * att_row(c);
     sl = sl > att_len ? sl : att_len;
     s->scratch_len = (sl + 15) / 16 * 16; // whole cache lines per thread: no false sharing
     s->x = malloc(sizeof(float) * T * (size_t)c->dim);
@@ -772,6 +783,7 @@ att_queries(att_job *j, int t0, int g, int q0, int q1, float *att)
     int hd = c->head_dim, group = c->n_heads / c->n_kv_heads, nq = j->n_q_local;
     int q_dim = nq * hd, kv_dim = j->n_kv_local * hd;
     float scale = 1.0f / sqrtf((float)hd);
+    size_t row = att_row(c);
     const model_kv *kv = b->kv[t0];
     const model_kvpool *kp = kv->pool;
     size_t head = (size_t)g * hd;
@@ -782,23 +794,29 @@ att_queries(att_job *j, int t0, int g, int q0, int q1, float *att)
     }
     for (int i = 0; i < n_blk; i++) {
         int p0 = i * MODEL_KV_BLOCK;
-        const char *kc = block_keys(kp, kv->blocks[i], j->layer) + head * kp->elem;
+        const char *kc = block_keys(kp, kv->blocks[i], j->layer) + head * MODEL_KV_BLOCK * kp->elem;
+        // The tile's queries that reach this block, KERN_ATT_QUERIES to a call; each gets
+        // the block's 16 scores (rows are whole blocks long) and reads its own positions.
+        float *a[KERN_ATT_QUERIES];
+        const float *qv[KERN_ATT_QUERIES];
+        int na = 0;
         for (int qi = q0; qi < q1; qi++) {
-            int t = t0 + qi / group, h = g * group + qi % group, n_pos = b->pos[t] + 1;
-            if (n_pos <= p0)
+            int t = t0 + qi / group, h = g * group + qi % group;
+            if (b->pos[t] < p0)
                 continue;
-            float *a = att + (size_t)(qi - q0) * c->ctx_len + p0;
-            const float *q = s->q + (size_t)t * q_dim + (size_t)h * hd;
-            int n = n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK;
-            if (kp->f16)
-                kern_attn_scores_f16(a, q, (const kern_half *)kc, kv_dim, n, hd, scale);
-            else
-                kern_attn_scores(a, q, (const float *)kc, kv_dim, n, hd, scale);
+            a[na] = att + (size_t)(qi - q0) * row + p0;
+            qv[na] = s->q + (size_t)t * q_dim + (size_t)h * hd;
+            if (++na == KERN_ATT_QUERIES) {
+                kern_attn_scores(a, qv, na, kc, kp->f16, hd, scale);
+                na = 0;
+            }
         }
+        if (na > 0)
+            kern_attn_scores(a, qv, na, kc, kp->f16, hd, scale);
     }
     for (int qi = q0; qi < q1; qi++) {
         int t = t0 + qi / group, h = g * group + qi % group;
-        kern_softmax(att + (size_t)(qi - q0) * c->ctx_len, b->pos[t] + 1);
+        kern_softmax(att + (size_t)(qi - q0) * row, b->pos[t] + 1);
         memset(s->att_out + (size_t)t * q_dim + (size_t)h * hd, 0, sizeof(float) * (size_t)hd);
     }
     for (int i = 0; i < n_blk; i++) {
@@ -809,7 +827,7 @@ att_queries(att_job *j, int t0, int g, int q0, int q1, float *att)
             if (n_pos <= p0)
                 continue;
             float *out = s->att_out + (size_t)t * q_dim + (size_t)h * hd;
-            const float *a = att + (size_t)(qi - q0) * c->ctx_len + p0;
+            const float *a = att + (size_t)(qi - q0) * row + p0;
             int n = n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK;
             if (kp->f16)
                 kern_attn_values_f16(out, a, (const kern_half *)vc, kv_dim, n, hd);
@@ -831,7 +849,7 @@ att_run(void *ctx, int ith, int nth)
     const model_config *c = j->c;
     const int *tile0 = j->s->tile0;
     int group = c->n_heads / c->n_kv_heads, n_kv = j->n_kv_local, parts = j->parts;
-    float *att = j->s->scratch + (size_t)ith * j->s->scratch_len; // [queries][ctx_len]
+    float *att = j->s->scratch + (size_t)ith * j->s->scratch_len; // [queries][att_row]
     for (int u; (u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) <
                 j->n_tiles * n_kv * parts;) {
         int piece = u % parts, g = u / parts % n_kv, ti = u / parts / n_kv;
@@ -874,23 +892,31 @@ tok_one(const tok_job *j, int t)
         kern_rmsnorm(s->xb + (size_t)t * dim, x, j->norm_w, dim, c->norm_eps);
     if (!j->rope_kv)
         return;
-    // RoPE, then K and V into the rows of their position (and no other row, which is
-    // what makes shared prefix blocks safe), all before attention reads them.
+    // RoPE, then K and V into the block at their position (and nowhere else, which is
+    // what makes shared prefix blocks safe), all before attention reads them. Keys go
+    // in transposed (block_keys), element by element.
     const float *cs = s->rope + (size_t)t * hd;
     const model_kv *kv = j->b->kv[t];
-    int pos = j->b->pos[t];
+    int pos = j->b->pos[t], slot = pos % MODEL_KV_BLOCK;
     const model_kvpool *kp = kv->pool;
-    char *kr = block_keys(kp, kv->blocks[pos / MODEL_KV_BLOCK], j->layer) +
-               (size_t)(pos % MODEL_KV_BLOCK) * kv_dim * kp->elem;
-    char *vr = kr + kp->v_off * kp->elem;
+    char *kb = block_keys(kp, kv->blocks[pos / MODEL_KV_BLOCK], j->layer);
+    char *vr = kb + (kp->v_off + (size_t)slot * kv_dim) * kp->elem;
     kern_rope_apply(s->q + (size_t)t * q_dim, n_q, hd, cs);
     kern_rope_apply(s->k + (size_t)t * kv_dim, n_kv, hd, cs);
     const float *kt = s->k + (size_t)t * kv_dim, *vt = s->v + (size_t)t * kv_dim;
     if (kp->f16) {
-        kern_f32_to_f16(kt, (kern_half *)kr, kv_dim);
+        kern_half *kh = (kern_half *)kb + slot, h[64];
+        for (int e0 = 0; e0 < kv_dim; e0 += 64) { // rounded 64 at a time, then spread
+            int m = kv_dim - e0 < 64 ? kv_dim - e0 : 64;
+            kern_f32_to_f16(kt + e0, h, m);
+            for (int e = 0; e < m; e++)
+                kh[(size_t)(e0 + e) * MODEL_KV_BLOCK] = h[e];
+        }
         kern_f32_to_f16(vt, (kern_half *)vr, kv_dim);
     } else {
-        memcpy(kr, kt, sizeof(float) * (size_t)kv_dim);
+        float *kf = (float *)kb + slot;
+        for (int e = 0; e < kv_dim; e++)
+            kf[(size_t)e * MODEL_KV_BLOCK] = kt[e];
         memcpy(vr, vt, sizeof(float) * (size_t)kv_dim);
     }
 }
@@ -1008,7 +1034,9 @@ model_forward_batch(const model *m, model_state *s, const model_batch *b, pool *
         kern_rope_table(s->rope + (size_t)t * hd, hd, b->pos[t], c->rope_theta); // all layers
     }
     // Attention tiles: up to ATT_TILE consecutive tokens of one sequence (att_queries),
-    // and enough pieces per tile and KV head for ~8 units per thread.
+    // and pieces per tile and KV head enough for two units per thread (a one-token step
+    // on 3 KV heads: 6 units of 1 or 2 queries), not more: the queries of one piece
+    // share each load of a key block (kern_attn_scores).
     int n_tiles = 0;
     for (int t0 = 0, t1; t0 < n_tok; t0 = t1) {
         for (t1 = t0 + 1; t1 < n_tok && t1 - t0 < ATT_TILE && b->kv[t1] == b->kv[t0];)
@@ -1016,7 +1044,7 @@ model_forward_batch(const model *m, model_state *s, const model_batch *b, pool *
         s->tile0[n_tiles++] = t0;
     }
     s->tile0[n_tiles] = n_tok;
-    int att_parts = (8 * pool_n_threads(p) + n_tiles * n_kv - 1) / (n_tiles * n_kv);
+    int att_parts = (2 * pool_n_threads(p) + n_tiles * n_kv - 1) / (n_tiles * n_kv);
     att_parts = att_parts < ATT_TILE * group ? att_parts : ATT_TILE * group;
     tok_job norm0 = {c, s, b, 0, false, w->layers[0].attn_norm, false};
     tok_step(p, &norm0);

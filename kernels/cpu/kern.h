@@ -172,19 +172,24 @@ void kern_rope(float *x, int n_heads, int head_dim, int pos, float theta);
  * (head_dim floats), kern_rope_apply rotates with them. */
 void kern_rope_table(float *cs, int head_dim, int pos, float theta);
 void kern_rope_apply(float *x, int n_heads, int head_dim, const float *cs);
-/* att[p] = scale * dot(q[0..hd), k[p * k_stride + 0..hd)) for p < n_pos: one query's
- * attention scores against n_pos cached keys. */
-void kern_attn_scores(float *att, const float *q, const float *k, int64_t k_stride, int n_pos,
+/* Attention scores against one block of KERN_KV_BLOCK cached keys stored transposed:
+ * element d of key p at k[d * KERN_KV_BLOCK + p], as floats or (f16) IEEE halves. For
+ * each of nq (1..KERN_ATT_QUERIES) queries, att[i][p] = scale * dot(q[i][0..hd), key p)
+ * for all p < KERN_KV_BLOCK (the caller ignores the keys a query does not reach); hd
+ * even. The queries share each load of the block, and each score is the same float
+ * whichever queries share the call: even and odd d are summed in two chains, in order
+ * of d, then added. */
+#define KERN_KV_BLOCK 16
+#define KERN_ATT_QUERIES 3
+void kern_attn_scores(float *const *att, const float *const *q, int nq, const void *k, bool f16,
                       int hd, float scale);
 /* out[0..hd) += sum over p < n_pos of att[p] * v[p * v_stride + 0..hd): the
  * attention-weighted sum of value vectors, added to out (each block of a paged cache in
  * turn; out starts at zero), in one chain per element starting from out. */
 void kern_attn_values(float *out, const float *att, const float *v, int64_t v_stride, int n_pos,
                       int hd);
-/* The same two over a float16 cache (keys and values stored as IEEE half): each row is
- * widened to floats as it is read, and the sums are taken as above. */
-void kern_attn_scores_f16(float *att, const float *q, const kern_half *k, int64_t k_stride,
-                          int n_pos, int hd, float scale);
+/* The same over a float16 cache (values stored as IEEE half): each row is widened to
+ * floats as it is read, and the sums are taken as above. */
 void kern_attn_values_f16(float *out, const float *att, const kern_half *v, int64_t v_stride,
                           int n_pos, int hd);
 /* y[i] = x[i] rounded to half (to nearest even, as kern_float_to_half). */

@@ -164,45 +164,71 @@ attn_values_with(const int f16, float *out, const float *att, const void *v, int
     }
 }
 
-/* att[p] = scale * dot(q, k[p * k_stride ..]) for p < n_pos. Eight positions at a time
- * share each load of q, and their eight sums are reduced together by one transposing
- * add tree instead of eight separate horizontal sums. */
-static inline __attribute__((always_inline)) void
-attn_scores_with(const int f16, float *att, const float *q, const void *k, int64_t k_stride,
-                 int n_pos, int hd, float scale)
+/* kern_attn_scores for nq queries: per query, two accumulators (even and odd d) for
+ * each half of the block's 16 keys; each step of d loads the 16 keys' elements once
+ * for all the queries and broadcasts each query's element: no horizontal sums. The
+ * sums live in named registers (a struct per query, not an array indexed in loops:
+ * gcc kept such an array in memory too and stored it every step). */
+typedef struct {
+    __m256 e0, e1, o0, o1; // even d: keys 0-7, 8-15; odd d: keys 0-7, 8-15
+} score_acc;
+
+static inline __attribute__((always_inline)) score_acc
+score_step(score_acc a, const float *q, __m256 k0, __m256 k1, int odd)
 {
-    int p = 0;
-    if (hd % 8 == 0) {
-        for (; p + 8 <= n_pos; p += 8) {
-            __m256 a[8];
-            for (int j = 0; j < 8; j++)
-                a[j] = _mm256_setzero_ps();
-            for (int c = 0; c < hd; c += 8) {
-                __m256 qv = _mm256_loadu_ps(q + c);
-                for (int j = 0; j < 8; j++)
-                    a[j] = _mm256_fmadd_ps(qv, kv_load8(f16, k, (int64_t)(p + j) * k_stride + c),
-                                           a[j]);
-            }
-            __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-            __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
-            __m256 sum = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
-                                       _mm256_permute2f128_ps(u0, u1, 0x31));
-            _mm256_storeu_ps(att + p, _mm256_mul_ps(sum, _mm256_set1_ps(scale)));
-        }
-        for (; p < n_pos; p++) {
-            __m256 a = _mm256_setzero_ps();
-            for (int c = 0; c < hd; c += 8)
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(q + c),
-                                    kv_load8(f16, k, (int64_t)p * k_stride + c), a);
-            att[p] = scale * hsum_ps(a);
-        }
-        return;
+    __m256 b = _mm256_broadcast_ss(q);
+    if (odd) {
+        a.o0 = _mm256_fmadd_ps(b, k0, a.o0);
+        a.o1 = _mm256_fmadd_ps(b, k1, a.o1);
+    } else {
+        a.e0 = _mm256_fmadd_ps(b, k0, a.e0);
+        a.e1 = _mm256_fmadd_ps(b, k1, a.e1);
     }
-    for (; p < n_pos; p++) {
-        float s = 0.0f;
-        for (int c = 0; c < hd; c++)
-            s += q[c] * kv_get(f16, k, (int64_t)p * k_stride + c);
-        att[p] = scale * s;
+    return a;
+}
+
+static inline __attribute__((always_inline)) void
+score_store(score_acc a, float *att, float scale)
+{
+    const __m256 vs = _mm256_set1_ps(scale);
+    _mm256_storeu_ps(att, _mm256_mul_ps(vs, _mm256_add_ps(a.e0, a.o0)));
+    _mm256_storeu_ps(att + 8, _mm256_mul_ps(vs, _mm256_add_ps(a.e1, a.o1)));
+}
+
+static inline __attribute__((always_inline)) void
+scores_block(const int nq, const int f16, float *const *att, const float *const *q, const void *k,
+             int hd, float scale)
+{
+    const __m256 z = _mm256_setzero_ps();
+    score_acc a0 = {z, z, z, z}, a1 = a0, a2 = a0;
+    for (int d = 0; d < hd; d += 2)
+        for (int odd = 0; odd < 2; odd++) {
+            int64_t e = (int64_t)(d + odd) * KERN_KV_BLOCK;
+            __m256 k0 = kv_load8(f16, k, e), k1 = kv_load8(f16, k, e + 8);
+            a0 = score_step(a0, q[0] + d + odd, k0, k1, odd);
+            if (nq > 1)
+                a1 = score_step(a1, q[1] + d + odd, k0, k1, odd);
+            if (nq > 2)
+                a2 = score_step(a2, q[2] + d + odd, k0, k1, odd);
+        }
+    score_store(a0, att[0], scale);
+    if (nq > 1)
+        score_store(a1, att[1], scale);
+    if (nq > 2)
+        score_store(a2, att[2], scale);
+}
+
+void
+kern__attn_scores_avx2(float *const *att, const float *const *q, int nq, const void *k, bool f16,
+                       int hd, float scale)
+{
+    switch (nq * 2 + (f16 ? 1 : 0)) {
+    case 2: scores_block(1, 0, att, q, k, hd, scale); break;
+    case 3: scores_block(1, 1, att, q, k, hd, scale); break;
+    case 4: scores_block(2, 0, att, q, k, hd, scale); break;
+    case 5: scores_block(2, 1, att, q, k, hd, scale); break;
+    case 6: scores_block(3, 0, att, q, k, hd, scale); break;
+    default: scores_block(3, 1, att, q, k, hd, scale); break;
     }
 }
 
@@ -211,20 +237,6 @@ kern__attn_values_avx2(float *out, const float *att, const float *v, int64_t v_s
                        int hd)
 {
     attn_values_with(0, out, att, v, v_stride, n_pos, hd);
-}
-
-void
-kern__attn_scores_avx2(float *att, const float *q, const float *k, int64_t k_stride, int n_pos,
-                       int hd, float scale)
-{
-    attn_scores_with(0, att, q, k, k_stride, n_pos, hd, scale);
-}
-
-void
-kern__attn_scores_f16_avx2(float *att, const float *q, const kern_half *k, int64_t k_stride,
-                           int n_pos, int hd, float scale)
-{
-    attn_scores_with(1, att, q, k, k_stride, n_pos, hd, scale);
 }
 
 void

@@ -14,8 +14,8 @@
 
 /* Scalar reference implementations (kern_ops.c). */
 float kern__dot_f32_scalar(const float *a, const float *b, int64_t n);
-void kern__attn_scores_scalar(float *att, const float *q, const float *k, int64_t k_stride,
-                              int n_pos, int hd, float scale);
+void kern__attn_scores_scalar(float *const *att, const float *const *q, int nq, const void *k,
+                              bool f16, int hd, float scale);
 void kern__attn_values_scalar(float *out, const float *att, const float *v, int64_t v_stride,
                               int n_pos, int hd);
 /* kern__signed_extreme returns the element of x[0..n) with the largest magnitude, sign
@@ -118,13 +118,11 @@ void kern__bf16_to_float_avx2(const void *src, float *dst, int64_t n);
 void kern__exp_avx2(const float *x, float *y, int64_t n);
 void kern__softmax_avx2(float *x, int64_t n);
 void kern__swiglu_avx2(float *gate, const float *up, int64_t n);
-void kern__attn_scores_f16_avx2(float *att, const float *q, const kern_half *k, int64_t k_stride,
-                                int n_pos, int hd, float scale);
 void kern__attn_values_f16_avx2(float *out, const float *att, const kern_half *v, int64_t v_stride,
                                 int n_pos, int hd);
 void kern__f32_to_f16_avx2(const float *x, kern_half *y, int64_t n);
-void kern__attn_scores_avx2(float *att, const float *q, const float *k, int64_t k_stride, int n_pos,
-                            int hd, float scale);
+void kern__attn_scores_avx2(float *const *att, const float *const *q, int nq, const void *k,
+                            bool f16, int hd, float scale);
 void kern__attn_values_avx2(float *out, const float *att, const float *v, int64_t v_stride,
                             int n_pos, int hd);
 

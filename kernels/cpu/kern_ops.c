@@ -18,7 +18,8 @@ typedef float (*dot_fn)(const float *, const float *, int64_t);
 typedef void (*gemm_fn)(const float *, int64_t, int, const float *, int64_t, int, int64_t, float *,
                         int64_t);
 typedef void (*attn_values_fn)(float *, const float *, const float *, int64_t, int, int);
-typedef void (*attn_scores_fn)(float *, const float *, const float *, int64_t, int, int, float);
+typedef void (*attn_scores_fn)(float *const *, const float *const *, int, const void *, bool, int,
+                               float);
 
 static dot_fn dot_impl = kern__dot_f32_scalar;
 static gemm_fn gemm_impl; // NULL: the scalar path (a decoded row, then plain dots)
@@ -27,16 +28,12 @@ static attn_scores_fn attn_scores_impl = kern__attn_scores_scalar;
 static void softmax_scalar(float *x, int64_t n);
 static void swiglu_scalar(float *gate, const float *up, int64_t n);
 static void exp_scalar(const float *x, float *y, int64_t n);
-static void attn_scores_f16_scalar(float *att, const float *q, const kern_half *k, int64_t k_stride,
-                                   int n_pos, int hd, float scale);
 static void attn_values_f16_scalar(float *out, const float *att, const kern_half *v,
                                    int64_t v_stride, int n_pos, int hd);
 static void f32_to_f16_scalar(const float *x, kern_half *y, int64_t n);
 static void (*softmax_impl)(float *, int64_t) = softmax_scalar;
 static void (*swiglu_impl)(float *, const float *, int64_t) = swiglu_scalar;
 static void (*exp_impl)(const float *, float *, int64_t) = exp_scalar;
-static void (*scores_f16_impl)(float *, const float *, const kern_half *, int64_t, int, int,
-                               float) = attn_scores_f16_scalar;
 static void (*values_f16_impl)(float *, const float *, const kern_half *, int64_t, int,
                                int) = attn_values_f16_scalar;
 static void (*to_f16_impl)(const float *, kern_half *, int64_t) = f32_to_f16_scalar;
@@ -66,7 +63,6 @@ simd_select(void)
         softmax_impl = kern__softmax_avx2;
         swiglu_impl = kern__swiglu_avx2;
         exp_impl = kern__exp_avx2;
-        scores_f16_impl = kern__attn_scores_f16_avx2;
         values_f16_impl = kern__attn_values_f16_avx2;
         to_f16_impl = kern__f32_to_f16_avx2;
         attn_scores_impl = kern__attn_scores_avx2;
@@ -290,19 +286,30 @@ kern_matmul_act(const kern_mat *w, int64_t col0, kern_act *a, float *y, int64_t 
 }
 
 void
-kern__attn_scores_scalar(float *att, const float *q, const float *k, int64_t k_stride, int n_pos,
+kern__attn_scores_scalar(float *const *att, const float *const *q, int nq, const void *k, bool f16,
                          int hd, float scale)
 {
-    for (int p = 0; p < n_pos; p++)
-        att[p] = scale * kern__dot_f32_scalar(q, k + (int64_t)p * k_stride, hd);
+    const float *kf = k;
+    const kern_half *kh = k;
+    for (int i = 0; i < nq; i++)
+        for (int p = 0; p < KERN_KV_BLOCK; p++) {
+            float even = 0.0f, odd = 0.0f;
+            for (int d = 0; d < hd; d += 2) {
+                int e = d * KERN_KV_BLOCK + p, o = e + KERN_KV_BLOCK;
+                even += q[i][d] * (f16 ? kern_half_to_float(kh[e]) : kf[e]);
+                odd += q[i][d + 1] * (f16 ? kern_half_to_float(kh[o]) : kf[o]);
+            }
+            att[i][p] = scale * (even + odd);
+        }
 }
 
 void
-kern_attn_scores(float *att, const float *q, const float *k, int64_t k_stride, int n_pos, int hd,
+kern_attn_scores(float *const *att, const float *const *q, int nq, const void *k, bool f16, int hd,
                  float scale)
 {
+    assert(nq >= 1 && nq <= KERN_ATT_QUERIES && hd % 2 == 0);
     pthread_once(&simd_once, simd_select);
-    attn_scores_impl(att, q, k, k_stride, n_pos, hd, scale);
+    attn_scores_impl(att, q, nq, k, f16, hd, scale);
 }
 
 void
@@ -318,31 +325,6 @@ kern_attn_values(float *out, const float *att, const float *v, int64_t v_stride,
 {
     pthread_once(&simd_once, simd_select);
     attn_values_impl(out, att, v, v_stride, n_pos, hd);
-}
-
-void
-kern_attn_scores_f16(float *att, const float *q, const kern_half *k, int64_t k_stride, int n_pos,
-                     int hd, float scale)
-{
-    pthread_once(&simd_once, simd_select);
-    scores_f16_impl(att, q, k, k_stride, n_pos, hd, scale);
-}
-
-static void
-attn_scores_f16_scalar(float *att, const float *q, const kern_half *k, int64_t k_stride, int n_pos,
-                       int hd, float scale)
-{
-    for (int p = 0; p < n_pos; p++) { // kern__dot_f32_scalar's order over the widened row
-        const kern_half *kp = k + (int64_t)p * k_stride;
-        float s[4] = {0, 0, 0, 0};
-        int c = 0;
-        for (; c + 4 <= hd; c += 4)
-            for (int j = 0; j < 4; j++)
-                s[j] += q[c + j] * kern_half_to_float(kp[c + j]);
-        for (; c < hd; c++)
-            s[0] += q[c] * kern_half_to_float(kp[c]);
-        att[p] = scale * ((s[0] + s[1]) + (s[2] + s[3]));
-    }
 }
 
 void

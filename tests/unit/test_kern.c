@@ -241,19 +241,30 @@ START_TEST(test_attention_scores_and_values_match_the_scalar_sums)
     for (int p = 0; p < POS; p++)
         att[p] = (frand(&s) + 1.0f) / POS;
     const int n_pos[] = {1, 2, POS};
-    float q[HD], scores[POS], scores_ref[POS];
-    for (int c = 0; c < HD; c++)
-        q[c] = frand(&s);
+    // Scores: three queries against a block of keys stored transposed (key p's element
+    // c at kt[c * KERN_KV_BLOCK + p]).
+    static float kt[HD * KERN_KV_BLOCK];
+    float qs[KERN_ATT_QUERIES][HD], sc[KERN_ATT_QUERIES][KERN_KV_BLOCK],
+        sr[KERN_ATT_QUERIES][KERN_KV_BLOCK];
+    for (int i = 0; i < HD * KERN_KV_BLOCK; i++)
+        kt[i] = frand(&s);
+    for (int i = 0; i < KERN_ATT_QUERIES; i++)
+        for (int c = 0; c < HD; c++)
+            qs[i][c] = frand(&s);
+    float *a[] = {sc[0], sc[1], sc[2]}, *ar[] = {sr[0], sr[1], sr[2]};
+    const float *qp[] = {qs[0], qs[1], qs[2]};
+    for (int nq = 1; nq <= KERN_ATT_QUERIES; nq++) {
+        kern_attn_scores(a, qp, nq, kt, false, HD, 0.5f);
+        kern__attn_scores_scalar(ar, qp, nq, kt, false, HD, 0.5f);
+        for (int i = 0; i < nq; i++)
+            for (int p = 0; p < KERN_KV_BLOCK; p++) {
+                double want = 0;
+                for (int c = 0; c < HD; c++)
+                    want += (double)qs[i][c] * kt[c * KERN_KV_BLOCK + p];
+                ck_assert(fabs(sc[i][p] - 0.5 * want) < 1e-5 && fabs(sr[i][p] - 0.5 * want) < 1e-5);
+            }
+    }
     for (int i = 0; i < 3; i++) {
-        kern_attn_scores(scores, q, v + 8, STRIDE, n_pos[i], HD, 0.5f);
-        kern__attn_scores_scalar(scores_ref, q, v + 8, STRIDE, n_pos[i], HD, 0.5f);
-        for (int p = 0; p < n_pos[i]; p++) {
-            double want = 0;
-            for (int c = 0; c < HD; c++)
-                want += (double)q[c] * v[8 + p * STRIDE + c];
-            ck_assert(fabs(scores[p] - 0.5 * want) < 1e-5 &&
-                      fabs(scores_ref[p] - 0.5 * want) < 1e-5);
-        }
         // The values are added to what out holds.
         for (int c = 0; c < HD; c++)
             out[c] = ref[c] = (float)c / HD;
@@ -271,34 +282,50 @@ END_TEST
 
 /* The float16 cache's kernels: keys and values that are halves give the float kernels'
  * results (the same sums over the same widened values); the vector rounding to half is
- * kern_float_to_half's. */
+ * kern_float_to_half's. A query's scores are the same floats whichever queries share
+ * the call. */
 START_TEST(test_half_cache_attention_matches_the_float_kernels)
 {
-    enum { HD = 64, NPOS = 21, STRIDE = 3 * HD };
-    static float q[HD], kf[NPOS * STRIDE], vf[NPOS * STRIDE], att[NPOS], a16[NPOS], o[HD], o16[HD];
-    static kern_half kh[NPOS * STRIDE], vh[NPOS * STRIDE], back[NPOS * STRIDE];
+    enum { HD = 64, NPOS = 21, STRIDE = 3 * HD, KT = HD * KERN_KV_BLOCK };
+    static float q[KERN_ATT_QUERIES][HD], kf[KT], vf[NPOS * STRIDE], att[NPOS], o[HD], o16[HD];
+    static float s32[KERN_ATT_QUERIES][KERN_KV_BLOCK], s16[KERN_ATT_QUERIES][KERN_KV_BLOCK],
+        one[KERN_KV_BLOCK];
+    static kern_half kh[KT], vh[NPOS * STRIDE], back[NPOS * STRIDE];
     unsigned s = 5;
-    for (int i = 0; i < HD; i++)
-        q[i] = frand(&s);
-    for (int i = 0; i < NPOS * STRIDE; i++) {
+    for (int i = 0; i < KERN_ATT_QUERIES; i++)
+        for (int c = 0; c < HD; c++)
+            q[i][c] = frand(&s);
+    for (int i = 0; i < KT; i++)
         kf[i] = 3.0f * frand(&s);
+    for (int i = 0; i < NPOS * STRIDE; i++)
         vf[i] = frand(&s);
-    }
-    kern_f32_to_f16(kf, kh, NPOS * STRIDE);
+    kern_f32_to_f16(kf, kh, KT);
     kern_f32_to_f16(vf, vh, NPOS * STRIDE);
-    for (int i = 0; i < NPOS * STRIDE; i++) {
+    for (int i = 0; i < KT; i++) {
         ck_assert_uint_eq(kh[i], kern_float_to_half(kf[i]));
+        kf[i] = kern_half_to_float(kh[i]); // the floats the half cache holds
+    }
+    for (int i = 0; i < NPOS * STRIDE; i++) {
         back[i] = kern_float_to_half(vf[i]);
         ck_assert_uint_eq(vh[i], back[i]);
-        kf[i] = kern_half_to_float(kh[i]); // the floats the half cache holds
         vf[i] = kern_half_to_float(vh[i]);
     }
+    float *a32[] = {s32[0], s32[1], s32[2]}, *a16[] = {s16[0], s16[1], s16[2]};
+    const float *qp[] = {q[0], q[1], q[2]};
+    for (int nq = 1; nq <= KERN_ATT_QUERIES; nq++) {
+        kern_attn_scores(a32, qp, nq, kf, false, HD, 0.125f);
+        kern_attn_scores(a16, qp, nq, kh, true, HD, 0.125f);
+        for (int i = 0; i < nq; i++) {
+            ck_assert_msg(memcmp(s32[i], s16[i], sizeof(s32[i])) == 0,
+                          "%d queries, query %d: half and float scores differ", nq, i);
+            kern_attn_scores((float *const[]){one}, &qp[i], 1, kh, true, HD, 0.125f);
+            ck_assert_msg(memcmp(one, s16[i], sizeof(one)) == 0,
+                          "%d queries, query %d: alone and with others differ", nq, i);
+        }
+    }
     for (int n = 1; n <= NPOS; n++) {
-        kern_attn_scores(att, q, kf, STRIDE, n, HD, 0.125f);
-        kern_attn_scores_f16(a16, q, kh, STRIDE, n, HD, 0.125f);
         for (int p = 0; p < n; p++)
-            ck_assert_msg(fabsf(att[p] - a16[p]) <= 1e-6f * (1.0f + fabsf(att[p])),
-                          "n %d score %d: %g vs %g", n, p, (double)att[p], (double)a16[p]);
+            att[p] = frand(&s) + 1.5f;
         kern_softmax(att, n);
         memset(o, 0, sizeof(o));
         memset(o16, 0, sizeof(o16));
