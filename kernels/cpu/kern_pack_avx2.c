@@ -70,12 +70,12 @@ pair(const int16_t *q, int j)
     return _mm256_set1_epi32(v);
 }
 
-/* The Q4 block of a 4-token tile, written out by hand: gcc schedules the intrinsics
+/* The block of a 4-token tile, written out by hand: gcc schedules the intrinsics
  * version below with the four sums and sixteen broadcasts in flight at once and spills,
  * and re-associates the sums into trees; here each column pair is unpacked once into
  * ymm10 and goes through broadcast, vpmaddwd and vpaddd per token in order, the sums
- * stay in registers, and the integer results are the same (exact) sums. 50 -> 58
- * MACs/ns in llm-kern-bench at 16-64 tokens. Quad K's 32 bytes sit at byte 32K of the
+ * stay in registers, and the integer results are the same (exact) sums: Q4_1 49 -> 55,
+ * Q8_0 53 -> 56.5 MACs/ns in llm-kern-bench at 4+ tokens. Quad K's 32 bytes sit at byte 32K of the
  * quants; its column pair j uses the activation pair at int16 8K + 2j (byte 16K + 4j). */
 #define Q4_MADD(OFF, T)                                                                            \
     "vpbroadcastd " #OFF "(%[x" #T "]), %%ymm11\n\t"                                               \
@@ -98,32 +98,27 @@ pair(const int16_t *q, int j)
     "vpsllw $8, %%ymm9, %%ymm10\n\t"                                                               \
     "vpsraw $8, %%ymm10, %%ymm10\n\t" Q4_MADD4(O0) "vpsraw $8, %%ymm9, %%ymm10\n\t" Q4_MADD4(O1)
 
+/* One block of a 4-token tile into the tokens' sums: the Q4 kinds' four quads or
+ * Q8_0's eight, token t's activations of the block at x[t]. */
 static inline __attribute__((always_inline)) void
-q4_block_tile4(const char *qp, const int16_t *x0, const int16_t *x1, const int16_t *x2,
-               const int16_t *x3, __m256i nib, __m256i isum[4])
+block_tile4(const int kind, const char *qp, const int16_t *x0, const int16_t *x1, const int16_t *x2,
+            const int16_t *x3, __m256i isum[4])
 {
     __m256i s0 = isum[0], s1 = isum[1], s2 = isum[2], s3 = isum[3];
-    __asm__(Q4_QUAD(0, 0, 4, 8, 12) Q4_QUAD(32, 16, 20, 24, 28) Q4_QUAD(64, 32, 36, 40, 44)
-                Q4_QUAD(96, 48, 52, 56, 60)
-            : [s0] "+x"(s0), [s1] "+x"(s1), [s2] "+x"(s2), [s3] "+x"(s3)
-            : [qp] "r"(qp), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3), [nib] "x"(nib)
-            : "xmm9", "xmm10", "xmm11", "memory");
-    isum[0] = s0;
-    isum[1] = s1;
-    isum[2] = s2;
-    isum[3] = s3;
-}
-
-static inline __attribute__((always_inline)) void
-q8_block_tile4(const char *qp, const int16_t *x0, const int16_t *x1, const int16_t *x2,
-               const int16_t *x3, __m256i isum[4])
-{
-    __m256i s0 = isum[0], s1 = isum[1], s2 = isum[2], s3 = isum[3];
-    __asm__(Q8_QUAD(0, 0, 4) Q8_QUAD(32, 8, 12) Q8_QUAD(64, 16, 20) Q8_QUAD(96, 24, 28)
-                Q8_QUAD(128, 32, 36) Q8_QUAD(160, 40, 44) Q8_QUAD(192, 48, 52) Q8_QUAD(224, 56, 60)
-            : [s0] "+x"(s0), [s1] "+x"(s1), [s2] "+x"(s2), [s3] "+x"(s3)
-            : [qp] "r"(qp), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3)
-            : "xmm9", "xmm10", "xmm11", "memory");
+    if (kind == KIND_Q8_0)
+        __asm__(Q8_QUAD(0, 0, 4) Q8_QUAD(32, 8, 12) Q8_QUAD(64, 16, 20) Q8_QUAD(96, 24, 28)
+                    Q8_QUAD(128, 32, 36) Q8_QUAD(160, 40, 44) Q8_QUAD(192, 48, 52)
+                        Q8_QUAD(224, 56, 60)
+                : [s0] "+x"(s0), [s1] "+x"(s1), [s2] "+x"(s2), [s3] "+x"(s3)
+                : [qp] "r"(qp), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3)
+                : "xmm9", "xmm10", "xmm11", "memory");
+    else
+        __asm__(Q4_QUAD(0, 0, 4, 8, 12) Q4_QUAD(32, 16, 20, 24, 28) Q4_QUAD(64, 32, 36, 40, 44)
+                    Q4_QUAD(96, 48, 52, 56, 60)
+                : [s0] "+x"(s0), [s1] "+x"(s1), [s2] "+x"(s2), [s3] "+x"(s3)
+                : [qp] "r"(qp), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3),
+                  [nib] "x"(_mm256_set1_epi16(0x000f))
+                : "xmm9", "xmm10", "xmm11", "memory");
     isum[0] = s0;
     isum[1] = s1;
     isum[2] = s2;
@@ -151,9 +146,9 @@ group_tile(const int kind, const int T, const char *w, int64_t nb, const char *x
         __m256i isum[4];
         for (int t = 0; t < T; t++)
             isum[t] = _mm256_setzero_si256();
-        if (kind == KIND_Q8_0 && T == 4) {
-            q8_block_tile4(qp, x[0].qs + 32 * b, x[1].qs + 32 * b, x[2].qs + 32 * b,
-                           x[3].qs + 32 * b, isum);
+        if (T == 4) {
+            block_tile4(kind, qp, x[0].qs + 32 * b, x[1].qs + 32 * b, x[2].qs + 32 * b,
+                        x[3].qs + 32 * b, isum);
         } else if (kind == KIND_Q8_0) {
             // Unrolled fully, gcc interleaves all eight quads and spills the sums:
             // two at a time keeps them in registers (38 -> 52 MACs/ns at 4+ tokens).
@@ -168,9 +163,6 @@ group_tile(const int kind, const int T, const char *w, int64_t nb, const char *x
                     isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(w1, pair(q, 2)));
                 }
             }
-        } else if (T == 4) {
-            q4_block_tile4(qp, x[0].qs + 32 * b, x[1].qs + 32 * b, x[2].qs + 32 * b,
-                           x[3].qs + 32 * b, nib, isum);
         } else {
             for (int k = 0; k < 4; k++) {
                 // One column pair at a time for all tokens (gcc still spills two or
