@@ -3,12 +3,16 @@
  *
  *   llm-kern-bench [--type Q4_1] [--rows 1536] [--cols 576] [--tokens 1,4,16,64]
  *                  [--reps 50] [--float]
+ *   llm-kern-bench --attn [--reps 50]
  *
  * Builds a pseudo-random matrix of the type, packs it unless --float (or the type cannot
  * be packed), and times kern_matmul over all rows on one thread for each token count:
  * best of --reps, as nanoseconds per weight per token and multiply-adds per
  * nanosecond. The best of many short runs is what a noisy machine lets one compare:
  * kernel changes are judged here before the whole engine.
+ * --attn times the attention kernels instead, on one float16 cache block of 16
+ * positions with 64-float heads (in L1): scores of 1, 2 and 3 queries sharing the block
+ * (kern_attn_scores) and one query's weighted values (kern_attn_values_f16).
  */
 #include "args.h"
 #include "kern.h"
@@ -25,6 +29,72 @@ frand(unsigned *s)
     return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
 }
 
+/* Best of reps calls of fn(ctx), in ns. */
+static uint64_t
+best_ns(int64_t reps, int inner, void (*fn)(void *), void *ctx)
+{
+    uint64_t best = UINT64_MAX;
+    for (int64_t r = 0; r < reps; r++) {
+        uint64_t t0 = llm_now_ns();
+        for (int i = 0; i < inner; i++)
+            fn(ctx);
+        uint64_t dt = llm_now_ns() - t0;
+        best = dt < best ? dt : best;
+    }
+    return best;
+}
+
+enum { HD = 64, INNER = 1000 };
+
+typedef struct {
+    float q[KERN_ATT_QUERIES][HD], att[KERN_ATT_QUERIES][KERN_KV_BLOCK], out[HD];
+    kern_half k[HD * KERN_KV_BLOCK], v[KERN_KV_BLOCK * HD];
+    int nq;
+} attn_ctx;
+
+static void
+scores_once(void *ctx)
+{
+    attn_ctx *a = ctx;
+    float *att[] = {a->att[0], a->att[1], a->att[2]};
+    const float *q[] = {a->q[0], a->q[1], a->q[2]};
+    kern_attn_scores(att, q, a->nq, a->k, true, HD, 0.125f);
+}
+
+static void
+values_once(void *ctx)
+{
+    attn_ctx *a = ctx;
+    kern_attn_values_f16(a->out, a->att[0], a->v, HD, KERN_KV_BLOCK, HD);
+}
+
+static int
+bench_attn(int64_t reps)
+{
+    static attn_ctx a;
+    unsigned s = 3;
+    for (int i = 0; i < HD * KERN_KV_BLOCK; i++) {
+        a.k[i] = kern_float_to_half(frand(&s));
+        a.v[i] = kern_float_to_half(frand(&s));
+    }
+    for (int i = 0; i < KERN_ATT_QUERIES; i++)
+        for (int d = 0; d < HD; d++)
+            a.q[i][d] = frand(&s);
+    for (int p = 0; p < KERN_KV_BLOCK; p++)
+        a.att[0][p] = 1.0f / KERN_KV_BLOCK;
+    printf("attention, one float16 block of %d positions, head size %d, simd %s\n\n"
+           "| kernel | ns / call | MACs / ns |\n|---|---|---|\n",
+           KERN_KV_BLOCK, HD, kern_simd_name());
+    for (a.nq = 1; a.nq <= KERN_ATT_QUERIES; a.nq++) {
+        double ns = (double)best_ns(reps, INNER, scores_once, &a) / INNER;
+        printf("| scores, %d quer%s | %.1f | %.2f |\n", a.nq, a.nq == 1 ? "y" : "ies", ns,
+               (double)(a.nq * KERN_KV_BLOCK * HD) / ns);
+    }
+    double ns = (double)best_ns(reps, INNER, values_once, &a) / INNER;
+    printf("| values, 1 query | %.1f | %.2f |\n", ns, (double)(KERN_KV_BLOCK * HD) / ns);
+    return 0;
+}
+
 static llm_dtype
 type_named(const char *name)
 {
@@ -39,17 +109,21 @@ main(int argc, char **argv)
 {
     const char *prog = "llm-kern-bench", *type_name = "Q4_1", *tokens = "1,4,16,64";
     int64_t rows = 1536, cols = 576, reps = 50;
-    bool use_float = false;
+    bool use_float = false, attn = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--float") == 0) {
             use_float = true;
             continue;
         }
+        if (strcmp(a, "--attn") == 0) {
+            attn = true;
+            continue;
+        }
         if (!v)
             return args_die(prog, 2,
                             "usage: llm-kern-bench [--type T] [--rows R] [--cols C] "
-                            "[--tokens 1,4,16] [--reps N] [--float]");
+                            "[--tokens 1,4,16] [--reps N] [--float] | --attn [--reps N]");
         i++;
         if (strcmp(a, "--type") == 0)
             type_name = v;
@@ -64,6 +138,8 @@ main(int argc, char **argv)
         else
             return args_die(prog, 2, "unknown flag %s", a);
     }
+    if (attn)
+        return bench_attn(reps);
     llm_dtype t = type_named(type_name);
     if (t == LLM_DTYPE_COUNT)
         return args_die(prog, 2, "unknown or unsupported type '%s'", type_name);

@@ -136,6 +136,25 @@ def main():
                           f"stdout {a[1]!r}, text {a[2]!r}")
             res.check(f"{label}: different seeds differ", n_diff > 0,
                       f"{n_diff} of 5 other seeds differ from seed 42's {a[0]}")
+
+        # The benchmark tools run and print their tables (their figures are not checked:
+        # speed belongs to benchmarks), pinned threads included.
+        wdir = os.path.dirname(args.worker)
+        p = itest.run([os.path.join(wdir, "llm-kern-bench"), "--attn", "--reps", "2"])
+        res.check("llm-kern-bench --attn prints the attention table",
+                  p.rc == 0 and not p.sanitizer() and b"| scores, 3 queries |" in p.out,
+                  p.describe())
+        p = itest.run([os.path.join(wdir, "llm-kern-bench"), "--type", "Q8_0", "--rows", "64",
+                       "--cols", "64", "--tokens", "1,5", "--reps", "2"])
+        res.check("llm-kern-bench times a packed Q8_0 matmul",
+                  p.rc == 0 and not p.sanitizer() and b"packed" in p.out and b"| 5 |" in p.out,
+                  p.describe())
+        p = itest.run([os.path.join(wdir, "llm-engine-bench"), "--model", tiny, "--threads",
+                       "1,2", "--prompt-tokens", "20", "--decode-tokens", "3", "--reps", "1",
+                       "--batch", "3", "--pin", "1"])
+        res.check("llm-engine-bench runs pinned, batched included",
+                  p.rc == 0 and not p.sanitizer() and p.out.count(b"\n| 2 |") == 1 and
+                  b"| 3 |" in p.out, p.describe())
     return res.finish()
 
 
