@@ -82,6 +82,9 @@ size_t kern__pack_chunk_bytes(llm_dtype t);
 void kern__matmul_p8(const kern__p8_impl *impl, const kern_mat *w, int64_t col0, int64_t n_in,
                      const float *x, int64_t x_stride, float *y, int64_t y_stride, int n_tok,
                      int64_t row0, int64_t row1, float *scratch);
+/* Quantizes n_tok rows of x (x_stride apart) into xa, KERN__I16X_BYTES(n_in) apart. */
+void kern__p8_quantize(const kern__p8_impl *impl, const float *x, int64_t x_stride, int64_t n_in,
+                       int n_tok, char *xa);
 /* The same with the n_tok tokens already quantized at xa (KERN__I16X_BYTES(n_in) apart);
  * edge: 8 * n_tok floats of scratch for a partial 8-row group. */
 void kern__p8_rows(const kern__p8_impl *impl, const kern_mat *w, int64_t col0, int64_t n_in,

@@ -268,20 +268,18 @@ void
 kern_matmul_act(const kern_mat *w, int64_t col0, kern_act *a, float *y, int64_t y_stride,
                 int64_t row0, int64_t row1, float *scratch)
 {
-    if (!w->packed || a->n_in % 32 != 0) {
+    if (!w->packed) {
         kern_matmul(w, col0, a->n_in, a->x, a->x_stride, y, y_stride, a->n_tok, row0, row1,
                     scratch);
         return;
     }
     pthread_once(&simd_once, simd_select);
-    size_t xb = KERN__I16X_BYTES(a->n_in);
     if (!a->quantized) {
-        for (int t = 0; t < a->n_tok; t++)
-            p8_impl.quantize(a->x + (int64_t)t * a->x_stride, a->n_in, (char *)a->buf + t * xb);
+        kern__p8_quantize(&p8_impl, a->x, a->x_stride, a->n_in, a->n_tok, a->buf);
         a->quantized = true;
     }
     // The tokens' rows, then 8 floats per token for a partial group (kern__p8_rows).
-    float *edge = (float *)((char *)a->buf + (size_t)a->n_tok * xb);
+    float *edge = (float *)((char *)a->buf + (size_t)a->n_tok * KERN__I16X_BYTES(a->n_in));
     kern__p8_rows(&p8_impl, w, col0, a->n_in, a->buf, a->n_tok, y, y_stride, row0, row1, edge);
 }
 

@@ -291,6 +291,14 @@ kern__p8_rows(const kern__p8_impl *impl, const kern_mat *w, int64_t col0, int64_
 }
 
 void
+kern__p8_quantize(const kern__p8_impl *impl, const float *x, int64_t x_stride, int64_t n_in,
+                  int n_tok, char *xa)
+{
+    for (int t = 0; t < n_tok; t++)
+        impl->quantize(x + (int64_t)t * x_stride, n_in, xa + (size_t)t * KERN__I16X_BYTES(n_in));
+}
+
+void
 kern__matmul_p8(const kern__p8_impl *impl, const kern_mat *w, int64_t col0, int64_t n_in,
                 const float *x, int64_t x_stride, float *y, int64_t y_stride, int n_tok,
                 int64_t row0, int64_t row1, float *scratch)
@@ -305,8 +313,7 @@ kern__matmul_p8(const kern__p8_impl *impl, const kern_mat *w, int64_t col0, int6
     float *edge = (float *)(xa + (size_t)per_group * xb);
     for (int t0 = 0; t0 < n_tok; t0 += per_group) {
         int nt = n_tok - t0 < per_group ? n_tok - t0 : per_group;
-        for (int t = 0; t < nt; t++)
-            impl->quantize(x + (int64_t)(t0 + t) * x_stride, n_in, xa + (size_t)t * xb);
+        kern__p8_quantize(impl, x + (int64_t)t0 * x_stride, x_stride, n_in, nt, xa);
         kern__p8_rows(impl, w, col0, n_in, xa, nt, y + (int64_t)t0 * y_stride, y_stride, row0, row1,
                       edge);
     }

@@ -75,8 +75,10 @@ pair(const int16_t *q, int j)
  * and re-associates the sums into trees; here each column pair is unpacked once into
  * ymm10 and goes through broadcast, vpmaddwd and vpaddd per token in order, the sums
  * stay in registers, and the integer results are the same (exact) sums: Q4_1 49 -> 55,
- * Q8_0 53 -> 56.5 MACs/ns in llm-kern-bench at 4+ tokens. Quad K's 32 bytes sit at byte 32K of the
- * quants; its column pair j uses the activation pair at int16 8K + 2j (byte 16K + 4j). */
+ * Q8_0 53 -> 56.5 MACs/ns in llm-kern-bench at 4+ tokens. Quad K's 32 bytes sit at
+ * byte 32K of the quants; its column pair j uses the activation pair at int16 8K + 2j
+ * (byte 16K + 4j). */
+// clang-format off
 #define Q4_MADD(OFF, T)                                                                            \
     "vpbroadcastd " #OFF "(%[x" #T "]), %%ymm11\n\t"                                               \
     "vpmaddwd %%ymm11, %%ymm10, %%ymm11\n\t"                                                       \
@@ -84,19 +86,27 @@ pair(const int16_t *q, int j)
 #define Q4_MADD4(OFF) Q4_MADD(OFF, 0) Q4_MADD(OFF, 1) Q4_MADD(OFF, 2) Q4_MADD(OFF, 3)
 #define Q4_QUAD(K, O0, O1, O2, O3)                                                                 \
     "vmovdqu " #K "(%[qp]), %%ymm9\n\t"                                                            \
-    "vpand %[nib], %%ymm9, %%ymm10\n\t" Q4_MADD4(                                                  \
-        O0) "vpsrlw $4, %%ymm9, %%ymm10\n\t"                                                       \
-            "vpand %[nib], %%ymm10, %%ymm10\n\t" Q4_MADD4(                                         \
-                O1) "vpsrlw $8, %%ymm9, %%ymm10\n\t"                                               \
-                    "vpand %[nib], %%ymm10, %%ymm10\n\t" Q4_MADD4(                                 \
-                        O2) "vpsrlw $12, %%ymm9, %%ymm10\n\t" Q4_MADD4(O3)
+    "vpand %[nib], %%ymm9, %%ymm10\n\t"                                                            \
+    Q4_MADD4(O0)                                                                                   \
+    "vpsrlw $4, %%ymm9, %%ymm10\n\t"                                                               \
+    "vpand %[nib], %%ymm10, %%ymm10\n\t"                                                           \
+    Q4_MADD4(O1)                                                                                   \
+    "vpsrlw $8, %%ymm9, %%ymm10\n\t"                                                               \
+    "vpand %[nib], %%ymm10, %%ymm10\n\t"                                                           \
+    Q4_MADD4(O2)                                                                                   \
+    "vpsrlw $12, %%ymm9, %%ymm10\n\t"                                                              \
+    Q4_MADD4(O3)
 
 /* Q8_0: quad K's low bytes (sign-extended) pair with the activations at int16 4K, its
  * high bytes with those at 4K + 2 (bytes 8K and 8K + 4). */
 #define Q8_QUAD(K, O0, O1)                                                                         \
     "vmovdqu " #K "(%[qp]), %%ymm9\n\t"                                                            \
     "vpsllw $8, %%ymm9, %%ymm10\n\t"                                                               \
-    "vpsraw $8, %%ymm10, %%ymm10\n\t" Q4_MADD4(O0) "vpsraw $8, %%ymm9, %%ymm10\n\t" Q4_MADD4(O1)
+    "vpsraw $8, %%ymm10, %%ymm10\n\t"                                                              \
+    Q4_MADD4(O0)                                                                                   \
+    "vpsraw $8, %%ymm9, %%ymm10\n\t"                                                               \
+    Q4_MADD4(O1)
+// clang-format on
 
 /* One block of a 4-token tile into the tokens' sums: the Q4 kinds' four quads or
  * Q8_0's eight, token t's activations of the block at x[t]. */
@@ -150,8 +160,9 @@ group_tile(const int kind, const int T, const char *w, int64_t nb, const char *x
             block_tile4(kind, qp, x[0].qs + 32 * b, x[1].qs + 32 * b, x[2].qs + 32 * b,
                         x[3].qs + 32 * b, isum);
         } else if (kind == KIND_Q8_0) {
-            // Unrolled fully, gcc interleaves all eight quads and spills the sums:
-            // two at a time keeps them in registers (38 -> 52 MACs/ns at 4+ tokens).
+            // 1-3 tokens. Unrolled fully, gcc interleaves all eight quads and spills
+            // the sums: two at a time kept them in registers (38 -> 52 MACs/ns for the
+            // 4-token tile before block_tile4 took it over).
 #pragma GCC unroll 2
             for (int k = 0; k < 8; k++) {
                 __m256i v = _mm256_loadu_si256((const __m256i *)(qp + 32 * k));
@@ -165,8 +176,8 @@ group_tile(const int kind, const int T, const char *w, int64_t nb, const char *x
             }
         } else {
             for (int k = 0; k < 4; k++) {
-                // One column pair at a time for all tokens (gcc still spills two or
-                // three of the sums; the wider variants measured spilled more).
+                // 1-3 tokens: one column pair at a time for all of them (few live
+                // registers; the 4-token tile is block_tile4's).
                 __m256i v = _mm256_loadu_si256((const __m256i *)(qp + 32 * k));
                 for (int j = 0; j < 4; j++) {
                     __m256i wj = j == 3 ? _mm256_srli_epi16(v, 12)
