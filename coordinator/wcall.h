@@ -36,9 +36,10 @@ void wcall_free(wcall *c);
  * bounds the send and the receive each. */
 void wcall_start(wcall *c, nng_socket sock, Llm__Envelope *env, int timeout_ms);
 
-/* wcall_close_socket closes a socket that wcalls use (nng_close, never while a wcall
- * opens or closes a context on it: NNG 1.5.2 does not survive that race). Calls in
- * flight on it end with LLM_ECLOSED. */
+/* wcall_close_socket closes a socket that wcalls use (nng_close, never while a context
+ * call of any wcall is inside NNG: NNG 1.5.2 does not survive that race; such calls made
+ * meanwhile are held back and run right after). Calls in flight on it end with
+ * LLM_ECLOSED. It waits for context calls in progress, so not from a wcall callback. */
 void wcall_close_socket(nng_socket s);
 
 /* wcall_abort makes a call in flight end at once with LLM_ECANCELED. */
