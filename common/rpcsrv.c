@@ -10,6 +10,7 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <pthread.h>
 #include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,10 +32,17 @@ struct rpcsrv {
     bool open;
     rpcsrv_ctx **ctxs;
     int n_ctxs;
+    // Parked replies come from other threads, maybe while the socket closes; NNG 1.5.2
+    // aborts when a context call overlaps its socket's nng_close (see wcall.c). So a
+    // close first shuts this gate and waits for the replies inside it.
+    pthread_mutex_t gate_mu;
+    pthread_cond_t gate_cv;
+    bool closing;
+    int replying;
 };
 
-void
-rpcsrv_reply(rpcsrv_ctx *c, uint8_t *buf, size_t len)
+static void
+send_reply(rpcsrv_ctx *c, uint8_t *buf, size_t len)
 {
     nng_msg *m = NULL;
     if (!buf || nng_msg_alloc(&m, len) != 0) {
@@ -49,6 +57,25 @@ rpcsrv_reply(rpcsrv_ctx *c, uint8_t *buf, size_t len)
     nng_aio_set_msg(c->aio, m);
     c->state = RS_SEND;
     nng_ctx_send(c->ctx, c->aio);
+}
+
+void
+rpcsrv_reply(rpcsrv_ctx *c, uint8_t *buf, size_t len)
+{
+    rpcsrv *s = c->s;
+    pthread_mutex_lock(&s->gate_mu);
+    if (s->closing) { // never answered, as the contract says of a closing server
+        pthread_mutex_unlock(&s->gate_mu);
+        free(buf);
+        return;
+    }
+    s->replying++;
+    pthread_mutex_unlock(&s->gate_mu);
+    send_reply(c, buf, len);
+    pthread_mutex_lock(&s->gate_mu);
+    if (--s->replying == 0 && s->closing)
+        pthread_cond_broadcast(&s->gate_cv);
+    pthread_mutex_unlock(&s->gate_mu);
 }
 
 static void
@@ -93,6 +120,8 @@ rpcsrv_listen(const char *url, int n_ctxs, size_t ctx_size, rpcsrv_fn fn, void *
         free(s);
         return LLM_ENOMEM;
     }
+    pthread_mutex_init(&s->gate_mu, NULL);
+    pthread_cond_init(&s->gate_cv, NULL);
     s->fn = fn;
     s->arg = arg;
     int rv;
@@ -140,6 +169,12 @@ rpcsrv_close(rpcsrv *s)
 {
     if (!s || !s->open)
         return;
+    pthread_mutex_lock(&s->gate_mu);
+    s->closing = true;
+    while (s->replying > 0)
+        pthread_cond_wait(&s->gate_cv, &s->gate_mu);
+    pthread_mutex_unlock(&s->gate_mu);
+    // Then no callback runs (nor re-arms its context) when the socket closes.
     for (int i = 0; i < s->n_ctxs; i++)
         nng_aio_stop(s->ctxs[i]->aio);
     nng_close(s->sock);
@@ -157,6 +192,8 @@ rpcsrv_free(rpcsrv *s)
         nng_aio_free(s->ctxs[i]->aio);
         free(s->ctxs[i]);
     }
+    pthread_cond_destroy(&s->gate_cv);
+    pthread_mutex_destroy(&s->gate_mu);
     free(s->ctxs);
     free(s);
 }

@@ -35,7 +35,8 @@ int rpcsrv_listen(const char *url, int n_ctxs, size_t ctx_size, rpcsrv_fn fn, vo
                   rpcsrv **out, char *err, size_t err_len);
 
 /* rpcsrv_reply sends the reply of a parked context (takes buf: malloc'ed; NULL drops
- * the message) and lets the context receive again. Exactly once per park. */
+ * the message) and lets the context receive again. Exactly once per park. From any
+ * thread until rpcsrv_free; once rpcsrv_close has begun it only frees buf. */
 void rpcsrv_reply(rpcsrv_ctx *c, uint8_t *buf, size_t len);
 
 /* rpcsrv_close stops every context (waits for handlers in flight) and closes the

@@ -831,17 +831,17 @@ START_TEST(test_a_worker_listening_before_the_dial_becomes_ready)
 }
 END_TEST
 
-/* Regression (fixed; was coordinator/wcall.c:30 via :33/:56, and registry.c:162-165, reg_free):
- * closing a worker's socket while a call on it is in flight (reg_tick closing a worker gone down,
- * reg_free closing all of them) makes the call's callback run finish(), whose
- * nng_ctx_close on a context that the socket's close is tearing down makes NNG 1.5.2
- * panic now and then ("pthread_mutex_unlock: Invalid argument", SIGABRT), with the
- * sockets registry.c opens (REQ_RESENDTIME infinite, non-blocking dial, pipe
- * callbacks). In production that is the failover path: every stream on a dead worker
- * has a Next in flight when its socket is closed. Fix (verified: 40 of 40 clean runs of
- * this suite under ASan, where about 1 in 10 aborted): in wcall.c on_aio, when rv is
- * NNG_ECLOSED set ctx_open = false before finish() (the socket's close closed the
- * context); and in reg_free, wcall_free(w->probe) before nng_close(w->sock). */
+/* Regression (fixed twice; coordinator/wcall.c, registry.c reg_free): closing a worker's
+ * socket while a call on it is in flight (reg_tick closing a worker gone down, reg_free
+ * closing all of them). In production that is the failover path: every stream on a dead
+ * worker has a Next in flight when its socket is closed. NNG 1.5.2 aborts ("pthread_mutex_
+ * (un)lock: Invalid argument") when any context call on a socket overlaps its nng_close:
+ * nni_ctx_rele wakes the closer before finalizing the context, which then locks the
+ * freed socket's mutex. First seen with the callback's nng_ctx_close (fixed by closing
+ * contexts outside socket closes), then, about one run in three on 2 cores, with the
+ * nng_ctx_recv a probe's callback starts when its send completes. Fix: wcall.c's gate,
+ * through which every context call passes (held back while a socket closes, run after);
+ * reg_free stops a probe before closing its socket. unit_wcall covers the gate itself. */
 START_TEST(test_closing_workers_with_probes_in_flight_does_not_crash)
 {
     for (int t = 0; t < 60; t++) {
