@@ -43,8 +43,7 @@ dup_bytes(const char *s, size_t *len)
 }
 
 static bool
-handle(void *arg, rpcsrv_ctx *c, const uint8_t *msg, size_t len, uint8_t **reply,
-       size_t *reply_len)
+handle(void *arg, rpcsrv_ctx *c, const uint8_t *msg, size_t len, uint8_t **reply, size_t *reply_len)
 {
     server_state *st = arg;
     if (len == 3 && memcmp(msg, "now", 3) == 0) {

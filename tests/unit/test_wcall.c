@@ -30,8 +30,7 @@
 #define WAIT_MS 20000 // a bound, not a delay
 
 static bool
-answer(void *arg, rpcsrv_ctx *c, const uint8_t *msg, size_t len, uint8_t **reply,
-       size_t *reply_len)
+answer(void *arg, rpcsrv_ctx *c, const uint8_t *msg, size_t len, uint8_t **reply, size_t *reply_len)
 {
     (void)arg, (void)c, (void)msg, (void)len;
     Llm__Envelope env = LLM__ENVELOPE__INIT;
