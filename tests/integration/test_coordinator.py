@@ -443,19 +443,18 @@ def prefix(ctx, res, rpc, W):
         d = delta(ctx.routed(rpc, ids), before)
         res.check(f"prefix: 8 requests sharing the {name} 320-token prefix all go to {home}",
                   all_ok(out, 4) and d[home] == 8, json.dumps(d) + " " + first_error(out))
-    # Many at once: the holder stays the favourite, but the load cap spills the rest.
+    # Many at once: the load cap spills requests to the other workers.
     before = ctx.routed(rpc, ids)
     out = ctx.load(rpc, [{"prompt": PREFIX_1 + f" burst {i}?", "model": "syn-px",
                           "max_tokens": 40} for i in range(64)], concurrency=64)
     d = delta(ctx.routed(rpc, ids), before)
     res.check("prefix: 64 concurrent requests complete", all_ok(out, 40), first_error(out))
-    # The cap evens the shares out under load, so on a busy machine a non-holder can end
-    # one or two ahead of the holder (24/23/17 once): the holder must beat the others'
-    # mean, not each of them. Steering itself is checked by the sequential runs above.
-    res.check("prefix: under load the holder gets more than the others' mean and the cap "
-              "moves the rest",
-              2 * d["px-2"] >= d["px-1"] + d["px-3"] and d["px-1"] + d["px-3"] > 0 and
-              d["px-2"] < 64, json.dumps(d))
+    # Only the cap is checked here, not who ends up with the most: in a burst the load
+    # penalty and the cap even the shares out, and once the holder's cache turns over its
+    # heartbeat stops advertising the prefix (seen: 24/23/17 on a busy machine, 22/21/21
+    # under ASan). Steering itself is checked by the sequential runs above.
+    res.check("prefix: under load the cap moves requests off the holder",
+              d["px-1"] + d["px-3"] > 0 and d["px-2"] < 64, json.dumps(d))
 
 
 def drain(ctx, res, rpc, W):
