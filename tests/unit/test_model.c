@@ -38,7 +38,7 @@ run(const model *m, const int32_t *toks, int n, int step, int threads, float *lo
     model_kv *kv = NULL;
     pool *p = NULL;
     ck_assert_int_eq(model_state_new(m, &sh, step, threads, &s), LLM_OK);
-    ck_assert_int_eq(model_kv_new(m, &sh, 64, &kv), LLM_OK);
+    ck_assert_int_eq(model_kv_new(m, &sh, n > 64 ? n : 64, &kv), LLM_OK);
     ck_assert_int_eq(pool_new(threads, &p), LLM_OK);
     for (int pos = 0; pos < n; pos += step) {
         int k = n - pos < step ? n - pos : step;
@@ -111,6 +111,32 @@ START_TEST(test_thread_count_does_not_change_logits)
     free(b);
     model_free(m);
     unlink(path);
+}
+END_TEST
+
+/* A long step (150 tokens: more than kern_matmul's scratch quantizes at a time, several
+ * attention tiles) on 2 threads gives the logits of steps of 40 on one thread, bit for
+ * bit: every matmul and attention value is batch and split invariant. */
+START_TEST(test_a_long_step_equals_short_steps)
+{
+    enum { N = 150 };
+    int32_t long_toks[N];
+    for (int i = 0; i < N; i++)
+        long_toks[i] = 3 + (i * 37) % 250; // inside the tiny vocabulary
+    const llm_dtype types[] = {LLM_DTYPE_Q4_1, LLM_DTYPE_F32};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        char path[256];
+        model *m = load_tiny(types[i], false, path, sizeof(path));
+        int V = model_get_config(m)->vocab_size;
+        float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
+        run(m, long_toks, N, N, 2, a);
+        run(m, long_toks, N, 40, 1, b);
+        ck_assert_msg(memcmp(a, b, sizeof(float) * V) == 0, "%s", kern_type_name(types[i]));
+        free(a);
+        free(b);
+        model_free(m);
+        unlink(path);
+    }
 }
 END_TEST
 
@@ -693,6 +719,7 @@ model_suite(void)
     tcase_add_test(tc, test_loads_every_type_with_its_config);
     tcase_add_test(tc, test_batched_steps_equal_single_token_steps);
     tcase_add_test(tc, test_thread_count_does_not_change_logits);
+    tcase_add_test(tc, test_a_long_step_equals_short_steps);
     tcase_add_test(tc, test_kv_type_float16_by_default_float32_on_request);
     tcase_add_test(tc, test_two_shards_with_allreduce_equal_the_whole_model);
     tcase_add_test(tc, test_batch_of_sequences_equals_separate_runs);
