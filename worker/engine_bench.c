@@ -164,6 +164,18 @@ out:
     return rc;
 }
 
+/* A pool of n threads, pinned when asked (a warning when that fails); NULL on failure. */
+static pool *
+start_pool(long n, int64_t pin)
+{
+    pool *p = NULL;
+    if (pool_new((int)n, &p) != LLM_OK)
+        return NULL;
+    if (pin && pool_pin(p) != LLM_OK)
+        fprintf(stderr, "llm-engine-bench: warning: cannot pin the threads\n");
+    return p;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -227,13 +239,11 @@ main(int argc, char **argv)
             break;
         }
         s = *end == ',' ? end + 1 : end;
-        pool *p = NULL;
-        if (pool_new((int)nt, &p) != LLM_OK) {
+        pool *p = start_pool(nt, pin);
+        if (!p) {
             code = args_die("llm-engine-bench", 1, "cannot start %ld threads", nt);
             break;
         }
-        if (pin && pool_pin(p) != LLM_OK)
-            fprintf(stderr, "llm-engine-bench: warning: cannot pin the threads\n");
         double bw = bench_bandwidth(p, (int)reps), pp = 0, tg = 0;
         for (int r = 0; r < reps; r++) {
             double a, b;
@@ -264,11 +274,9 @@ main(int argc, char **argv)
         printf("\nBatched decode, %ld threads, %d-token prompts, %d steps:\n\n"
                "| sequences | aggregate tok/s | step ms (per-token latency) |\n|---|---|---|\n",
                last_threads, BATCH_PROMPT, BATCH_DECODE);
-        pool *p = NULL;
-        if (pool_new((int)last_threads, &p) != LLM_OK)
+        pool *p = start_pool(last_threads, pin);
+        if (!p)
             code = args_die("llm-engine-bench", 1, "cannot start %ld threads", last_threads);
-        else if (pin && pool_pin(p) != LLM_OK)
-            fprintf(stderr, "llm-engine-bench: warning: cannot pin the threads\n");
         for (const char *b = batches; code == 0 && *b;) {
             char *end;
             long n = strtol(b, &end, 10);

@@ -95,6 +95,22 @@ bench_attn(int64_t reps)
     return 0;
 }
 
+/* One kern_matmul of the benchmark's matrix, for best_ns. */
+typedef struct {
+    const kern_mat *m;
+    const float *x;
+    float *y, *scratch;
+    int64_t cols, rows;
+    int n_tok;
+} matmul_ctx;
+
+static void
+matmul_once(void *ctx)
+{
+    matmul_ctx *c = ctx;
+    kern_matmul(c->m, 0, c->cols, c->x, c->cols, c->y, c->rows, c->n_tok, 0, c->rows, c->scratch);
+}
+
 static llm_dtype
 type_named(const char *name)
 {
@@ -181,13 +197,8 @@ main(int argc, char **argv)
         if (end == p || n_tok < 1 || n_tok > 64)
             return args_die(prog, 2, "--tokens: a comma-separated list of counts in 1..64");
         p = *end == ',' ? end + 1 : end;
-        uint64_t best = UINT64_MAX;
-        for (int64_t r = 0; r < reps; r++) {
-            uint64_t t0 = llm_now_ns();
-            kern_matmul(&m, 0, cols, x, cols, y, rows, (int)n_tok, 0, rows, scratch);
-            uint64_t dt = llm_now_ns() - t0;
-            best = dt < best ? dt : best;
-        }
+        matmul_ctx mc = {&m, x, y, scratch, cols, rows, (int)n_tok};
+        uint64_t best = best_ns(reps, 1, matmul_once, &mc);
         double macs = (double)rows * (double)cols * (double)n_tok;
         printf("| %ld | %.4f | %.2f |\n", n_tok, (double)best / macs, macs / (double)best);
     }
