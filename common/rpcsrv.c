@@ -12,6 +12,7 @@
 #include <nng/protocol/reqrep0/rep.h>
 #include <pthread.h>
 #include <stdalign.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,11 +35,13 @@ struct rpcsrv {
     int n_ctxs;
     // Parked replies come from other threads, maybe while the socket closes; NNG 1.5.2
     // aborts when a context call overlaps its socket's nng_close (see wcall.c). So a
-    // close first shuts this gate and waits for the replies inside it.
+    // close first shuts this gate and waits for the replies inside it. The way in is two
+    // atomics (a reply counts itself in, then looks at closing; the close sets closing,
+    // then looks at replying: one of them sees the other); the wait is under gate_mu.
     pthread_mutex_t gate_mu;
     pthread_cond_t gate_cv;
-    bool closing;
-    int replying;
+    atomic_bool closing;
+    atomic_int replying;
 };
 
 static void
@@ -63,19 +66,16 @@ void
 rpcsrv_reply(rpcsrv_ctx *c, uint8_t *buf, size_t len)
 {
     rpcsrv *s = c->s;
-    pthread_mutex_lock(&s->gate_mu);
-    if (s->closing) { // never answered, as the contract says of a closing server
-        pthread_mutex_unlock(&s->gate_mu);
-        free(buf);
-        return;
-    }
-    s->replying++;
-    pthread_mutex_unlock(&s->gate_mu);
-    send_reply(c, buf, len);
-    pthread_mutex_lock(&s->gate_mu);
-    if (--s->replying == 0 && s->closing)
+    atomic_fetch_add(&s->replying, 1);
+    if (atomic_load(&s->closing))
+        free(buf); // never answered, as the contract says of a closing server
+    else
+        send_reply(c, buf, len);
+    if (atomic_fetch_sub(&s->replying, 1) == 1 && atomic_load(&s->closing)) {
+        pthread_mutex_lock(&s->gate_mu);
         pthread_cond_broadcast(&s->gate_cv);
-    pthread_mutex_unlock(&s->gate_mu);
+        pthread_mutex_unlock(&s->gate_mu);
+    }
 }
 
 static void
@@ -170,8 +170,8 @@ rpcsrv_close(rpcsrv *s)
     if (!s || !s->open)
         return;
     pthread_mutex_lock(&s->gate_mu);
-    s->closing = true;
-    while (s->replying > 0)
+    atomic_store(&s->closing, true);
+    while (atomic_load(&s->replying) > 0)
         pthread_cond_wait(&s->gate_cv, &s->gate_mu);
     pthread_mutex_unlock(&s->gate_mu);
     // Then no callback runs (nor re-arms its context) when the socket closes.
