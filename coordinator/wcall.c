@@ -101,9 +101,9 @@ queue_locked(op_kind kind, wcall *c, nng_ctx ctx)
     if (c && c->freeing) {
         if (kind == OP_START)
             return; // wcall_free frees the request
-
         kind = OP_CLOSE;
         ctx = c->ctx;
+        c->ctx_open = false; // closed here, not again by wcall_free
         c = NULL;
     }
     if (c) {
