@@ -6,6 +6,9 @@ Invalid flags exit 2 and runtime failures exit 1, each with exactly one `llm-wor
 line that names the culprit. A non-UTF-8 prompt is refused. Sampling with one seed is
 reproducible and different seeds give different text. --max-tokens 0 prints nothing.
 Flag and seed checks use a tiny Q8_0 model so they stay fast.
+The peak RSS of a 256-token generation on the default model stays within the model file
++ its KV cache + 64 MiB (weights are used from the mapping; packing drops the pages it
+copied), except under sanitizers, whose shadow memory counts too.
 """
 import json
 import os
@@ -28,8 +31,41 @@ def expect_error(res, name, p, codes, regex):
                      f"/{regex}/ and no stdout: {p.describe()} stdout={p.out[:200]!r}")
 
 
+def peak_rss(res, args):
+    """Runs one 256-token generation with a 512-token context and bounds its peak RSS."""
+    import gguf
+    r = gguf.GGUFReader(args.model)
+    meta = lambda k: int(r.fields[k].parts[-1][0])
+    arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
+    n_layers, dim = meta(f"{arch}.block_count"), meta(f"{arch}.embedding_length")
+    heads, kv_heads = meta(f"{arch}.attention.head_count"), meta(f"{arch}.attention.head_count_kv")
+    ctx = 512
+    kv_bytes = n_layers * 2 * kv_heads * (dim // heads) * 2 * ctx  # float16 K and V
+    bound = os.path.getsize(args.model) + kv_bytes + (64 << 20)
+    # ru_maxrss keeps the high-water mark of the image before exec, and a child forked
+    # from this interpreter starts with its RSS (the model read above): a small helper
+    # forks the worker and reports the worker's own peak.
+    helper = ("import os, subprocess, sys\n"
+              "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+              "_, status, ru = os.wait4(p.pid, 0)\n"
+              "print(os.waitstatus_to_exitcode(status), ru.ru_maxrss)")
+    p = itest.run([sys.executable, "-c", helper, args.worker, "--model", args.model, "--threads",
+                   str(args.threads), "--prompt", "Once upon a time", "--max-tokens", "256",
+                   "--ctx", str(ctx), "--temperature", "0"])
+    out = p.out.split()
+    ok = p.rc == 0 and len(out) == 2 and out[0] == b"0"
+    rss = int(out[1]) * 1024 if ok else 0  # kilobytes on Linux
+    res.check("peak RSS of a 256-token generation <= file + KV cache + 64 MiB",
+              ok and rss <= bound,
+              f"{rss / 2**20:.1f} MiB, bound {bound / 2**20:.1f} MiB (file "
+              f"{os.path.getsize(args.model) / 2**20:.1f}, KV {kv_bytes / 2**20:.1f})" if ok else
+              p.describe())
+
+
 def main():
     ap = itest.parser(__doc__.split("\n")[0])
+    ap.add_argument("--sanitized", action="store_true",
+                    help="the build runs under sanitizers (RSS is not checked)")
     args = ap.parse_args()
     itest.check_binaries(args)
     res = itest.Results()
@@ -62,6 +98,13 @@ def main():
                 ok = json.load(open(js, encoding="utf-8"))["finish_reason"] == "stop"
             res.check("--stop Paris stops before Paris with finish_reason stop", ok,
                       repr(out) if p.rc == 0 else p.describe())
+
+        if not os.path.exists(args.model):
+            res.skip("peak RSS", f"{args.model} is absent")
+        elif args.sanitized:
+            res.skip("peak RSS", "sanitizer shadow memory counts in RSS")
+        else:
+            peak_rss(res, args)
 
         # Flag validation: exit 2, an error that names the flag, nothing on stdout.
         bad_flags = [
