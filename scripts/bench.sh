@@ -29,12 +29,14 @@ reps=${LLM_BENCH_REPS:-2}
 engine() {
     mkdir -p models/bench
     echo "# Engine, $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-    for t in F16 Q8_0 Q4_0 Q4_1 Q4_K; do
+    # Every type llm-quantize writes, from the widest down.
+    for t in F32 F16 BF16 Q8_0 Q6_K Q5_1 Q5_K Q5_0 Q4_1 Q4_K Q4_0; do
         f=models/bench/$(basename "$model" .gguf).$t.gguf
         # The default model is Q4_1 already: re-quantizing it to Q4_1 would change only
         # its Q8_0 embedding, so the original file is the Q4_1 row.
         if [ "$t" = Q4_1 ]; then f=$model; fi
-        [ -s "$f" ] || ./build/worker/llm-quantize "$model" "$f" "$t" 2>/dev/null
+        # Re-made whenever llm-quantize is newer than the file (its output may change).
+        [ "$f" -nt build/worker/llm-quantize ] || ./build/worker/llm-quantize "$model" "$f" "$t" 2>/dev/null
         echo
         echo "### $t ($(du -m "$f" | cut -f1) MiB on disk)"
         ./build/worker/llm-engine-bench --model "$f" --threads 1,2 --reps "$reps" | tail -n +3

@@ -22,19 +22,36 @@
 #include <string.h>
 
 /* One row per target: the name users type, the type, llama.cpp's file type
- * (LLAMA_FTYPE_MOSTLY_*; Q4_K is reported as Q4_K_S = 14 since every matrix gets Q4_K). */
+ * (LLAMA_FTYPE_MOSTLY_*; the K-quants are reported as their _S mixes, 14, 16 and 18,
+ * since every matrix gets the target), and the type of a matrix whose rows are not a
+ * multiple of the target's block: llama.cpp's choice for the K-quants (Q5_0 for
+ * Q4_K, Q5_1 for Q5_K, Q8_0 for Q6_K: blocks of 32 with about the bits per weight of
+ * the target, so a model with 576-wide rows does not grow), Q8_0 for the rest. */
 typedef struct {
     const char *name;
     llm_dtype type;
     int ftype;
+    llm_dtype fallback;
 } quant_target;
 
 static const quant_target targets[] = {
-    {"Q8_0", LLM_DTYPE_Q8_0, 7},  {"Q4_0", LLM_DTYPE_Q4_0, 2}, {"Q4_1", LLM_DTYPE_Q4_1, 3},
-    {"Q4_K", LLM_DTYPE_Q4_K, 14}, {"F16", LLM_DTYPE_F16, 1},   {"BF16", LLM_DTYPE_BF16, 32},
-    {"F32", LLM_DTYPE_F32, 0},
+    {"Q8_0", LLM_DTYPE_Q8_0, 7, LLM_DTYPE_Q8_0},  {"Q4_0", LLM_DTYPE_Q4_0, 2, LLM_DTYPE_Q8_0},
+    {"Q4_1", LLM_DTYPE_Q4_1, 3, LLM_DTYPE_Q8_0},  {"Q5_0", LLM_DTYPE_Q5_0, 8, LLM_DTYPE_Q8_0},
+    {"Q5_1", LLM_DTYPE_Q5_1, 9, LLM_DTYPE_Q8_0},  {"Q4_K", LLM_DTYPE_Q4_K, 14, LLM_DTYPE_Q5_0},
+    {"Q5_K", LLM_DTYPE_Q5_K, 16, LLM_DTYPE_Q5_1}, {"Q6_K", LLM_DTYPE_Q6_K, 18, LLM_DTYPE_Q8_0},
+    {"F16", LLM_DTYPE_F16, 1, LLM_DTYPE_F16},     {"BF16", LLM_DTYPE_BF16, 32, LLM_DTYPE_BF16},
+    {"F32", LLM_DTYPE_F32, 0, LLM_DTYPE_F32},
 };
 #define N_TARGETS (sizeof(targets) / sizeof(targets[0]))
+
+static const quant_target *
+find_target(llm_dtype type)
+{
+    for (size_t i = 0; i < N_TARGETS; i++)
+        if (targets[i].type == type)
+            return &targets[i];
+    return NULL;
+}
 
 int
 quant_type_parse(const char *name, llm_dtype *out)
@@ -52,16 +69,14 @@ quant_type_parse(const char *name, llm_dtype *out)
 const char *
 quant_type_list(void)
 {
-    return "Q8_0, Q4_0, Q4_1, Q4_K, F16, BF16, F32";
+    return "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, F16, BF16, F32";
 }
 
 int
 quant_ftype(llm_dtype target)
 {
-    for (size_t i = 0; i < N_TARGETS; i++)
-        if (targets[i].type == target)
-            return targets[i].ftype;
-    return -1;
+    const quant_target *q = find_target(target);
+    return q ? q->ftype : -1;
 }
 
 /* is_matrix: quantized at all (two or more dimensions, not small). */
@@ -82,7 +97,9 @@ quant_tensor_type(const gguf_tensor *t, llm_dtype target)
     const kern_type_traits *tr = kern_type((int)target);
     if (tr && t->ne[0] % tr->blck == 0)
         return target;
-    return t->ne[0] % QK8_0 == 0 ? LLM_DTYPE_Q8_0 : LLM_DTYPE_F32;
+    const quant_target *q = find_target(target);
+    llm_dtype fb = q ? q->fallback : LLM_DTYPE_Q8_0; // every fallback has blocks of 32
+    return t->ne[0] % 32 == 0 ? fb : LLM_DTYPE_F32;
 }
 
 /* c_name copies a GGUF string into a NUL-terminated one; NULL if it holds a NUL byte

@@ -4,12 +4,13 @@
  * Every matrix (a tensor of two or more dimensions and at least QUANT_MIN_ELEMS
  * elements) is re-encoded to the target type through the kernels' traits table: each
  * row is decoded with the source type's to_float and encoded with the target's
- * from_float, so any type with both functions works as source or target (Q4_K as soon
- * as its traits row gains from_float). Vectors (norms) and small tensors are stored as
- * F32, which is what the engine computes them in anyway. A matrix whose rows are not a
- * multiple of the target's block size falls back to Q8_0 when they are a multiple of 32,
- * else to F32 (logged). All metadata is copied byte for byte except general.file_type
- * and general.quantization_version, which are set for the target.
+ * from_float, so any type with both functions works as source or target. Vectors
+ * (norms) and small tensors are stored as F32, which is what the engine computes them
+ * in anyway. A matrix whose rows are not a multiple of the target's block size falls
+ * back, when they are a multiple of 32, to llama.cpp's choice for the K-quants (Q4_K ->
+ * Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0) or Q8_0 for the others, else to F32 (logged). All metadata is
+ * copied byte for byte except general.file_type and general.quantization_version, which are set for
+ * the target.
  *
  * The conversion streams: tensor shapes and the output layout are fixed first, then the
  * file is written one tensor at a time, one row at a time, through gguf_writer_write_stream
@@ -41,7 +42,7 @@ typedef struct {
     uint64_t in_bytes, out_bytes; // file sizes
     uint64_t n_tensors;
     uint64_t n_converted; // tensors stored in the target type
-    uint64_t n_fallback;  // matrices stored as Q8_0/F32 because of their row length
+    uint64_t n_fallback;  // matrices stored in a fallback type because of their row length
     uint64_t elapsed_ns;
 } quant_stats;
 
@@ -59,7 +60,7 @@ const char *quant_type_list(void);
 int quant_ftype(llm_dtype target);
 
 /* quant_tensor_type returns the type tensor t is stored as for the given target (see
- * the file comment): the target, F32, or a Q8_0/F32 fallback. */
+ * the file comment): the target, F32, or the target's fallback. */
 llm_dtype quant_tensor_type(const gguf_tensor *t, llm_dtype target);
 
 /* quant_file converts the GGUF file in_path to target and writes it to out_path (via a

@@ -1,6 +1,7 @@
 /*
  * quantize_main.c - llm-quantize: convert a GGUF model to another weight type.
- *   llm-quantize IN.gguf OUT.gguf TYPE      (TYPE: Q8_0, Q4_0, Q4_1, Q4_K, F16, BF16, F32)
+ *   llm-quantize IN.gguf OUT.gguf TYPE
+ *   (TYPE: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, F16, BF16, F32)
  * Exit codes: 0 ok; 1 runtime error (unreadable or malformed input, write failure, full
  * disk); 2 bad usage (missing arguments, unknown type, OUT is IN). Every error is one
  * line on stderr starting "llm-quantize: error:". OUT is written under a temporary
@@ -22,8 +23,9 @@ usage(FILE *out)
     fprintf(out,
             "usage: llm-quantize [options] IN.gguf OUT.gguf TYPE\n"
             "  TYPE is one of %s.\n"
-            "  Matrices are stored as TYPE (Q8_0 or F32 when a row length does not fit its\n"
-            "  blocks), norms and small tensors as F32; metadata is copied.\n"
+            "  Matrices are stored as TYPE (when a row length does not fit its blocks: Q5_0\n"
+            "  for Q4_K, Q5_1 for Q5_K, else Q8_0; F32 if not a multiple of 32), norms and\n"
+            "  small tensors as F32; metadata is copied.\n"
             "  --log-level L   debug|info|warn|error|off (default info; $LLM_LOG_LEVEL);\n"
             "                  debug prints one line per tensor\n",
             quant_type_list());

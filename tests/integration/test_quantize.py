@@ -2,8 +2,8 @@
 """test_quantize.py - `llm-quantize` outputs, refusals and failures; `llm-kld` figures.
 
 Tiny F32 models (tied and untied) are quantized to every target. Each output must open
-(`llm-gguf info`), hold every matrix in the target type (Q8_0 where a row is not a
-multiple of the target's block) and every vector in F32, carry every input key with the
+(`llm-gguf info`), hold every matrix in the target type (where a row is not a multiple
+of the target's block: Q5_0 for Q4_K, Q5_1 for Q5_K, Q8_0 for the others) and every vector in F32, carry every input key with the
 same value (general.file_type and general.quantization_version set for the target),
 decode (`llm-gguf dequant`) to within the type's rounding bound of the original weights,
 and run in `llm-worker`. Refusals and failures (unknown type, OUT is IN by path, by
@@ -28,9 +28,13 @@ from gguf import GGUFReader
 
 import itest
 
-TARGETS = ["Q8_0", "Q4_0", "Q4_1", "Q4_K", "F16", "BF16", "F32"]
-FTYPE = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K": 14, "BF16": 32}
-BLOCK = {"Q8_0": 32, "Q4_0": 32, "Q4_1": 32, "Q4_K": 256, "F16": 1, "BF16": 1, "F32": 1}
+TARGETS = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "F16", "BF16", "F32"]
+FTYPE = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q4_K": 14,
+         "Q5_K": 16, "Q6_K": 18, "BF16": 32}
+BLOCK = {"Q8_0": 32, "Q4_0": 32, "Q4_1": 32, "Q5_0": 32, "Q5_1": 32, "Q4_K": 256, "Q5_K": 256,
+         "Q6_K": 256, "F16": 1, "BF16": 1, "F32": 1}
+# A matrix whose rows do not fit the target's blocks (llama.cpp's choices for K-quants).
+FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1"}
 RESET_KEYS = {"general.file_type", "general.quantization_version"}
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -58,12 +62,15 @@ def block_bound(dtype, orig):
     rng = rows.max(axis=1, keepdims=True) - rows.min(axis=1, keepdims=True)
     if dtype == "Q8_0":
         b = amax / 127.0 * 0.5 * 1.01 + amax * 2.0 ** -10  # half a step, fp16 scale
-    elif dtype == "Q4_0":
-        b = amax / 8.0 * 1.01  # d = max/-8: the far side of the max clamps by up to one step
-    elif dtype == "Q4_1":
-        b = rng / 15.0 * 0.5 * 1.01 + amax * 2.0 ** -9
-    else:  # Q4_K: 6-bit sub-block scales and mins relative to fp16 super-block ones
-        b = rng / 15.0 * 1.5 + amax * 2.0 ** -6
+    elif dtype in ("Q4_0", "Q5_0"):
+        # d = max / -2^(bits-1): the far side of the max clamps by up to one step
+        b = amax / (8.0 if dtype == "Q4_0" else 16.0) * 1.01
+    elif dtype in ("Q4_1", "Q5_1"):
+        b = rng / (15.0 if dtype == "Q4_1" else 31.0) * 0.5 * 1.01 + amax * 2.0 ** -9
+    elif dtype in ("Q4_K", "Q5_K"):  # 6-bit sub-block scales and mins, fp16 super-block ones
+        b = rng / (15.0 if dtype == "Q4_K" else 31.0) * 1.5 + amax * 2.0 ** -6
+    else:  # Q6_K: signed 6-bit values, 8-bit scales of 16-element sub-blocks
+        b = amax / 32.0 * 1.5 + amax * 2.0 ** -7
     return np.broadcast_to(b, rows.shape).reshape(orig.shape)
 
 
@@ -100,10 +107,10 @@ def check_output(res, args, label, src, out, dtype, tmp):
         elif ne0 % BLOCK[dtype] == 0:
             want = dtype
         else:
-            want = "Q8_0" if ne0 % 32 == 0 else "F32"
+            want = FALLBACK.get(dtype, "Q8_0") if ne0 % 32 == 0 else "F32"
         if t.tensor_type.name != want:
             bad.append(f"{t.name}={t.tensor_type.name} want {want}")
-    res.check(f"{label}: matrices are {dtype} (Q8_0 fallback), vectors F32", not bad,
+    res.check(f"{label}: matrices are {dtype} ({FALLBACK.get(dtype, 'Q8_0')} fallback), vectors F32", not bad,
               "; ".join(bad[:5]))
     fin = {k: f for k, f in rin.fields.items() if not k.startswith("GGUF.")}
     fout = {k: f for k, f in rout.fields.items() if not k.startswith("GGUF.")}
