@@ -10,14 +10,20 @@
  * lane i holds row i turns the integer partial sums of eight rows into one vector: one
  * conversion and one FMA per eight rows per block, no horizontal sums at all.
  *
- * The layout of a matrix (Q4_0, Q4_1 or Q8_0; rows % 8 == 0, columns % 32 == 0):
- * groups of 8 rows, each a run of chunks, one chunk per 32-column block, in column
- * order. A chunk is the eight rows' fp16 scales d[8], for Q4_1 their fp16 minimums
- * m[8], then the quants in "quads" of 32 bytes, four bytes (one 32-bit lane) per row:
+ * The layout of a matrix (Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0; rows % 8 == 0, columns % 32
+ * == 0): groups of 8 rows, each a run of chunks, one chunk per 32-column block, in
+ * column order. A chunk is the eight rows' fp16 scales d[8], for Q4_1 and Q5_1 their
+ * fp16 minimums m[8], for Q5 the high bits (below), then the quants in "quads" of 32
+ * bytes, four bytes (one 32-bit lane) per row:
  *   Q4: quad k (k < 4) holds columns 8k .. 8k + 7. In row i's lane, nibble j of the low
  *       16 bits is column 8k + 2j and nibble j of the high 16 bits column 8k + 2j + 1,
  *       so (lane >> 4j) & 0x000f000f is the pair of columns (8k + 2j, 8k + 2j + 1) as two
  *       16-bit integers, ready for a 16-bit multiply-add with the activation pair.
+ *   Q5: the low four bits of each quant in quads exactly as Q4; their fifth bits in one
+ *       more 32-byte vector before them, row i's lane holding bit 4k + j of its low 16
+ *       bits for column 8k + 2j and of its high 16 bits for column 8k + 2j + 1, so one
+ *       16-bit shift by 4k + j - 4 and a mask of 0x10 put a column pair's fifth bits
+ *       where its nibbles need them.
  *   Q8_0: quad k (k < 8) holds columns 4k .. 4k + 3 as bytes (4k, 4k + 2, 4k + 1, 4k + 3):
  *       the low bytes of the two 16-bit halves are columns (4k, 4k + 1), the high bytes
  *       (4k + 2, 4k + 3), each pair one sign extension away from 16-bit integers.
@@ -33,7 +39,8 @@
  * The element, for a weight row and a token: per block b in order, the exact integer
  * dot isum_b (int32: |w| <= 128, |q| <= 32767, 32 products), then
  *   acc = fma((float)isum_b, d_w * d_x, acc);   macc = fma(m_w, s_x, macc)
- * with m_w the Q4_1 minimum, -8 d_w for Q4_0, none for Q8_0; y = acc + macc. Every path
+ * with m_w the Q4_1 or Q5_1 minimum, -8 d_w for Q4_0, -16 d_w for Q5_0, none for Q8_0;
+ * y = acc + macc. Every path
  * (scalar, SIMD, one token or many, any row range) computes exactly this, so the
  * result is batch and split invariant.
  */
@@ -46,8 +53,9 @@
 bool
 kern_pack_supported(llm_dtype t, int64_t n_rows, int64_t n_cols)
 {
-    return (t == LLM_DTYPE_Q4_0 || t == LLM_DTYPE_Q4_1 || t == LLM_DTYPE_Q8_0) && n_rows > 0 &&
-           n_rows % 8 == 0 && n_cols > 0 && n_cols % 32 == 0;
+    return (t == LLM_DTYPE_Q4_0 || t == LLM_DTYPE_Q4_1 || t == LLM_DTYPE_Q5_0 ||
+            t == LLM_DTYPE_Q5_1 || t == LLM_DTYPE_Q8_0) &&
+           n_rows > 0 && n_rows % 8 == 0 && n_cols > 0 && n_cols % 32 == 0;
 }
 
 size_t
@@ -79,6 +87,15 @@ q4_place(int i, int c, int *byte, int *shift)
     *shift = bit % 8;
 }
 
+/* Bit of lane i's 32-bit word in a Q5 chunk's high-bit vector that holds column c's
+ * fifth bit. */
+static int
+q5_hi_bit(int c)
+{
+    int k = c / 8, within = c % 8;
+    return 16 * (within % 2) + 4 * k + within / 2;
+}
+
 /* Byte offset in the quads of Q8_0 column c of lane i. */
 static int
 q8_place(int i, int c)
@@ -87,10 +104,34 @@ q8_place(int i, int c)
     return 32 * (c / 4) + 4 * i + order[c % 4];
 }
 
+/* Where a chunk's fifth bits (Q5) and quads start. */
+static size_t
+hi_offset(llm_dtype t)
+{
+    return t == LLM_DTYPE_Q5_1 ? 32 : 16;
+}
+
 static size_t
 quads_offset(llm_dtype t)
 {
-    return t == LLM_DTYPE_Q4_1 ? 32 : 16;
+    switch (t) {
+    case LLM_DTYPE_Q4_1: return 32;
+    case LLM_DTYPE_Q5_0: return 48;
+    case LLM_DTYPE_Q5_1: return 64;
+    default: return 16;
+    }
+}
+
+static bool
+is_q5(llm_dtype t)
+{
+    return t == LLM_DTYPE_Q5_0 || t == LLM_DTYPE_Q5_1;
+}
+
+static uint32_t
+lane_word(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 void
@@ -104,18 +145,36 @@ kern_pack_unpack_block(llm_dtype t, const void *chunk, int lane, void *blk)
             b->qs[j] = (int8_t)quads[q8_place(lane, j)];
         return;
     }
-    uint8_t *qs;
+    uint8_t *qs, *qh = NULL;
     if (t == LLM_DTYPE_Q4_1) {
         blk_q4_1 *b = blk;
         memcpy(&b->d, c + 2 * lane, 2);
         memcpy(&b->m, c + 16 + 2 * lane, 2);
         qs = b->qs;
+    } else if (t == LLM_DTYPE_Q5_1) {
+        blk_q5_1 *b = blk;
+        memcpy(&b->d, c + 2 * lane, 2);
+        memcpy(&b->m, c + 16 + 2 * lane, 2);
+        qs = b->qs;
+        qh = b->qh;
+    } else if (t == LLM_DTYPE_Q5_0) {
+        blk_q5_0 *b = blk;
+        memcpy(&b->d, c + 2 * lane, 2);
+        qs = b->qs;
+        qh = b->qh;
     } else {
         blk_q4_0 *b = blk;
         memcpy(&b->d, c + 2 * lane, 2);
         qs = b->qs;
     }
     memset(qs, 0, 16);
+    if (qh) { // bit j of qh (little-endian) is element j's fifth bit
+        uint32_t w = lane_word(c + hi_offset(t) + 4 * lane), h = 0;
+        for (int j = 0; j < 32; j++)
+            h |= (w >> q5_hi_bit(j) & 1u) << j;
+        for (int i = 0; i < 4; i++)
+            qh[i] = (uint8_t)(h >> 8 * i);
+    }
     for (int j = 0; j < 32; j++) {
         int byte, shift;
         q4_place(lane, j, &byte, &shift);
@@ -142,8 +201,20 @@ pack_lane(llm_dtype t, const uint8_t *blk, int i, uint8_t *quads)
         }
         return;
     }
-    const uint8_t *qs =
-        t == LLM_DTYPE_Q4_1 ? ((const blk_q4_1 *)blk)->qs : ((const blk_q4_0 *)blk)->qs;
+    const uint8_t *qs = t == LLM_DTYPE_Q4_1   ? ((const blk_q4_1 *)blk)->qs
+                        : t == LLM_DTYPE_Q5_0 ? ((const blk_q5_0 *)blk)->qs
+                        : t == LLM_DTYPE_Q5_1 ? ((const blk_q5_1 *)blk)->qs
+                                              : ((const blk_q4_0 *)blk)->qs;
+    if (is_q5(t)) {
+        const uint8_t *qh =
+            t == LLM_DTYPE_Q5_0 ? ((const blk_q5_0 *)blk)->qh : ((const blk_q5_1 *)blk)->qh;
+        uint32_t h = lane_word(qh), w = 0;
+        for (int j = 0; j < 32; j++)
+            w |= (h >> j & 1u) << q5_hi_bit(j);
+        uint8_t *hw = quads - quads_offset(t) + hi_offset(t) + 4 * i;
+        for (int b = 0; b < 4; b++)
+            hw[b] = (uint8_t)(w >> 8 * b);
+    }
     for (int j = 0; j < 16; j++) {
         el[j] = qs[j] & 0x0f;
         el[j + 16] = qs[j] >> 4;
@@ -172,8 +243,8 @@ kern_pack(const kern_mat *src, void *dst, kern_mat *out)
                 const uint8_t *blk =
                     (const uint8_t *)src->data + (size_t)(8 * g + i) * src->row_bytes + b * bsz;
                 memcpy(c + 2 * i, blk, 2); // d is every type's first field
-                if (t == LLM_DTYPE_Q4_1)
-                    memcpy(c + 16 + 2 * i, blk + 2, 2);
+                if (t == LLM_DTYPE_Q4_1 || t == LLM_DTYPE_Q5_1)
+                    memcpy(c + 16 + 2 * i, blk + 2, 2); // m follows d
                 pack_lane(t, blk, i, c + quads_offset(t));
             }
         }
@@ -224,6 +295,8 @@ dot_ref(llm_dtype t, const uint8_t *chunks, size_t chunk_bytes, int lane, kern__
         union {
             blk_q4_0 q4_0;
             blk_q4_1 q4_1;
+            blk_q5_0 q5_0;
+            blk_q5_1 q5_1;
             blk_q8_0 q8_0;
         } blk;
         kern_pack_unpack_block(t, chunks + (size_t)b * chunk_bytes, lane, &blk);
@@ -234,6 +307,13 @@ dot_ref(llm_dtype t, const uint8_t *chunks, size_t chunk_bytes, int lane, kern__
             for (int j = 0; j < 32; j++)
                 isum += blk.q8_0.qs[j] * q[j];
             dw = kern_half_to_float(blk.q8_0.d);
+        } else if (is_q5(t)) {
+            const uint8_t *qs = t == LLM_DTYPE_Q5_1 ? blk.q5_1.qs : blk.q5_0.qs;
+            uint32_t qh = lane_word(t == LLM_DTYPE_Q5_1 ? blk.q5_1.qh : blk.q5_0.qh);
+            for (int j = 0; j < 32; j++)
+                isum += (q4_get(qs, j) | (int)(qh >> j & 1u) << 4) * q[j];
+            dw = kern_half_to_float(t == LLM_DTYPE_Q5_1 ? blk.q5_1.d : blk.q5_0.d);
+            mw = t == LLM_DTYPE_Q5_1 ? kern_half_to_float(blk.q5_1.m) : -16.0f * dw;
         } else {
             const uint8_t *qs = t == LLM_DTYPE_Q4_1 ? blk.q4_1.qs : blk.q4_0.qs;
             for (int j = 0; j < 32; j++)

@@ -59,7 +59,7 @@ kern__quantize_i16_avx2(const float *x, int64_t n, void *out)
     }
 }
 
-enum { KIND_Q4_0, KIND_Q4_1, KIND_Q8_0 };
+enum { KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q5_1, KIND_Q8_0 };
 
 /* The activation pair (q[j], q[j + 1]) in every 32-bit lane. */
 static inline __attribute__((always_inline)) __m256i
@@ -106,16 +106,50 @@ pair(const int16_t *q, int j)
     Q4_MADD4(O0)                                                                                   \
     "vpsraw $8, %%ymm9, %%ymm10\n\t"                                                               \
     Q4_MADD4(O1)
+
+/* Q5: quad K's nibbles as Q4's, each ORed with its fifth bits: the block's high-bit
+ * vector shifted so that column pair (K, j)'s bits (bit 4K + j of each 16-bit half) land
+ * on bit 4, then masked with 0x10 (kern_pack.c). HI is the shift, left or right. */
+#define Q5_HI(HI) HI "vpand %[m16], %%ymm12, %%ymm12\n\t" "vpor %%ymm12, %%ymm10, %%ymm10\n\t"
+#define HL(N) "vpsllw $" #N ", %[hi], %%ymm12\n\t"
+#define HR(N) "vpsrlw $" #N ", %[hi], %%ymm12\n\t"
+#define H0 "vmovdqa %[hi], %%ymm12\n\t"
+#define Q5_QUAD(K, O0, O1, O2, O3, H_0, H_1, H_2, H_3)                                             \
+    "vmovdqu " #K "(%[qp]), %%ymm9\n\t"                                                            \
+    "vpand %[nib], %%ymm9, %%ymm10\n\t"                                                            \
+    Q5_HI(H_0)                                                                                     \
+    Q4_MADD4(O0)                                                                                   \
+    "vpsrlw $4, %%ymm9, %%ymm10\n\t"                                                               \
+    "vpand %[nib], %%ymm10, %%ymm10\n\t"                                                           \
+    Q5_HI(H_1)                                                                                     \
+    Q4_MADD4(O1)                                                                                   \
+    "vpsrlw $8, %%ymm9, %%ymm10\n\t"                                                               \
+    "vpand %[nib], %%ymm10, %%ymm10\n\t"                                                           \
+    Q5_HI(H_2)                                                                                     \
+    Q4_MADD4(O2)                                                                                   \
+    "vpsrlw $12, %%ymm9, %%ymm10\n\t"                                                              \
+    Q5_HI(H_3)                                                                                     \
+    Q4_MADD4(O3)
 // clang-format on
 
 /* One block of a 4-token tile into the tokens' sums: the Q4 kinds' four quads or
  * Q8_0's eight, token t's activations of the block at x[t]. */
 static inline __attribute__((always_inline)) void
 block_tile4(const int kind, const char *qp, const int16_t *x0, const int16_t *x1, const int16_t *x2,
-            const int16_t *x3, __m256i isum[4])
+            const int16_t *x3, __m256i hi, __m256i isum[4])
 {
     __m256i s0 = isum[0], s1 = isum[1], s2 = isum[2], s3 = isum[3];
-    if (kind == KIND_Q8_0)
+    if (kind == KIND_Q5_0 || kind == KIND_Q5_1)
+        __asm__(Q5_QUAD(0, 0, 4, 8, 12, HL(4), HL(3), HL(2), HL(1))
+                    Q5_QUAD(32, 16, 20, 24, 28, H0, HR(1), HR(2), HR(3))
+                        Q5_QUAD(64, 32, 36, 40, 44, HR(4), HR(5), HR(6), HR(7))
+                            Q5_QUAD(96, 48, 52, 56, 60, HR(8), HR(9), HR(10), HR(11))
+                : [s0] "+x"(s0), [s1] "+x"(s1), [s2] "+x"(s2), [s3] "+x"(s3)
+                : [qp] "r"(qp), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3),
+                  [nib] "x"(_mm256_set1_epi16(0x000f)), [m16] "x"(_mm256_set1_epi16(0x0010)),
+                  [hi] "x"(hi)
+                : "xmm9", "xmm10", "xmm11", "xmm12", "memory");
+    else if (kind == KIND_Q8_0)
         __asm__(Q8_QUAD(0, 0, 4) Q8_QUAD(32, 8, 12) Q8_QUAD(64, 16, 20) Q8_QUAD(96, 24, 28)
                     Q8_QUAD(128, 32, 36) Q8_QUAD(160, 40, 44) Q8_QUAD(192, 48, 52)
                         Q8_QUAD(224, 56, 60)
@@ -140,8 +174,17 @@ static inline __attribute__((always_inline)) void
 group_tile(const int kind, const int T, const char *w, int64_t nb, const char *xa, size_t xb,
            int64_t n, float *y, int64_t y_stride)
 {
-    const size_t chunk = kind == KIND_Q4_0 ? 144 : kind == KIND_Q4_1 ? 160 : 272;
-    const size_t quads = kind == KIND_Q4_1 ? 32 : 16;
+    const size_t chunk = kind == KIND_Q4_0   ? 144
+                         : kind == KIND_Q4_1 ? 160
+                         : kind == KIND_Q5_0 ? 176
+                         : kind == KIND_Q5_1 ? 192
+                                             : 272;
+    const size_t quads = kind == KIND_Q4_1   ? 32
+                         : kind == KIND_Q5_0 ? 48
+                         : kind == KIND_Q5_1 ? 64
+                                             : 16;
+    const bool q5 = kind == KIND_Q5_0 || kind == KIND_Q5_1;
+    const __m256i m16 = _mm256_set1_epi16(0x0010);
     kern__i16x x[4];
     __m256 acc[4], macc[4];
     for (int t = 0; t < T; t++) {
@@ -156,9 +199,11 @@ group_tile(const int kind, const int T, const char *w, int64_t nb, const char *x
         __m256i isum[4];
         for (int t = 0; t < T; t++)
             isum[t] = _mm256_setzero_si256();
+        // Q5's fifth bits (the vector before the quads); unused otherwise.
+        __m256i hi = q5 ? _mm256_loadu_si256((const __m256i *)(qp - 32)) : _mm256_setzero_si256();
         if (T == 4) {
             block_tile4(kind, qp, x[0].qs + 32 * b, x[1].qs + 32 * b, x[2].qs + 32 * b,
-                        x[3].qs + 32 * b, isum);
+                        x[3].qs + 32 * b, hi, isum);
         } else if (kind == KIND_Q8_0) {
             // 1-3 tokens. Unrolled fully, gcc interleaves all eight quads and spills
             // the sums: two at a time kept them in registers (38 -> 52 MACs/ns for the
@@ -182,6 +227,12 @@ group_tile(const int kind, const int T, const char *w, int64_t nb, const char *x
                 for (int j = 0; j < 4; j++) {
                     __m256i wj = j == 3 ? _mm256_srli_epi16(v, 12)
                                         : _mm256_and_si256(_mm256_srli_epi16(v, 4 * j), nib);
+                    if (q5) { // fifth bits of pair (k, j) are bit 4k + j of each half
+                        int sh = 4 * k + j - 4;
+                        __m256i h =
+                            sh >= 0 ? _mm256_srli_epi16(hi, sh) : _mm256_slli_epi16(hi, -sh);
+                        wj = _mm256_or_si256(wj, _mm256_and_si256(h, m16));
+                    }
                     for (int t = 0; t < T; t++)
                         isum[t] = _mm256_add_epi32(
                             isum[t], _mm256_madd_epi16(wj, pair(x[t].qs + 32 * b + 8 * k, 2 * j)));
@@ -197,11 +248,11 @@ group_tile(const int kind, const int T, const char *w, int64_t nb, const char *x
         for (int64_t b = 0; b < nb; b++) {
             const char *c = w + (size_t)b * chunk;
             __m256 mw;
-            if (kind == KIND_Q4_1)
+            if (kind == KIND_Q4_1 || kind == KIND_Q5_1)
                 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(c + 16)));
             else
                 mw = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)c)),
-                                   _mm256_set1_ps(-8.0f));
+                                   _mm256_set1_ps(kind == KIND_Q5_0 ? -16.0f : -8.0f));
             for (int t = 0; t < T; t++)
                 macc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x[t].s[b]), macc[t]);
         }
@@ -242,6 +293,12 @@ kern__p8_gemm_avx2(llm_dtype t, const char *w, size_t group_bytes, int64_t n_gro
         break;
     case LLM_DTYPE_Q4_1:
         gemm_kind(KIND_Q4_1, w, group_bytes, n_groups, xa, n, n_tok, y, y_stride);
+        break;
+    case LLM_DTYPE_Q5_0:
+        gemm_kind(KIND_Q5_0, w, group_bytes, n_groups, xa, n, n_tok, y, y_stride);
+        break;
+    case LLM_DTYPE_Q5_1:
+        gemm_kind(KIND_Q5_1, w, group_bytes, n_groups, xa, n, n_tok, y, y_stride);
         break;
     default:
         assert(t == LLM_DTYPE_Q8_0);

@@ -11,8 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const llm_dtype packable[] = {LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1, LLM_DTYPE_Q8_0};
-#define N_PACKABLE 3
+static const llm_dtype packable[] = {LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1, LLM_DTYPE_Q5_0, LLM_DTYPE_Q5_1,
+                                     LLM_DTYPE_Q8_0};
+#define N_PACKABLE 5
 
 static float
 frand(unsigned *s)
