@@ -62,7 +62,8 @@ void kern__quantize_i16_avx2(const float *x, int64_t n, void *out);
 
 /* y[t * y_stride + 8g + i] for groups g < n_groups, lanes i < 8, tokens t < n_tok: the
  * element (kern_pack.c) of row i of group g, whose chunks start at w + g * group_bytes
- * (block col0 / 32 of the group), against token t at xa + t * KERN__I16X_BYTES(n). */
+ * (chunk col0 / kern__pack_chunk_cols of the group), against token t at
+ * xa + t * KERN__I16X_BYTES(n). */
 typedef void (*kern__p8_gemm_fn)(llm_dtype t, const char *w, size_t group_bytes, int64_t n_groups,
                                  const char *xa, int64_t n, int n_tok, float *y, int64_t y_stride);
 void kern__p8_gemm_scalar(llm_dtype t, const char *w, size_t group_bytes, int64_t n_groups,
@@ -75,8 +76,9 @@ typedef struct {
     kern__p8_gemm_fn gemm;
 } kern__p8_impl;
 
-/* Bytes of one chunk (8 rows x 32 columns). */
+/* Bytes and columns of one chunk (8 rows x one GGUF block: 32 columns, 256 for Q4_K). */
 size_t kern__pack_chunk_bytes(llm_dtype t);
+int64_t kern__pack_chunk_cols(llm_dtype t);
 
 /* kern_matmul on a packed matrix. */
 void kern__matmul_p8(const kern__p8_impl *impl, const kern_mat *w, int64_t col0, int64_t n_in,

@@ -31,9 +31,8 @@ nearest(float f)
     return (int)lrintf(f);
 }
 
-/* Unpacks the eight 6-bit scales and minimums of a Q4_K / Q5_K super-block. */
-static void
-k_scales_unpack(const uint8_t s[K_SCALE_SIZE], uint8_t sc[8], uint8_t m[8])
+void
+kern__k_scales_unpack(const uint8_t s[K_SCALE_SIZE], uint8_t sc[8], uint8_t m[8])
 {
     for (int j = 0; j < 4; j++) {
         sc[j] = s[j] & 63;
@@ -103,7 +102,7 @@ kern__q4_k_to_float(const void *src, float *dst, int64_t n)
     for (int64_t i = 0; i < n / QK_K; i++) {
         float d = kern_half_to_float(b[i].d), dmin = kern_half_to_float(b[i].dmin);
         uint8_t sc[8], m[8];
-        k_scales_unpack(b[i].scales, sc, m);
+        kern__k_scales_unpack(b[i].scales, sc, m);
         float *y = dst + i * QK_K;
         for (int j = 0; j < QK_K / 64; j++) {
             const uint8_t *q = b[i].qs + 32 * j;
@@ -124,7 +123,7 @@ kern__q5_k_to_float(const void *src, float *dst, int64_t n)
     for (int64_t i = 0; i < n / QK_K; i++) {
         float d = kern_half_to_float(b[i].d), dmin = kern_half_to_float(b[i].dmin);
         uint8_t sc[8], m[8];
-        k_scales_unpack(b[i].scales, sc, m);
+        kern__k_scales_unpack(b[i].scales, sc, m);
         float *y = dst + i * QK_K;
         for (int j = 0; j < QK_K / 64; j++) {
             const uint8_t *q = b[i].qs + 32 * j;

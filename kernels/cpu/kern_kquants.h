@@ -24,6 +24,9 @@ void kern__q5_k_to_float(const void *src, float *dst, int64_t n);
 void kern__q6_k_to_float(const void *src, float *dst, int64_t n);
 void kern__q8_k_to_float(const void *src, float *dst, int64_t n);
 
+/* Unpacks the eight 6-bit scales and minimums of a Q4_K / Q5_K super-block. */
+void kern__k_scales_unpack(const uint8_t s[K_SCALE_SIZE], uint8_t sc[8], uint8_t m[8]);
+
 /* Reference quantizers (kern_from_float_fn): n floats into n / blck blocks. Q5_0 / Q5_1
  * round as ggml's *_ref do; Q6_K and Q8_K round to nearest from each block's signed
  * extreme (simpler than the scale search ggml does for Q6_K). Q4_K and

@@ -166,15 +166,19 @@ kern_get_row(const kern_mat *w, int64_t r, float *out)
     }
     // Rebuild each GGUF block of the row and decode it as above: the same floats.
     size_t chunk = kern__pack_chunk_bytes(w->type);
-    const char *g = (const char *)w->data + (size_t)(r / 8) * (size_t)(w->n_cols / 32) * chunk;
-    for (int64_t b = 0; b < w->n_cols / 32; b++) {
+    int64_t cc = kern__pack_chunk_cols(w->type), nb = w->n_cols / cc;
+    const char *g = (const char *)w->data + (size_t)(r / 8) * (size_t)nb * chunk;
+    for (int64_t b = 0; b < nb; b++) {
         union {
             blk_q4_0 q4_0;
             blk_q4_1 q4_1;
+            blk_q5_0 q5_0;
+            blk_q5_1 q5_1;
             blk_q8_0 q8_0;
+            blk_q4_k q4_k;
         } blk;
         kern_pack_unpack_block(w->type, g + (size_t)b * chunk, (int)(r % 8), &blk);
-        tr->to_float(&blk, out + 32 * b, 32);
+        tr->to_float(&blk, out + cc * b, cc);
     }
 }
 

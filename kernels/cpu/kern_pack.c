@@ -24,6 +24,10 @@
  *       bits for column 8k + 2j and of its high 16 bits for column 8k + 2j + 1, so one
  *       16-bit shift by 4k + j - 4 and a mask of 0x10 put a column pair's fifth bits
  *       where its nibbles need them.
+ *   Q4_K: a chunk spans a super-block, 256 columns: the eight rows' d[8], dmin[8], their
+ *       12 scale bytes transposed (byte s of row i at 8s + i, so one 8-byte load gives
+ *       a sub-block's 6-bit scale or minimum bits for all eight rows), then 32 quads in
+ *       Q4's layout (quad k: columns 8k .. 8k + 7, sub-block k / 4).
  *   Q8_0: quad k (k < 8) holds columns 4k .. 4k + 3 as bytes (4k, 4k + 2, 4k + 1, 4k + 3):
  *       the low bytes of the two 16-bit halves are columns (4k, 4k + 1), the high bytes
  *       (4k + 2, 4k + 3), each pair one sign extension away from 16-bit integers.
@@ -40,11 +44,13 @@
  * dot isum_b (int32: |w| <= 128, |q| <= 32767, 32 products), then
  *   acc = fma((float)isum_b, d_w * d_x, acc);   macc = fma(m_w, s_x, macc)
  * with m_w the Q4_1 or Q5_1 minimum, -8 d_w for Q4_0, -16 d_w for Q5_0, none for Q8_0;
- * y = acc + macc. Every path
+ * y = acc + macc. For Q4_K, block b is sub-block b % 8 of super-block b / 8, with d_w =
+ * d * sc and m_w = -(dmin * m), each product exact in float (11 x 6 bits). Every path
  * (scalar, SIMD, one token or many, any row range) computes exactly this, so the
  * result is batch and split invariant.
  */
 #include "kern_internal.h"
+#include "kern_kquants.h"
 
 #include <assert.h>
 #include <math.h>
@@ -53,9 +59,10 @@
 bool
 kern_pack_supported(llm_dtype t, int64_t n_rows, int64_t n_cols)
 {
+    bool k = t == LLM_DTYPE_Q4_K;
     return (t == LLM_DTYPE_Q4_0 || t == LLM_DTYPE_Q4_1 || t == LLM_DTYPE_Q5_0 ||
-            t == LLM_DTYPE_Q5_1 || t == LLM_DTYPE_Q8_0) &&
-           n_rows > 0 && n_rows % 8 == 0 && n_cols > 0 && n_cols % 32 == 0;
+            t == LLM_DTYPE_Q5_1 || t == LLM_DTYPE_Q8_0 || k) &&
+           n_rows > 0 && n_rows % 8 == 0 && n_cols > 0 && n_cols % (k ? 256 : 32) == 0;
 }
 
 size_t
@@ -64,10 +71,17 @@ kern__pack_chunk_bytes(llm_dtype t)
     return 8 * kern_type((int)t)->size; // eight GGUF blocks, permuted
 }
 
+int64_t
+kern__pack_chunk_cols(llm_dtype t)
+{
+    return kern_type((int)t)->blck; // one GGUF block per row
+}
+
 size_t
 kern_pack_bytes(llm_dtype t, int64_t n_rows, int64_t n_cols)
 {
-    return (size_t)(n_rows / 8) * (size_t)(n_cols / 32) * kern__pack_chunk_bytes(t);
+    return (size_t)(n_rows / 8) * (size_t)(n_cols / kern__pack_chunk_cols(t)) *
+           kern__pack_chunk_bytes(t);
 }
 
 /* Quant j (0..31) of a GGUF block and its position in a chunk's quads. */
@@ -118,6 +132,7 @@ quads_offset(llm_dtype t)
     case LLM_DTYPE_Q4_1: return 32;
     case LLM_DTYPE_Q5_0: return 48;
     case LLM_DTYPE_Q5_1: return 64;
+    case LLM_DTYPE_Q4_K: return 32 + 8 * K_SCALE_SIZE;
     default: return 16;
     }
 }
@@ -138,6 +153,21 @@ void
 kern_pack_unpack_block(llm_dtype t, const void *chunk, int lane, void *blk)
 {
     const uint8_t *c = chunk, *quads = c + quads_offset(t);
+    if (t == LLM_DTYPE_Q4_K) {
+        blk_q4_k *b = blk;
+        memcpy(&b->d, c + 2 * lane, 2);
+        memcpy(&b->dmin, c + 16 + 2 * lane, 2);
+        for (int s = 0; s < K_SCALE_SIZE; s++)
+            b->scales[s] = c[32 + 8 * s + lane];
+        memset(b->qs, 0, sizeof(b->qs));
+        for (int e = 0; e < QK_K; e++) { // element e: sub-block e / 32, in qs as to_float
+            int byte, shift;
+            q4_place(lane, e % 32, &byte, &shift);
+            int q = (quads[128 * (e / 32) + byte] >> shift) & 0x0f;
+            b->qs[32 * (e / 64) + e % 32] |= (uint8_t)(e % 64 < 32 ? q : q << 4);
+        }
+        return;
+    }
     if (t == LLM_DTYPE_Q8_0) {
         blk_q8_0 *b = blk;
         memcpy(&b->d, c + 2 * lane, 2);
@@ -183,12 +213,35 @@ kern_pack_unpack_block(llm_dtype t, const void *chunk, int lane, void *blk)
     }
 }
 
+/* 32 columns' 4-bit quants into lane i of four quads (Q4's layout). */
+static void
+pack_q4_lane(const uint8_t *el, int i, uint8_t *quads)
+{
+    for (int k = 0; k < 4; k++) {
+        const uint8_t *e = el + 8 * k; // columns 8k .. 8k + 7
+        uint8_t *w = quads + 32 * k + 4 * i;
+        w[0] = (uint8_t)(e[0] | e[2] << 4); // low half: even columns, nibble j = 2j
+        w[1] = (uint8_t)(e[4] | e[6] << 4);
+        w[2] = (uint8_t)(e[1] | e[3] << 4); // high half: odd columns
+        w[3] = (uint8_t)(e[5] | e[7] << 4);
+    }
+}
+
 /* One row's block into lane i of a chunk's quads, a 32-bit word per quad (the layout
  * above, little-endian): the loader packs every weight of the model through here. */
 static void
 pack_lane(llm_dtype t, const uint8_t *blk, int i, uint8_t *quads)
 {
     uint8_t el[32];
+    if (t == LLM_DTYPE_Q4_K) {
+        const blk_q4_k *b = (const blk_q4_k *)blk;
+        for (int j = 0; j < QK_K / 32; j++) { // sub-block j: nibbles of qs[32 (j / 2) ..]
+            for (int l = 0; l < 32; l++)
+                el[l] = j % 2 ? b->qs[32 * (j / 2) + l] >> 4 : b->qs[32 * (j / 2) + l] & 0x0f;
+            pack_q4_lane(el, i, quads + 128 * j);
+        }
+        return;
+    }
     if (t == LLM_DTYPE_Q8_0) {
         memcpy(el, ((const blk_q8_0 *)blk)->qs, 32);
         for (int k = 0; k < 8; k++) {
@@ -219,14 +272,7 @@ pack_lane(llm_dtype t, const uint8_t *blk, int i, uint8_t *quads)
         el[j] = qs[j] & 0x0f;
         el[j + 16] = qs[j] >> 4;
     }
-    for (int k = 0; k < 4; k++) {
-        const uint8_t *e = el + 8 * k; // columns 8k .. 8k + 7
-        uint8_t *w = quads + 32 * k + 4 * i;
-        w[0] = (uint8_t)(e[0] | e[2] << 4); // low half: even columns, nibble j = 2j
-        w[1] = (uint8_t)(e[4] | e[6] << 4);
-        w[2] = (uint8_t)(e[1] | e[3] << 4); // high half: odd columns
-        w[3] = (uint8_t)(e[5] | e[7] << 4);
-    }
+    pack_q4_lane(el, i, quads);
 }
 
 void
@@ -234,7 +280,7 @@ kern_pack(const kern_mat *src, void *dst, kern_mat *out)
 {
     assert(!src->packed && kern_pack_supported(src->type, src->n_rows, src->n_cols));
     llm_dtype t = src->type;
-    int64_t nb = src->n_cols / 32;
+    int64_t nb = src->n_cols / kern__pack_chunk_cols(t);
     size_t chunk_bytes = kern__pack_chunk_bytes(t), bsz = kern_type((int)t)->size;
     for (int64_t g = 0; g < src->n_rows / 8; g++)
         for (int64_t b = 0; b < nb; b++) {
@@ -243,8 +289,11 @@ kern_pack(const kern_mat *src, void *dst, kern_mat *out)
                 const uint8_t *blk =
                     (const uint8_t *)src->data + (size_t)(8 * g + i) * src->row_bytes + b * bsz;
                 memcpy(c + 2 * i, blk, 2); // d is every type's first field
-                if (t == LLM_DTYPE_Q4_1 || t == LLM_DTYPE_Q5_1)
-                    memcpy(c + 16 + 2 * i, blk + 2, 2); // m follows d
+                if (t == LLM_DTYPE_Q4_1 || t == LLM_DTYPE_Q5_1 || t == LLM_DTYPE_Q4_K)
+                    memcpy(c + 16 + 2 * i, blk + 2, 2); // m (Q4_K: dmin) follows d
+                if (t == LLM_DTYPE_Q4_K)
+                    for (int sb = 0; sb < K_SCALE_SIZE; sb++)
+                        c[32 + 8 * sb + i] = ((const blk_q4_k *)blk)->scales[sb];
                 pack_lane(t, blk, i, c + quads_offset(t));
             }
         }
@@ -328,6 +377,34 @@ dot_ref(llm_dtype t, const uint8_t *chunks, size_t chunk_bytes, int lane, kern__
     return acc + macc;
 }
 
+/* The reference element for Q4_K: block b is sub-block b % 8 of super-block b / 8. */
+static float
+dot_ref_q4_k(const uint8_t *chunks, size_t chunk_bytes, int lane, kern__i16x x, int64_t nb)
+{
+    float acc = 0.0f, macc = 0.0f;
+    blk_q4_k blk;
+    uint8_t sc[8], m[8];
+    for (int64_t b = 0; b < nb; b++) {
+        int j = (int)(b % 8);
+        if (j == 0) {
+            kern_pack_unpack_block(LLM_DTYPE_Q4_K, chunks + (size_t)(b / 8) * chunk_bytes, lane,
+                                   &blk);
+            kern__k_scales_unpack(blk.scales, sc, m);
+        }
+        const int16_t *q = x.qs + 32 * b;
+        int32_t isum = 0;
+        for (int l = 0; l < 32; l++) {
+            uint8_t v = blk.qs[32 * (j / 2) + l];
+            isum += (j % 2 ? v >> 4 : v & 0x0f) * q[l];
+        }
+        float dw = kern_half_to_float(blk.d) * (float)sc[j];
+        float mw = kern_half_to_float(blk.dmin) * (float)m[j];
+        acc = fmaf((float)isum, dw * x.d[b], acc);
+        macc = fmaf(-mw, x.s[b], macc);
+    }
+    return acc + macc;
+}
+
 void
 kern__p8_gemm_scalar(llm_dtype t, const char *w, size_t group_bytes, int64_t n_groups,
                      const char *xa, int64_t n, int n_tok, float *y, int64_t y_stride)
@@ -337,8 +414,11 @@ kern__p8_gemm_scalar(llm_dtype t, const char *w, size_t group_bytes, int64_t n_g
         for (int t_ = 0; t_ < n_tok; t_++)
             for (int i = 0; i < 8; i++)
                 y[t_ * y_stride + 8 * g + i] =
-                    dot_ref(t, (const uint8_t *)w + (size_t)g * group_bytes, chunk_bytes, i,
-                            kern__i16x_at(xa + (size_t)t_ * xb, n), n / 32);
+                    t == LLM_DTYPE_Q4_K
+                        ? dot_ref_q4_k((const uint8_t *)w + (size_t)g * group_bytes, chunk_bytes, i,
+                                       kern__i16x_at(xa + (size_t)t_ * xb, n), n / 32)
+                        : dot_ref(t, (const uint8_t *)w + (size_t)g * group_bytes, chunk_bytes, i,
+                                  kern__i16x_at(xa + (size_t)t_ * xb, n), n / 32);
 }
 
 void
@@ -346,10 +426,11 @@ kern__p8_rows(const kern__p8_impl *impl, const kern_mat *w, int64_t col0, int64_
               const char *xa, int n_tok, float *y, int64_t y_stride, int64_t row0, int64_t row1,
               float *edge)
 {
-    assert(w->packed && n_in % 32 == 0 && col0 % 32 == 0 && col0 + n_in <= w->n_cols);
+    int64_t cc = kern__pack_chunk_cols(w->type);
+    assert(w->packed && n_in % cc == 0 && col0 % cc == 0 && col0 + n_in <= w->n_cols);
     size_t chunk_bytes = kern__pack_chunk_bytes(w->type);
-    size_t group_bytes = (size_t)(w->n_cols / 32) * chunk_bytes;
-    const char *wc = (const char *)w->data + (size_t)(col0 / 32) * chunk_bytes;
+    size_t group_bytes = (size_t)(w->n_cols / cc) * chunk_bytes;
+    const char *wc = (const char *)w->data + (size_t)(col0 / cc) * chunk_bytes;
     for (int64_t g = row0 / 8, g1 = (row1 + 7) / 8; g < g1;) {
         int64_t r = 8 * g;
         if (r >= row0 && r + 8 <= row1) { // whole groups straight into y

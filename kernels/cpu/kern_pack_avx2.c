@@ -59,7 +59,7 @@ kern__quantize_i16_avx2(const float *x, int64_t n, void *out)
     }
 }
 
-enum { KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q5_1, KIND_Q8_0 };
+enum { KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q5_1, KIND_Q4_K, KIND_Q8_0 };
 
 /* The activation pair (q[j], q[j + 1]) in every 32-bit lane. */
 static inline __attribute__((always_inline)) __m256i
@@ -169,20 +169,84 @@ block_tile4(const int kind, const char *qp, const int16_t *x0, const int16_t *x1
     isum[3] = s3;
 }
 
-/* T tokens (1..4) against one 8-row group: y[t * y_stride + i] for lanes i < 8. */
-static inline __attribute__((always_inline)) void
-group_tile(const int kind, const int T, const char *w, int64_t nb, const char *xa, size_t xb,
-           int64_t n, float *y, int64_t y_stride)
+/* A Q4_K super-block chunk's 6-bit scale (or, with is_min, minimum) of sub-block j
+ * for its eight rows, from the transposed scale bytes s (kern_pack.c), as floats. */
+static inline __attribute__((always_inline)) __m256
+q4k_six(const char *s, int j, int is_min)
+{
+#define SB(i) _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(s + 8 * (i))))
+    __m256i v;
+    if (j < 4) {
+        v = _mm256_and_si256(SB(j + 4 * is_min), _mm256_set1_epi32(63));
+    } else {
+        __m256i lo = SB(j + 4), top = _mm256_srli_epi32(SB(j - 4 + 4 * is_min), 6);
+        lo = is_min ? _mm256_srli_epi32(lo, 4) : _mm256_and_si256(lo, _mm256_set1_epi32(15));
+        v = _mm256_or_si256(lo, _mm256_slli_epi32(top, 4));
+    }
+#undef SB
+    return _mm256_cvtepi32_ps(v);
+}
+
+/* Block b's chunk: for Q4_K the super-block holding it (b / 8), else block b's own. */
+static inline __attribute__((always_inline)) const char *
+block_chunk(const int kind, const char *w, int64_t b)
 {
     const size_t chunk = kind == KIND_Q4_0   ? 144
                          : kind == KIND_Q4_1 ? 160
                          : kind == KIND_Q5_0 ? 176
                          : kind == KIND_Q5_1 ? 192
+                         : kind == KIND_Q4_K ? 1152
                                              : 272;
-    const size_t quads = kind == KIND_Q4_1   ? 32
-                         : kind == KIND_Q5_0 ? 48
-                         : kind == KIND_Q5_1 ? 64
-                                             : 16;
+    return kind == KIND_Q4_K ? w + (size_t)(b / 8) * chunk : w + (size_t)b * chunk;
+}
+
+/* Block b's quads (32 columns of eight rows). */
+static inline __attribute__((always_inline)) const char *
+block_quads(const int kind, const char *w, int64_t b)
+{
+    const char *c = block_chunk(kind, w, b);
+    switch (kind) {
+    case KIND_Q4_1: return c + 32;
+    case KIND_Q5_0: return c + 48;
+    case KIND_Q5_1: return c + 64;
+    case KIND_Q4_K: return c + 128 + 128 * (b % 8);
+    default: return c + 16;
+    }
+}
+
+/* Block b's eight row scales d_w. */
+static inline __attribute__((always_inline)) __m256
+block_dw(const int kind, const char *w, int64_t b)
+{
+    const char *c = block_chunk(kind, w, b);
+    __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)c));
+    return kind == KIND_Q4_K ? _mm256_mul_ps(d, q4k_six(c + 32, (int)(b % 8), 0)) : d;
+}
+
+/* Block b's eight row minimums m_w (the element's minimum term is m_w * s_x). */
+static inline __attribute__((always_inline)) __m256
+block_mw(const int kind, const char *w, int64_t b)
+{
+    const char *c = block_chunk(kind, w, b);
+    __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)c));
+    switch (kind) {
+    case KIND_Q4_1:
+    case KIND_Q5_1: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(c + 16)));
+    case KIND_Q5_0: return _mm256_mul_ps(d, _mm256_set1_ps(-16.0f));
+    case KIND_Q4_K: { // -(dmin * m): the negation is exact
+        __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(c + 16)));
+        return _mm256_xor_ps(_mm256_mul_ps(dmin, q4k_six(c + 32, (int)(b % 8), 1)),
+                             _mm256_set1_ps(-0.0f));
+    }
+    default: return _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
+    }
+}
+
+/* T tokens (1..4) against one 8-row group: y[t * y_stride + i] for lanes i < 8. */
+static inline __attribute__((always_inline)) void
+group_tile(const int kind, const int T, const char *w, int64_t nb, const char *xa, size_t xb,
+           int64_t n, float *y, int64_t y_stride)
+{
     const bool q5 = kind == KIND_Q5_0 || kind == KIND_Q5_1;
     const __m256i m16 = _mm256_set1_epi16(0x0010);
     kern__i16x x[4];
@@ -194,8 +258,7 @@ group_tile(const int kind, const int T, const char *w, int64_t nb, const char *x
     }
     const __m256i nib = _mm256_set1_epi16(0x000f);
     for (int64_t b = 0; b < nb; b++) {
-        const char *c = w + (size_t)b * chunk;
-        const char *qp = c + quads;
+        const char *qp = block_quads(kind, w, b);
         __m256i isum[4];
         for (int t = 0; t < T; t++)
             isum[t] = _mm256_setzero_si256();
@@ -239,20 +302,14 @@ group_tile(const int kind, const int T, const char *w, int64_t nb, const char *x
                 }
             }
         }
-        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)c));
+        __m256 dw = block_dw(kind, w, b);
         for (int t = 0; t < T; t++)
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]),
                                      _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[b])), acc[t]);
     }
     if (kind != KIND_Q8_0) // the minimum term, its own chain (kern_pack.c's macc)
         for (int64_t b = 0; b < nb; b++) {
-            const char *c = w + (size_t)b * chunk;
-            __m256 mw;
-            if (kind == KIND_Q4_1 || kind == KIND_Q5_1)
-                mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(c + 16)));
-            else
-                mw = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)c)),
-                                   _mm256_set1_ps(kind == KIND_Q5_0 ? -16.0f : -8.0f));
+            __m256 mw = block_mw(kind, w, b);
             for (int t = 0; t < T; t++)
                 macc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x[t].s[b]), macc[t]);
         }
@@ -299,6 +356,9 @@ kern__p8_gemm_avx2(llm_dtype t, const char *w, size_t group_bytes, int64_t n_gro
         break;
     case LLM_DTYPE_Q5_1:
         gemm_kind(KIND_Q5_1, w, group_bytes, n_groups, xa, n, n_tok, y, y_stride);
+        break;
+    case LLM_DTYPE_Q4_K:
+        gemm_kind(KIND_Q4_K, w, group_bytes, n_groups, xa, n, n_tok, y, y_stride);
         break;
     default:
         assert(t == LLM_DTYPE_Q8_0);

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const llm_dtype packable[] = {LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1, LLM_DTYPE_Q5_0, LLM_DTYPE_Q5_1,
-                                     LLM_DTYPE_Q8_0};
-#define N_PACKABLE 5
+static const llm_dtype packable[] = {LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1, LLM_DTYPE_Q5_0,
+                                     LLM_DTYPE_Q5_1, LLM_DTYPE_Q8_0, LLM_DTYPE_Q4_K};
+#define N_PACKABLE 6
 
 static float
 frand(unsigned *s)
@@ -55,23 +55,26 @@ START_TEST(test_packing_is_an_exact_permutation)
 {
     ck_assert(kern_pack_supported(LLM_DTYPE_Q4_1, 16, 64));
     ck_assert(!kern_pack_supported(LLM_DTYPE_Q4_1, 12, 64)); // rows not a multiple of 8
-    ck_assert(!kern_pack_supported(LLM_DTYPE_Q4_K, 16, 256));
+    ck_assert(kern_pack_supported(LLM_DTYPE_Q4_K, 16, 256));
+    ck_assert(!kern_pack_supported(LLM_DTYPE_Q4_K, 16, 288)); // not whole super-blocks
+    ck_assert(!kern_pack_supported(LLM_DTYPE_Q6_K, 16, 256));
     ck_assert(!kern_pack_supported(LLM_DTYPE_F16, 16, 64));
     for (int ti = 0; ti < N_PACKABLE; ti++) {
         llm_dtype ty = packable[ti];
-        kern_mat m = make_mat(ty, 24, 96, 5 + (unsigned)ti);
+        int cols = 3 * kern_type(ty)->blck; // three chunks a row
+        kern_mat m = make_mat(ty, 24, cols, 5 + (unsigned)ti);
         // Raw random bytes too: every nibble and byte value, hostile scales included.
         unsigned s = 99;
         for (size_t i = 0; i < m.row_bytes * 8; i++)
             ((unsigned char *)m.data)[i] = (unsigned char)(frand(&s) * 128.0f + 128.0f);
-        ck_assert_uint_eq(kern_pack_bytes(ty, 24, 96), m.row_bytes * 24);
+        ck_assert_uint_eq(kern_pack_bytes(ty, 24, cols), m.row_bytes * 24);
         kern_mat p = packed_copy(&m);
-        ck_assert(p.packed && p.n_rows == 24 && p.n_cols == 96 && p.type == ty);
+        ck_assert(p.packed && p.n_rows == 24 && p.n_cols == cols && p.type == ty);
         size_t chunk = 8 * kern_type(ty)->size, bsz = kern_type(ty)->size;
-        float a[96], b[96];
+        float a[768], b[768];
         for (int r = 0; r < 24; r++) {
             for (int blk = 0; blk < 3; blk++) {
-                unsigned char out[64];
+                unsigned char out[sizeof(blk_q4_k)];
                 kern_pack_unpack_block(ty, (const char *)p.data + (size_t)(r / 8 * 3 + blk) * chunk,
                                        r % 8, out);
                 ck_assert_msg(
@@ -80,7 +83,7 @@ START_TEST(test_packing_is_an_exact_permutation)
             }
             kern_get_row(&m, r, a);
             kern_get_row(&p, r, b);
-            ck_assert(memcmp(a, b, sizeof(a)) == 0);
+            ck_assert(memcmp(a, b, sizeof(float) * (size_t)cols) == 0);
         }
         free((void *)m.data);
         free((void *)p.data);
@@ -140,17 +143,17 @@ START_TEST(test_packed_gemm_matches_its_definition_and_stays_near_float)
     enum { ROWS = 16, TOK = 7, NMAX = 1536 };
     static float x[TOK * NMAX], wd[NMAX], y[TOK * ROWS], yr[TOK * ROWS];
     static char xa[TOK * KERN__I16X_BYTES(NMAX)];
-    static const int64_t widths[] = {32, 576, 1536};
+    static const int64_t widths[] = {32, 576, 1536}, widths_k[] = {256, 512, 1536};
     unsigned s = 13;
     for (int i = 0; i < TOK * NMAX; i++)
         x[i] = frand(&s) * (i % 64 == 3 ? 20.0f : 1.0f); // outliers, as activations have
     for (int ti = 0; ti < N_PACKABLE; ti++)
         for (int wi = 0; wi < 3; wi++) {
             llm_dtype ty = packable[ti];
-            int64_t n = widths[wi];
+            int64_t u = kern_type(ty)->blck, n = u == 32 ? widths[wi] : widths_k[wi];
             kern_mat m = make_mat(ty, ROWS, n, 17 + (unsigned)wi);
             kern_mat p = packed_copy(&m);
-            size_t xb = KERN__I16X_BYTES(n), group = (size_t)(n / 32) * 8 * kern_type(ty)->size;
+            size_t xb = KERN__I16X_BYTES(n), group = (size_t)(n / u) * 8 * kern_type(ty)->size;
             for (int t = 0; t < TOK; t++)
                 kern__quantize_i16_scalar(x + t * n, n, xa + t * xb);
             for (int nt = 1; nt <= TOK; nt++) {
@@ -177,15 +180,15 @@ START_TEST(test_packed_gemm_matches_its_definition_and_stays_near_float)
                 }
             }
             // A column window (a tensor-parallel rank's slice) is the same computation
-            // on the window's blocks.
-            if (n >= 576) {
+            // on the window's blocks: from the third chunk, all but three chunks.
+            if (n >= 576 && n >= 4 * u) {
                 float scratch[KERN_MATMUL_SCRATCH(NMAX)];
-                kern_matmul(&p, 64, n - 96, x + 64, n, y, ROWS, 3, 0, ROWS, scratch);
+                kern_matmul(&p, 2 * u, n - 3 * u, x + 2 * u, n, y, ROWS, 3, 0, ROWS, scratch);
                 for (int t = 0; t < 3; t++)
-                    kern__quantize_i16_scalar(x + t * n + 64, n - 96,
-                                              xa + t * KERN__I16X_BYTES(n - 96));
+                    kern__quantize_i16_scalar(x + t * n + 2 * u, n - 3 * u,
+                                              xa + t * KERN__I16X_BYTES(n - 3 * u));
                 kern__p8_gemm_scalar(ty, (const char *)p.data + 2 * 8 * kern_type(ty)->size, group,
-                                     ROWS / 8, xa, n - 96, 3, yr, ROWS);
+                                     ROWS / 8, xa, n - 3 * u, 3, yr, ROWS);
                 ck_assert(memcmp(y, yr, sizeof(float) * 3 * ROWS) == 0);
             }
             free((void *)m.data);
@@ -198,7 +201,7 @@ END_TEST
  * the token's place and the row range (ranges that cut 8-row groups anywhere). */
 START_TEST(test_packed_matmul_is_batch_and_split_invariant)
 {
-    enum { ROWS = 40, TOKMAX = 10, N = 576 };
+    enum { ROWS = 40, TOKMAX = 10, N = 768 }; // whole Q4_K super-blocks
     static float x[TOKMAX * N], ref[TOKMAX * ROWS], y[TOKMAX * ROWS];
     static float scratch[KERN_MATMUL_SCRATCH(N)];
     static const int64_t cuts[][5] = {{0, ROWS, -1}, {0, 3, 13, ROWS, -1}, {0, 16, 21, 32, ROWS}};
@@ -240,7 +243,8 @@ START_TEST(test_matmul_act_equals_matmul)
     static float scratch[KERN_MATMUL_SCRATCH(NIN)];
     static float buf[KERN_ACT_BYTES(NIN, TOK) / sizeof(float) + 1];
     static const int64_t cuts[] = {0, 3, 13, 32, 37, ROWS};
-    const llm_dtype types[] = {LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1, LLM_DTYPE_Q8_0, LLM_DTYPE_Q4_K};
+    const llm_dtype types[] = {LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1, LLM_DTYPE_Q8_0, LLM_DTYPE_Q4_K,
+                               LLM_DTYPE_Q6_K}; // Q6_K: not packed
     unsigned s = 9;
     for (int i = 0; i < TOK * NIN; i++)
         x[i] = frand(&s);
