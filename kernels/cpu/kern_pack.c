@@ -28,6 +28,8 @@
  *       12 scale bytes transposed (byte s of row i at 8s + i, so one 8-byte load gives
  *       a sub-block's 6-bit scale or minimum bits for all eight rows), then 32 quads in
  *       Q4's layout (quad k: columns 8k .. 8k + 7, sub-block k / 4).
+ *   Q5_K: as Q4_K, with eight Q5 fifth-bit vectors (one per sub-block) between the scale
+ *       bytes and the quads.
  *   Q8_0: quad k (k < 8) holds columns 4k .. 4k + 3 as bytes (4k, 4k + 2, 4k + 1, 4k + 3):
  *       the low bytes of the two 16-bit halves are columns (4k, 4k + 1), the high bytes
  *       (4k + 2, 4k + 3), each pair one sign extension away from 16-bit integers.
@@ -44,7 +46,7 @@
  * dot isum_b (int32: |w| <= 128, |q| <= 32767, 32 products), then
  *   acc = fma((float)isum_b, d_w * d_x, acc);   macc = fma(m_w, s_x, macc)
  * with m_w the Q4_1 or Q5_1 minimum, -8 d_w for Q4_0, -16 d_w for Q5_0, none for Q8_0;
- * y = acc + macc. For Q4_K, block b is sub-block b % 8 of super-block b / 8, with d_w =
+ * y = acc + macc. For Q4_K and Q5_K, block b is sub-block b % 8 of super-block b / 8, with d_w =
  * d * sc and m_w = -(dmin * m), each product exact in float (11 x 6 bits). Every path
  * (scalar, SIMD, one token or many, any row range) computes exactly this, so the
  * result is batch and split invariant.
@@ -59,7 +61,7 @@
 bool
 kern_pack_supported(llm_dtype t, int64_t n_rows, int64_t n_cols)
 {
-    bool k = t == LLM_DTYPE_Q4_K;
+    bool k = t == LLM_DTYPE_Q4_K || t == LLM_DTYPE_Q5_K;
     return (t == LLM_DTYPE_Q4_0 || t == LLM_DTYPE_Q4_1 || t == LLM_DTYPE_Q5_0 ||
             t == LLM_DTYPE_Q5_1 || t == LLM_DTYPE_Q8_0 || k) &&
            n_rows > 0 && n_rows % 8 == 0 && n_cols > 0 && n_cols % (k ? 256 : 32) == 0;
@@ -133,6 +135,7 @@ quads_offset(llm_dtype t)
     case LLM_DTYPE_Q5_0: return 48;
     case LLM_DTYPE_Q5_1: return 64;
     case LLM_DTYPE_Q4_K: return 32 + 8 * K_SCALE_SIZE;
+    case LLM_DTYPE_Q5_K: return 32 + 8 * K_SCALE_SIZE + 8 * 32; // after the fifth bits
     default: return 16;
     }
 }
@@ -153,18 +156,28 @@ void
 kern_pack_unpack_block(llm_dtype t, const void *chunk, int lane, void *blk)
 {
     const uint8_t *c = chunk, *quads = c + quads_offset(t);
-    if (t == LLM_DTYPE_Q4_K) {
+    if (t == LLM_DTYPE_Q4_K || t == LLM_DTYPE_Q5_K) { // d, dmin and scales lead both
         blk_q4_k *b = blk;
         memcpy(&b->d, c + 2 * lane, 2);
         memcpy(&b->dmin, c + 16 + 2 * lane, 2);
         for (int s = 0; s < K_SCALE_SIZE; s++)
             b->scales[s] = c[32 + 8 * s + lane];
-        memset(b->qs, 0, sizeof(b->qs));
+        uint8_t *qs = t == LLM_DTYPE_Q4_K ? b->qs : ((blk_q5_k *)blk)->qs;
+        memset(qs, 0, QK_K / 2);
         for (int e = 0; e < QK_K; e++) { // element e: sub-block e / 32, in qs as to_float
             int byte, shift;
             q4_place(lane, e % 32, &byte, &shift);
             int q = (quads[128 * (e / 32) + byte] >> shift) & 0x0f;
-            b->qs[32 * (e / 64) + e % 32] |= (uint8_t)(e % 64 < 32 ? q : q << 4);
+            qs[32 * (e / 64) + e % 32] |= (uint8_t)(e % 64 < 32 ? q : q << 4);
+        }
+        if (t == LLM_DTYPE_Q5_K) { // bit j of qh[l] is element 32j + l's fifth bit
+            uint8_t *qh = ((blk_q5_k *)blk)->qh;
+            memset(qh, 0, QK_K / 8);
+            for (int j = 0; j < 8; j++) {
+                uint32_t w = lane_word(c + 32 + 8 * K_SCALE_SIZE + 32 * j + 4 * lane);
+                for (int l = 0; l < 32; l++)
+                    qh[l] |= (uint8_t)((w >> q5_hi_bit(l) & 1u) << j);
+            }
         }
         return;
     }
@@ -233,12 +246,22 @@ static void
 pack_lane(llm_dtype t, const uint8_t *blk, int i, uint8_t *quads)
 {
     uint8_t el[32];
-    if (t == LLM_DTYPE_Q4_K) {
-        const blk_q4_k *b = (const blk_q4_k *)blk;
+    if (t == LLM_DTYPE_Q4_K || t == LLM_DTYPE_Q5_K) {
+        const uint8_t *qs =
+            t == LLM_DTYPE_Q4_K ? ((const blk_q4_k *)blk)->qs : ((const blk_q5_k *)blk)->qs;
         for (int j = 0; j < QK_K / 32; j++) { // sub-block j: nibbles of qs[32 (j / 2) ..]
             for (int l = 0; l < 32; l++)
-                el[l] = j % 2 ? b->qs[32 * (j / 2) + l] >> 4 : b->qs[32 * (j / 2) + l] & 0x0f;
+                el[l] = j % 2 ? qs[32 * (j / 2) + l] >> 4 : qs[32 * (j / 2) + l] & 0x0f;
             pack_q4_lane(el, i, quads + 128 * j);
+            if (t == LLM_DTYPE_Q5_K) { // sub-block j's fifth bits into its Q5 vector
+                const uint8_t *qh = ((const blk_q5_k *)blk)->qh;
+                uint32_t w = 0;
+                for (int l = 0; l < 32; l++)
+                    w |= (uint32_t)(qh[l] >> j & 1u) << q5_hi_bit(l);
+                uint8_t *hw = quads - 8 * 32 + 32 * j + 4 * i;
+                for (int b = 0; b < 4; b++)
+                    hw[b] = (uint8_t)(w >> 8 * b);
+            }
         }
         return;
     }
@@ -289,9 +312,10 @@ kern_pack(const kern_mat *src, void *dst, kern_mat *out)
                 const uint8_t *blk =
                     (const uint8_t *)src->data + (size_t)(8 * g + i) * src->row_bytes + b * bsz;
                 memcpy(c + 2 * i, blk, 2); // d is every type's first field
-                if (t == LLM_DTYPE_Q4_1 || t == LLM_DTYPE_Q5_1 || t == LLM_DTYPE_Q4_K)
-                    memcpy(c + 16 + 2 * i, blk + 2, 2); // m (Q4_K: dmin) follows d
-                if (t == LLM_DTYPE_Q4_K)
+                bool k = t == LLM_DTYPE_Q4_K || t == LLM_DTYPE_Q5_K;
+                if (t == LLM_DTYPE_Q4_1 || t == LLM_DTYPE_Q5_1 || k)
+                    memcpy(c + 16 + 2 * i, blk + 2, 2); // m (K-quants: dmin) follows d
+                if (k)                                  // the same offset in blk_q5_k
                     for (int sb = 0; sb < K_SCALE_SIZE; sb++)
                         c[32 + 8 * sb + i] = ((const blk_q4_k *)blk)->scales[sb];
                 pack_lane(t, blk, i, c + quads_offset(t));
@@ -377,28 +401,34 @@ dot_ref(llm_dtype t, const uint8_t *chunks, size_t chunk_bytes, int lane, kern__
     return acc + macc;
 }
 
-/* The reference element for Q4_K: block b is sub-block b % 8 of super-block b / 8. */
+/* The reference element for Q4_K and Q5_K: block b is sub-block b % 8 of super-block
+ * b / 8. */
 static float
-dot_ref_q4_k(const uint8_t *chunks, size_t chunk_bytes, int lane, kern__i16x x, int64_t nb)
+dot_ref_k(llm_dtype t, const uint8_t *chunks, size_t chunk_bytes, int lane, kern__i16x x,
+          int64_t nb)
 {
     float acc = 0.0f, macc = 0.0f;
-    blk_q4_k blk;
+    union {
+        blk_q4_k q4;
+        blk_q5_k q5;
+    } blk;
     uint8_t sc[8], m[8];
     for (int64_t b = 0; b < nb; b++) {
         int j = (int)(b % 8);
         if (j == 0) {
-            kern_pack_unpack_block(LLM_DTYPE_Q4_K, chunks + (size_t)(b / 8) * chunk_bytes, lane,
-                                   &blk);
-            kern__k_scales_unpack(blk.scales, sc, m);
+            kern_pack_unpack_block(t, chunks + (size_t)(b / 8) * chunk_bytes, lane, &blk);
+            kern__k_scales_unpack(blk.q4.scales, sc, m); // d, dmin, scales: one layout
         }
+        const uint8_t *qs = t == LLM_DTYPE_Q4_K ? blk.q4.qs : blk.q5.qs;
         const int16_t *q = x.qs + 32 * b;
         int32_t isum = 0;
         for (int l = 0; l < 32; l++) {
-            uint8_t v = blk.qs[32 * (j / 2) + l];
-            isum += (j % 2 ? v >> 4 : v & 0x0f) * q[l];
+            uint8_t v = qs[32 * (j / 2) + l];
+            int hi = t == LLM_DTYPE_Q5_K ? (blk.q5.qh[l] >> j & 1) << 4 : 0;
+            isum += ((j % 2 ? v >> 4 : v & 0x0f) | hi) * q[l];
         }
-        float dw = kern_half_to_float(blk.d) * (float)sc[j];
-        float mw = kern_half_to_float(blk.dmin) * (float)m[j];
+        float dw = kern_half_to_float(blk.q4.d) * (float)sc[j];
+        float mw = kern_half_to_float(blk.q4.dmin) * (float)m[j];
         acc = fmaf((float)isum, dw * x.d[b], acc);
         macc = fmaf(-mw, x.s[b], macc);
     }
@@ -414,9 +444,9 @@ kern__p8_gemm_scalar(llm_dtype t, const char *w, size_t group_bytes, int64_t n_g
         for (int t_ = 0; t_ < n_tok; t_++)
             for (int i = 0; i < 8; i++)
                 y[t_ * y_stride + 8 * g + i] =
-                    t == LLM_DTYPE_Q4_K
-                        ? dot_ref_q4_k((const uint8_t *)w + (size_t)g * group_bytes, chunk_bytes, i,
-                                       kern__i16x_at(xa + (size_t)t_ * xb, n), n / 32)
+                    t == LLM_DTYPE_Q4_K || t == LLM_DTYPE_Q5_K
+                        ? dot_ref_k(t, (const uint8_t *)w + (size_t)g * group_bytes, chunk_bytes, i,
+                                    kern__i16x_at(xa + (size_t)t_ * xb, n), n / 32)
                         : dot_ref(t, (const uint8_t *)w + (size_t)g * group_bytes, chunk_bytes, i,
                                   kern__i16x_at(xa + (size_t)t_ * xb, n), n / 32);
 }

@@ -59,7 +59,7 @@ kern__quantize_i16_avx2(const float *x, int64_t n, void *out)
     }
 }
 
-enum { KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q5_1, KIND_Q4_K, KIND_Q8_0 };
+enum { KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q5_1, KIND_Q4_K, KIND_Q5_K, KIND_Q8_0 };
 
 /* The activation pair (q[j], q[j + 1]) in every 32-bit lane. */
 static inline __attribute__((always_inline)) __m256i
@@ -139,7 +139,7 @@ block_tile4(const int kind, const char *qp, const int16_t *x0, const int16_t *x1
             const int16_t *x3, __m256i hi, __m256i isum[4])
 {
     __m256i s0 = isum[0], s1 = isum[1], s2 = isum[2], s3 = isum[3];
-    if (kind == KIND_Q5_0 || kind == KIND_Q5_1)
+    if (kind == KIND_Q5_0 || kind == KIND_Q5_1 || kind == KIND_Q5_K)
         __asm__(Q5_QUAD(0, 0, 4, 8, 12, HL(4), HL(3), HL(2), HL(1))
                     Q5_QUAD(32, 16, 20, 24, 28, H0, HR(1), HR(2), HR(3))
                         Q5_QUAD(64, 32, 36, 40, 44, HR(4), HR(5), HR(6), HR(7))
@@ -187,7 +187,13 @@ q4k_six(const char *s, int j, int is_min)
     return _mm256_cvtepi32_ps(v);
 }
 
-/* Block b's chunk: for Q4_K the super-block holding it (b / 8), else block b's own. */
+static inline __attribute__((always_inline)) bool
+is_k(const int kind)
+{
+    return kind == KIND_Q4_K || kind == KIND_Q5_K;
+}
+
+/* Block b's chunk: for K-quants the super-block holding it (b / 8), else block b's own. */
 static inline __attribute__((always_inline)) const char *
 block_chunk(const int kind, const char *w, int64_t b)
 {
@@ -196,8 +202,9 @@ block_chunk(const int kind, const char *w, int64_t b)
                          : kind == KIND_Q5_0 ? 176
                          : kind == KIND_Q5_1 ? 192
                          : kind == KIND_Q4_K ? 1152
+                         : kind == KIND_Q5_K ? 1408
                                              : 272;
-    return kind == KIND_Q4_K ? w + (size_t)(b / 8) * chunk : w + (size_t)b * chunk;
+    return is_k(kind) ? w + (size_t)(b / 8) * chunk : w + (size_t)b * chunk;
 }
 
 /* Block b's quads (32 columns of eight rows). */
@@ -210,8 +217,19 @@ block_quads(const int kind, const char *w, int64_t b)
     case KIND_Q5_0: return c + 48;
     case KIND_Q5_1: return c + 64;
     case KIND_Q4_K: return c + 128 + 128 * (b % 8);
+    case KIND_Q5_K: return c + 384 + 128 * (b % 8);
     default: return c + 16;
     }
+}
+
+/* Block b's fifth bits (Q5 kinds): the vector before Q5_0's / Q5_1's quads, Q5_K's
+ * eight after the scale bytes. */
+static inline __attribute__((always_inline)) __m256i
+block_hi(const int kind, const char *w, int64_t b)
+{
+    const char *p = kind == KIND_Q5_K ? block_chunk(kind, w, b) + 128 + 32 * (b % 8)
+                                      : block_quads(kind, w, b) - 32;
+    return _mm256_loadu_si256((const __m256i *)p);
 }
 
 /* Block b's eight row scales d_w. */
@@ -220,7 +238,7 @@ block_dw(const int kind, const char *w, int64_t b)
 {
     const char *c = block_chunk(kind, w, b);
     __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)c));
-    return kind == KIND_Q4_K ? _mm256_mul_ps(d, q4k_six(c + 32, (int)(b % 8), 0)) : d;
+    return is_k(kind) ? _mm256_mul_ps(d, q4k_six(c + 32, (int)(b % 8), 0)) : d;
 }
 
 /* Block b's eight row minimums m_w (the element's minimum term is m_w * s_x). */
@@ -233,7 +251,8 @@ block_mw(const int kind, const char *w, int64_t b)
     case KIND_Q4_1:
     case KIND_Q5_1: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(c + 16)));
     case KIND_Q5_0: return _mm256_mul_ps(d, _mm256_set1_ps(-16.0f));
-    case KIND_Q4_K: { // -(dmin * m): the negation is exact
+    case KIND_Q4_K:
+    case KIND_Q5_K: { // -(dmin * m): the negation is exact
         __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(c + 16)));
         return _mm256_xor_ps(_mm256_mul_ps(dmin, q4k_six(c + 32, (int)(b % 8), 1)),
                              _mm256_set1_ps(-0.0f));
@@ -247,7 +266,7 @@ static inline __attribute__((always_inline)) void
 group_tile(const int kind, const int T, const char *w, int64_t nb, const char *xa, size_t xb,
            int64_t n, float *y, int64_t y_stride)
 {
-    const bool q5 = kind == KIND_Q5_0 || kind == KIND_Q5_1;
+    const bool q5 = kind == KIND_Q5_0 || kind == KIND_Q5_1 || kind == KIND_Q5_K;
     const __m256i m16 = _mm256_set1_epi16(0x0010);
     kern__i16x x[4];
     __m256 acc[4], macc[4];
@@ -262,8 +281,7 @@ group_tile(const int kind, const int T, const char *w, int64_t nb, const char *x
         __m256i isum[4];
         for (int t = 0; t < T; t++)
             isum[t] = _mm256_setzero_si256();
-        // Q5's fifth bits (the vector before the quads); unused otherwise.
-        __m256i hi = q5 ? _mm256_loadu_si256((const __m256i *)(qp - 32)) : _mm256_setzero_si256();
+        __m256i hi = q5 ? block_hi(kind, w, b) : _mm256_setzero_si256(); // unused otherwise
         if (T == 4) {
             block_tile4(kind, qp, x[0].qs + 32 * b, x[1].qs + 32 * b, x[2].qs + 32 * b,
                         x[3].qs + 32 * b, hi, isum);
@@ -359,6 +377,9 @@ kern__p8_gemm_avx2(llm_dtype t, const char *w, size_t group_bytes, int64_t n_gro
         break;
     case LLM_DTYPE_Q4_K:
         gemm_kind(KIND_Q4_K, w, group_bytes, n_groups, xa, n, n_tok, y, y_stride);
+        break;
+    case LLM_DTYPE_Q5_K:
+        gemm_kind(KIND_Q5_K, w, group_bytes, n_groups, xa, n, n_tok, y, y_stride);
         break;
     default:
         assert(t == LLM_DTYPE_Q8_0);

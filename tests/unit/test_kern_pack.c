@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const llm_dtype packable[] = {LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1, LLM_DTYPE_Q5_0,
-                                     LLM_DTYPE_Q5_1, LLM_DTYPE_Q8_0, LLM_DTYPE_Q4_K};
-#define N_PACKABLE 6
+static const llm_dtype packable[] = {LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1, LLM_DTYPE_Q5_0, LLM_DTYPE_Q5_1,
+                                     LLM_DTYPE_Q8_0, LLM_DTYPE_Q4_K, LLM_DTYPE_Q5_K};
+#define N_PACKABLE 7
 
 static float
 frand(unsigned *s)
@@ -74,7 +74,7 @@ START_TEST(test_packing_is_an_exact_permutation)
         float a[768], b[768];
         for (int r = 0; r < 24; r++) {
             for (int blk = 0; blk < 3; blk++) {
-                unsigned char out[sizeof(blk_q4_k)];
+                unsigned char out[sizeof(blk_q5_k)];
                 kern_pack_unpack_block(ty, (const char *)p.data + (size_t)(r / 8 * 3 + blk) * chunk,
                                        r % 8, out);
                 ck_assert_msg(
