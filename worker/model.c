@@ -5,8 +5,8 @@
  * jobs (QKV projection, attention, output projection, FFN gate/up + SwiGLU), with the
  * FFN down projection folded into a fifth; norms and residual adds are cheap and run on
  * the calling thread between jobs. Matrix jobs split weight rows across threads and
- * read each row once for all tokens of the step; Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K matrices are
- * packed at load (kern_pack) unless $LLM_ACT=f32.
+ * read each row once for all tokens of the step; Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K matrices
+ * are packed at load (kern_pack) unless $LLM_ACT=f32.
  *
  * The KV cache is paged: a pool of blocks of MODEL_KV_BLOCK positions, each block one
  * contiguous [K, V][layer][row][kv_dim] range of float16 (or, with kv_f32, float32)

@@ -139,7 +139,7 @@ void kern_get_row(const kern_mat *w, int64_t r, float *out);
 /* --- packed matrices (kern_pack.c) --------------------------------------------------- */
 
 /* Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 matrices with rows % 8 == 0 and columns % 32 == 0, and
- * Q4_K and Q5_K ones with columns % 256 == 0, can be packed:
+ * Q4_K, Q5_K and Q6_K ones with columns % 256 == 0, can be packed:
  * the same bytes permuted so that eight rows share each vector (see kern_pack.c).
  * kern_matmul multiplies a packed matrix with 16-bit integer activations (each
  * token's 32-element blocks scaled on their own), several times faster than decoding
@@ -208,8 +208,9 @@ void kern_swiglu(float *gate, const float *up, int64_t n);
 const char *kern_simd_name(void);
 
 /* kern_act_name says which activations the matmuls of a loaded model use: "i16" (the
- * default: Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K matrices packed, 16-bit integer activations; float
- * for the other types) or "f32" ($LLM_ACT=f32: nothing packed, float activations only). */
+ * default: Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and K-quant (Q4_K/Q5_K/Q6_K) matrices packed, 16-bit integer
+ * activations; float for the other types) or "f32" ($LLM_ACT=f32: nothing packed, float activations
+ * only). */
 const char *kern_act_name(void);
 
 #endif

@@ -177,6 +177,7 @@ kern_get_row(const kern_mat *w, int64_t r, float *out)
             blk_q8_0 q8_0;
             blk_q4_k q4_k;
             blk_q5_k q5_k;
+            blk_q6_k q6_k;
         } blk;
         kern_pack_unpack_block(w->type, g + (size_t)b * chunk, (int)(r % 8), &blk);
         tr->to_float(&blk, out + cc * b, cc);

@@ -30,6 +30,11 @@
  *       Q4's layout (quad k: columns 8k .. 8k + 7, sub-block k / 4).
  *   Q5_K: as Q4_K, with eight Q5 fifth-bit vectors (one per sub-block) between the scale
  *       bytes and the quads.
+ *   Q6_K: a super-block too: d[8], the 16 int8 sub-block scales transposed (scale s of
+ *       row i at 8s + i), per 32-column sub-block two vectors of the quants' bits 4 and
+ *       5 (each laid out as Q5's fifth bits), then 32 quads of their low nibbles. The
+ *       kernel rebuilds q - 32 in each 16-bit half: no minimum term, and the 16-column
+ *       halves of a 32-column block (quads 0-1, 2-3) keep separate sums for their scales.
  *   Q8_0: quad k (k < 8) holds columns 4k .. 4k + 3 as bytes (4k, 4k + 2, 4k + 1, 4k + 3):
  *       the low bytes of the two 16-bit halves are columns (4k, 4k + 1), the high bytes
  *       (4k + 2, 4k + 3), each pair one sign extension away from 16-bit integers.
@@ -47,9 +52,10 @@
  *   acc = fma((float)isum_b, d_w * d_x, acc);   macc = fma(m_w, s_x, macc)
  * with m_w the Q4_1 or Q5_1 minimum, -8 d_w for Q4_0, -16 d_w for Q5_0, none for Q8_0;
  * y = acc + macc. For Q4_K and Q5_K, block b is sub-block b % 8 of super-block b / 8, with d_w =
- * d * sc and m_w = -(dmin * m), each product exact in float (11 x 6 bits). Every path
- * (scalar, SIMD, one token or many, any row range) computes exactly this, so the
- * result is batch and split invariant.
+ * d * sc and m_w = -(dmin * m), each product exact in float (11 x 6 bits). For Q6_K each
+ * half h of block b adds its own exact isum: acc = fma((float)isum_h, (d * sc_h) * d_x, acc). Every
+ * path (scalar, SIMD, one token or many, any row range) computes exactly this, so the result is
+ * batch and split invariant.
  */
 #include "kern_internal.h"
 #include "kern_kquants.h"
@@ -61,7 +67,7 @@
 bool
 kern_pack_supported(llm_dtype t, int64_t n_rows, int64_t n_cols)
 {
-    bool k = t == LLM_DTYPE_Q4_K || t == LLM_DTYPE_Q5_K;
+    bool k = t == LLM_DTYPE_Q4_K || t == LLM_DTYPE_Q5_K || t == LLM_DTYPE_Q6_K;
     return (t == LLM_DTYPE_Q4_0 || t == LLM_DTYPE_Q4_1 || t == LLM_DTYPE_Q5_0 ||
             t == LLM_DTYPE_Q5_1 || t == LLM_DTYPE_Q8_0 || k) &&
            n_rows > 0 && n_rows % 8 == 0 && n_cols > 0 && n_cols % (k ? 256 : 32) == 0;
@@ -136,8 +142,28 @@ quads_offset(llm_dtype t)
     case LLM_DTYPE_Q5_1: return 64;
     case LLM_DTYPE_Q4_K: return 32 + 8 * K_SCALE_SIZE;
     case LLM_DTYPE_Q5_K: return 32 + 8 * K_SCALE_SIZE + 8 * 32; // after the fifth bits
+    case LLM_DTYPE_Q6_K: return 16 + 8 * 16 + 8 * 64;           // after bits 4 and 5
     default: return 16;
     }
+}
+
+/* Q6_K's quant e (0..63) of a block: in each half of 128 (ql += 64, qh += 32), group g
+ * of 32 takes the low (g < 2) or high nibbles of ql[l + 32 (g % 2)] and bits 2g, 2g + 1
+ * of qh[l]. q6_put stores one into a zeroed block. */
+static int
+q6_get(const blk_q6_k *b, int e)
+{
+    int h = e / 128, g = e % 128 / 32, l = e % 32;
+    int lo = b->ql[64 * h + l + 32 * (g % 2)] >> (g < 2 ? 0 : 4) & 0x0f;
+    return lo | (b->qh[32 * h + l] >> 2 * g & 3) << 4;
+}
+
+static void
+q6_put(blk_q6_k *b, int e, int q)
+{
+    int h = e / 128, g = e % 128 / 32, l = e % 32;
+    b->ql[64 * h + l + 32 * (g % 2)] |= (uint8_t)((q & 0x0f) << (g < 2 ? 0 : 4));
+    b->qh[32 * h + l] |= (uint8_t)((q >> 4) << 2 * g);
 }
 
 static bool
@@ -156,6 +182,25 @@ void
 kern_pack_unpack_block(llm_dtype t, const void *chunk, int lane, void *blk)
 {
     const uint8_t *c = chunk, *quads = c + quads_offset(t);
+    if (t == LLM_DTYPE_Q6_K) {
+        blk_q6_k *b = blk;
+        memset(b, 0, sizeof(*b));
+        memcpy(&b->d, c + 2 * lane, 2);
+        for (int sb = 0; sb < 16; sb++)
+            b->scales[sb] = (int8_t)c[16 + 8 * sb + lane];
+        for (int j = 0; j < 8; j++) {
+            uint32_t wa = lane_word(c + 144 + 64 * j + 4 * lane);
+            uint32_t wb = lane_word(c + 144 + 64 * j + 32 + 4 * lane);
+            for (int l = 0; l < 32; l++) {
+                int byte, shift;
+                q4_place(lane, l, &byte, &shift);
+                int q = (quads[128 * j + byte] >> shift) & 0x0f;
+                q |= (int)(wa >> q5_hi_bit(l) & 1u) << 4 | (int)(wb >> q5_hi_bit(l) & 1u) << 5;
+                q6_put(b, 32 * j + l, q);
+            }
+        }
+        return;
+    }
     if (t == LLM_DTYPE_Q4_K || t == LLM_DTYPE_Q5_K) { // d, dmin and scales lead both
         blk_q4_k *b = blk;
         memcpy(&b->d, c + 2 * lane, 2);
@@ -246,6 +291,25 @@ static void
 pack_lane(llm_dtype t, const uint8_t *blk, int i, uint8_t *quads)
 {
     uint8_t el[32];
+    if (t == LLM_DTYPE_Q6_K) { // per sub-block: nibbles, then bits 4 and 5 as Q5's
+        const blk_q6_k *b = (const blk_q6_k *)blk;
+        for (int j = 0; j < 8; j++) {
+            uint32_t wa = 0, wb = 0;
+            for (int l = 0; l < 32; l++) {
+                int q = q6_get(b, 32 * j + l);
+                el[l] = (uint8_t)(q & 0x0f);
+                wa |= (uint32_t)(q >> 4 & 1) << q5_hi_bit(l);
+                wb |= (uint32_t)(q >> 5 & 1) << q5_hi_bit(l);
+            }
+            pack_q4_lane(el, i, quads + 128 * j);
+            uint8_t *pa = quads - 8 * 64 + 64 * j + 4 * i;
+            for (int k = 0; k < 4; k++) {
+                pa[k] = (uint8_t)(wa >> 8 * k);
+                pa[32 + k] = (uint8_t)(wb >> 8 * k);
+            }
+        }
+        return;
+    }
     if (t == LLM_DTYPE_Q4_K || t == LLM_DTYPE_Q5_K) {
         const uint8_t *qs =
             t == LLM_DTYPE_Q4_K ? ((const blk_q4_k *)blk)->qs : ((const blk_q5_k *)blk)->qs;
@@ -311,7 +375,15 @@ kern_pack(const kern_mat *src, void *dst, kern_mat *out)
             for (int i = 0; i < 8; i++) {
                 const uint8_t *blk =
                     (const uint8_t *)src->data + (size_t)(8 * g + i) * src->row_bytes + b * bsz;
-                memcpy(c + 2 * i, blk, 2); // d is every type's first field
+                if (t == LLM_DTYPE_Q6_K) { // d comes last in its block
+                    const blk_q6_k *b6 = (const blk_q6_k *)blk;
+                    memcpy(c + 2 * i, &b6->d, 2);
+                    for (int sb = 0; sb < 16; sb++)
+                        c[16 + 8 * sb + i] = (uint8_t)b6->scales[sb];
+                    pack_lane(t, blk, i, c + quads_offset(t));
+                    continue;
+                }
+                memcpy(c + 2 * i, blk, 2); // d is every other type's first field
                 bool k = t == LLM_DTYPE_Q4_K || t == LLM_DTYPE_Q5_K;
                 if (t == LLM_DTYPE_Q4_1 || t == LLM_DTYPE_Q5_1 || k)
                     memcpy(c + 16 + 2 * i, blk + 2, 2); // m (K-quants: dmin) follows d
@@ -435,6 +507,31 @@ dot_ref_k(llm_dtype t, const uint8_t *chunks, size_t chunk_bytes, int lane, kern
     return acc + macc;
 }
 
+/* The reference element for Q6_K: block b is sub-block b % 8 of super-block b / 8, in
+ * two 16-column halves with their own scales. */
+static float
+dot_ref_q6_k(const uint8_t *chunks, size_t chunk_bytes, int lane, kern__i16x x, int64_t nb)
+{
+    float acc = 0.0f;
+    blk_q6_k blk;
+    for (int64_t b = 0; b < nb; b++) {
+        int j = (int)(b % 8);
+        if (j == 0)
+            kern_pack_unpack_block(LLM_DTYPE_Q6_K, chunks + (size_t)(b / 8) * chunk_bytes, lane,
+                                   &blk);
+        const int16_t *q = x.qs + 32 * b;
+        float d = kern_half_to_float(blk.d);
+        for (int h = 0; h < 2; h++) {
+            int32_t isum = 0;
+            for (int l = 16 * h; l < 16 * h + 16; l++)
+                isum += (q6_get(&blk, 32 * j + l) - 32) * q[l];
+            float dw = d * (float)blk.scales[2 * j + h];
+            acc = fmaf((float)isum, dw * x.d[b], acc);
+        }
+    }
+    return acc;
+}
+
 void
 kern__p8_gemm_scalar(llm_dtype t, const char *w, size_t group_bytes, int64_t n_groups,
                      const char *xa, int64_t n, int n_tok, float *y, int64_t y_stride)
@@ -444,7 +541,10 @@ kern__p8_gemm_scalar(llm_dtype t, const char *w, size_t group_bytes, int64_t n_g
         for (int t_ = 0; t_ < n_tok; t_++)
             for (int i = 0; i < 8; i++)
                 y[t_ * y_stride + 8 * g + i] =
-                    t == LLM_DTYPE_Q4_K || t == LLM_DTYPE_Q5_K
+                    t == LLM_DTYPE_Q6_K
+                        ? dot_ref_q6_k((const uint8_t *)w + (size_t)g * group_bytes, chunk_bytes, i,
+                                       kern__i16x_at(xa + (size_t)t_ * xb, n), n / 32)
+                    : t == LLM_DTYPE_Q4_K || t == LLM_DTYPE_Q5_K
                         ? dot_ref_k(t, (const uint8_t *)w + (size_t)g * group_bytes, chunk_bytes, i,
                                     kern__i16x_at(xa + (size_t)t_ * xb, n), n / 32)
                         : dot_ref(t, (const uint8_t *)w + (size_t)g * group_bytes, chunk_bytes, i,

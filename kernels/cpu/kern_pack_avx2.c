@@ -59,7 +59,7 @@ kern__quantize_i16_avx2(const float *x, int64_t n, void *out)
     }
 }
 
-enum { KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q5_1, KIND_Q4_K, KIND_Q5_K, KIND_Q8_0 };
+enum { KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q5_1, KIND_Q4_K, KIND_Q5_K, KIND_Q6_K, KIND_Q8_0 };
 
 /* The activation pair (q[j], q[j + 1]) in every 32-bit lane. */
 static inline __attribute__((always_inline)) __m256i
@@ -130,7 +130,60 @@ pair(const int16_t *q, int j)
     "vpsrlw $12, %%ymm9, %%ymm10\n\t"                                                              \
     Q5_HI(H_3)                                                                                     \
     Q4_MADD4(O3)
+
+/* Q6_K: the nibbles ORed with bit 4 from the [hi] vector and bit 5 from [hb] (each
+ * shifted into place as Q5's fifth bit), minus 32: q - 32 as a signed 16-bit pair.
+ * [m32] is both the bit-5 mask and the 32 subtracted. */
+#define BL(N) "vpsllw $" #N ", %[hb], %%ymm12\n\t"
+#define BR(N) "vpsrlw $" #N ", %[hb], %%ymm12\n\t"
+#define B0 "vmovdqa %[hb], %%ymm12\n\t"
+#define Q6_BITS(HA, HB)                                                                            \
+    Q5_HI(HA) HB "vpand %[m32], %%ymm12, %%ymm12\n\t" "vpor %%ymm12, %%ymm10, %%ymm10\n\t"          \
+                 "vpsubw %[m32], %%ymm10, %%ymm10\n\t"
+#define Q6_QUAD(K, O0, O1, O2, O3, A0, A1, A2, A3, B_0, B_1, B_2, B_3)                              \
+    "vmovdqu " #K "(%[qp]), %%ymm9\n\t"                                                            \
+    "vpand %[nib], %%ymm9, %%ymm10\n\t"                                                            \
+    Q6_BITS(A0, B_0)                                                                               \
+    Q4_MADD4(O0)                                                                                   \
+    "vpsrlw $4, %%ymm9, %%ymm10\n\t"                                                               \
+    "vpand %[nib], %%ymm10, %%ymm10\n\t"                                                           \
+    Q6_BITS(A1, B_1)                                                                               \
+    Q4_MADD4(O1)                                                                                   \
+    "vpsrlw $8, %%ymm9, %%ymm10\n\t"                                                               \
+    "vpand %[nib], %%ymm10, %%ymm10\n\t"                                                           \
+    Q6_BITS(A2, B_2)                                                                               \
+    Q4_MADD4(O2)                                                                                   \
+    "vpsrlw $12, %%ymm9, %%ymm10\n\t"                                                              \
+    Q6_BITS(A3, B_3)                                                                               \
+    Q4_MADD4(O3)
 // clang-format on
+
+/* The two 16-column halves of a Q6_K block (quads 0-1, 2-3) for a 4-token tile, into
+ * lo and hi: the halves have their own scales. */
+static inline __attribute__((always_inline)) void
+block_tile4_q6(const char *qp, const int16_t *x0, const int16_t *x1, const int16_t *x2,
+               const int16_t *x3, __m256i ha, __m256i hb, __m256i lo[4], __m256i hi[4])
+{
+    const __m256i nib = _mm256_set1_epi16(0x000f), m16 = _mm256_set1_epi16(0x0010),
+                  m32 = _mm256_set1_epi16(0x0020);
+    __m256i s0 = lo[0], s1 = lo[1], s2 = lo[2], s3 = lo[3];
+    __asm__(Q6_QUAD(0, 0, 4, 8, 12, HL(4), HL(3), HL(2), HL(1), BL(5), BL(4), BL(3), BL(2))
+                Q6_QUAD(32, 16, 20, 24, 28, H0, HR(1), HR(2), HR(3), BL(1), B0, BR(1), BR(2))
+            : [s0] "+x"(s0), [s1] "+x"(s1), [s2] "+x"(s2), [s3] "+x"(s3)
+            : [qp] "r"(qp), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3), [nib] "x"(nib),
+              [m16] "x"(m16), [m32] "x"(m32), [hi] "x"(ha), [hb] "x"(hb)
+            : "xmm9", "xmm10", "xmm11", "xmm12", "memory");
+    lo[0] = s0, lo[1] = s1, lo[2] = s2, lo[3] = s3;
+    s0 = hi[0], s1 = hi[1], s2 = hi[2], s3 = hi[3];
+    __asm__(
+        Q6_QUAD(64, 32, 36, 40, 44, HR(4), HR(5), HR(6), HR(7), BR(3), BR(4), BR(5), BR(6))
+            Q6_QUAD(96, 48, 52, 56, 60, HR(8), HR(9), HR(10), HR(11), BR(7), BR(8), BR(9), BR(10))
+        : [s0] "+x"(s0), [s1] "+x"(s1), [s2] "+x"(s2), [s3] "+x"(s3)
+        : [qp] "r"(qp), [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3), [nib] "x"(nib),
+          [m16] "x"(m16), [m32] "x"(m32), [hi] "x"(ha), [hb] "x"(hb)
+        : "xmm9", "xmm10", "xmm11", "xmm12", "memory");
+    hi[0] = s0, hi[1] = s1, hi[2] = s2, hi[3] = s3;
+}
 
 /* One block of a 4-token tile into the tokens' sums: the Q4 kinds' four quads or
  * Q8_0's eight, token t's activations of the block at x[t]. */
@@ -261,11 +314,73 @@ block_mw(const int kind, const char *w, int64_t b)
     }
 }
 
+/* group_tile for Q6_K: per 32-column block, two halves with their own scales
+ * (kern_pack.c), no minimum term. */
+static inline __attribute__((always_inline)) void
+group_tile_q6(const int T, const char *w, int64_t nb, const char *xa, size_t xb, int64_t n,
+              float *y, int64_t y_stride)
+{
+    const __m256i nib = _mm256_set1_epi16(0x000f), m16 = _mm256_set1_epi16(0x0010),
+                  m32 = _mm256_set1_epi16(0x0020);
+    kern__i16x x[4];
+    __m256 acc[4];
+    for (int t = 0; t < T; t++) {
+        x[t] = kern__i16x_at(xa + (size_t)t * xb, n);
+        acc[t] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const char *c = w + (size_t)(b / 8) * 1680;
+        int j = (int)(b % 8);
+        const char *qp = c + 656 + 128 * j;
+        __m256i ha = _mm256_loadu_si256((const __m256i *)(c + 144 + 64 * j));
+        __m256i hb = _mm256_loadu_si256((const __m256i *)(c + 144 + 64 * j + 32));
+        __m256i isum[2][4];
+        for (int t = 0; t < T; t++)
+            isum[0][t] = isum[1][t] = _mm256_setzero_si256();
+        if (T == 4) {
+            block_tile4_q6(qp, x[0].qs + 32 * b, x[1].qs + 32 * b, x[2].qs + 32 * b,
+                           x[3].qs + 32 * b, ha, hb, isum[0], isum[1]);
+        } else {
+            for (int k = 0; k < 4; k++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(qp + 32 * k));
+                for (int jj = 0; jj < 4; jj++) {
+                    int sa = 4 * k + jj - 4, sb = sa - 1;
+                    __m256i wj = jj == 3 ? _mm256_srli_epi16(v, 12)
+                                         : _mm256_and_si256(_mm256_srli_epi16(v, 4 * jj), nib);
+                    __m256i a = sa >= 0 ? _mm256_srli_epi16(ha, sa) : _mm256_slli_epi16(ha, -sa);
+                    __m256i bb = sb >= 0 ? _mm256_srli_epi16(hb, sb) : _mm256_slli_epi16(hb, -sb);
+                    wj = _mm256_or_si256(wj, _mm256_and_si256(a, m16));
+                    wj = _mm256_or_si256(wj, _mm256_and_si256(bb, m32));
+                    wj = _mm256_sub_epi16(wj, m32);
+                    for (int t = 0; t < T; t++)
+                        isum[k / 2][t] = _mm256_add_epi32(
+                            isum[k / 2][t],
+                            _mm256_madd_epi16(wj, pair(x[t].qs + 32 * b + 8 * k, 2 * jj)));
+                }
+            }
+        }
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)c));
+        for (int h = 0; h < 2; h++) {
+            __m128i sc = _mm_loadl_epi64((const __m128i *)(c + 16 + 8 * (2 * j + h)));
+            __m256 dw = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc)));
+            for (int t = 0; t < T; t++)
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[h][t]),
+                                         _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[b])), acc[t]);
+        }
+    }
+    for (int t = 0; t < T; t++)
+        _mm256_storeu_ps(y + t * y_stride, acc[t]);
+}
+
 /* T tokens (1..4) against one 8-row group: y[t * y_stride + i] for lanes i < 8. */
 static inline __attribute__((always_inline)) void
 group_tile(const int kind, const int T, const char *w, int64_t nb, const char *xa, size_t xb,
            int64_t n, float *y, int64_t y_stride)
 {
+    if (kind == KIND_Q6_K) {
+        group_tile_q6(T, w, nb, xa, xb, n, y, y_stride);
+        return;
+    }
     const bool q5 = kind == KIND_Q5_0 || kind == KIND_Q5_1 || kind == KIND_Q5_K;
     const __m256i m16 = _mm256_set1_epi16(0x0010);
     kern__i16x x[4];
@@ -380,6 +495,9 @@ kern__p8_gemm_avx2(llm_dtype t, const char *w, size_t group_bytes, int64_t n_gro
         break;
     case LLM_DTYPE_Q5_K:
         gemm_kind(KIND_Q5_K, w, group_bytes, n_groups, xa, n, n_tok, y, y_stride);
+        break;
+    case LLM_DTYPE_Q6_K:
+        gemm_kind(KIND_Q6_K, w, group_bytes, n_groups, xa, n, n_tok, y, y_stride);
         break;
     default:
         assert(t == LLM_DTYPE_Q8_0);

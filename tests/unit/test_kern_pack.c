@@ -11,9 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const llm_dtype packable[] = {LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1, LLM_DTYPE_Q5_0, LLM_DTYPE_Q5_1,
-                                     LLM_DTYPE_Q8_0, LLM_DTYPE_Q4_K, LLM_DTYPE_Q5_K};
-#define N_PACKABLE 7
+static const llm_dtype packable[] = {LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1, LLM_DTYPE_Q5_0,
+                                     LLM_DTYPE_Q5_1, LLM_DTYPE_Q8_0, LLM_DTYPE_Q4_K,
+                                     LLM_DTYPE_Q5_K, LLM_DTYPE_Q6_K};
+#define N_PACKABLE 8
 
 static float
 frand(unsigned *s)
@@ -57,7 +58,7 @@ START_TEST(test_packing_is_an_exact_permutation)
     ck_assert(!kern_pack_supported(LLM_DTYPE_Q4_1, 12, 64)); // rows not a multiple of 8
     ck_assert(kern_pack_supported(LLM_DTYPE_Q4_K, 16, 256));
     ck_assert(!kern_pack_supported(LLM_DTYPE_Q4_K, 16, 288)); // not whole super-blocks
-    ck_assert(!kern_pack_supported(LLM_DTYPE_Q6_K, 16, 256));
+    ck_assert(!kern_pack_supported(LLM_DTYPE_Q8_K, 16, 256));
     ck_assert(!kern_pack_supported(LLM_DTYPE_F16, 16, 64));
     for (int ti = 0; ti < N_PACKABLE; ti++) {
         llm_dtype ty = packable[ti];
@@ -74,7 +75,7 @@ START_TEST(test_packing_is_an_exact_permutation)
         float a[768], b[768];
         for (int r = 0; r < 24; r++) {
             for (int blk = 0; blk < 3; blk++) {
-                unsigned char out[sizeof(blk_q5_k)];
+                unsigned char out[sizeof(blk_q6_k)];
                 kern_pack_unpack_block(ty, (const char *)p.data + (size_t)(r / 8 * 3 + blk) * chunk,
                                        r % 8, out);
                 ck_assert_msg(
@@ -243,8 +244,8 @@ START_TEST(test_matmul_act_equals_matmul)
     static float scratch[KERN_MATMUL_SCRATCH(NIN)];
     static float buf[KERN_ACT_BYTES(NIN, TOK) / sizeof(float) + 1];
     static const int64_t cuts[] = {0, 3, 13, 32, 37, ROWS};
-    const llm_dtype types[] = {LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1, LLM_DTYPE_Q8_0, LLM_DTYPE_Q4_K,
-                               LLM_DTYPE_Q6_K}; // Q6_K: not packed
+    const llm_dtype types[] = {LLM_DTYPE_Q4_0, LLM_DTYPE_Q4_1, LLM_DTYPE_Q8_0,
+                               LLM_DTYPE_Q4_K, LLM_DTYPE_Q6_K, LLM_DTYPE_F16}; // F16: not packed
     unsigned s = 9;
     for (int i = 0; i < TOK * NIN; i++)
         x[i] = frand(&s);
