@@ -10,9 +10,10 @@
  * lane i holds row i turns the integer partial sums of eight rows into one vector: one
  * conversion and one FMA per eight rows per block, no horizontal sums at all.
  *
- * The layout of a matrix (Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0; rows % 8 == 0, columns % 32
- * == 0): groups of 8 rows, each a run of chunks, one chunk per 32-column block, in
- * column order. A chunk is the eight rows' fp16 scales d[8], for Q4_1 and Q5_1 their
+ * The layout of a matrix (Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 with columns % 32 == 0, Q4_K,
+ * Q5_K or Q6_K with columns % 256 == 0; rows % 8 == 0): groups of 8 rows, each a run of
+ * chunks, one chunk per GGUF block (32 columns; a K-quant super-block: 256), in column
+ * order. A chunk is the eight rows' fp16 scales d[8], for Q4_1 and Q5_1 their
  * fp16 minimums m[8], for Q5 the high bits (below), then the quants in "quads" of 32
  * bytes, four bytes (one 32-bit lane) per row:
  *   Q4: quad k (k < 4) holds columns 8k .. 8k + 7. In row i's lane, nibble j of the low
