@@ -34,9 +34,12 @@ engine() {
         f=models/bench/$(basename "$model" .gguf).$t.gguf
         # The default model is Q4_1 already: re-quantizing it to Q4_1 would change only
         # its Q8_0 embedding, so the original file is the Q4_1 row.
-        if [ "$t" = Q4_1 ]; then f=$model; fi
-        # Re-made whenever llm-quantize is newer than the file (its output may change).
-        [ "$f" -nt build/worker/llm-quantize ] || ./build/worker/llm-quantize "$model" "$f" "$t" 2>/dev/null
+        # Others are re-made whenever llm-quantize is newer than them (its output may change).
+        if [ "$t" = Q4_1 ]; then
+            f=$model
+        elif ! [ "$f" -nt build/worker/llm-quantize ]; then
+            ./build/worker/llm-quantize "$model" "$f" "$t" 2>/dev/null
+        fi
         echo
         echo "### $t ($(du -m "$f" | cut -f1) MiB on disk)"
         ./build/worker/llm-engine-bench --model "$f" --threads 1,2 --reps "$reps" | tail -n +3
