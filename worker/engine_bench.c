@@ -2,7 +2,7 @@
  * engine_bench.c - llm-engine-bench: single-stream engine speed on one machine.
  *
  *   llm-engine-bench --model M [--threads 1,2] [--prompt-tokens 512] [--decode-tokens 128]
- *                    [--batch 1,4,16,64] [--pin 0|1]
+ *                    [--batch 1,4,16,64] [--pin 0|1] [--sample N]
  *
  * For each thread count it measures the memory bandwidth (STREAM triad, a = b + s*c,
  * over arrays far larger than the caches), prompt processing (prefill of a fixed
@@ -15,12 +15,15 @@
  * prompts decode 64 tokens each, one token per sequence per step, and the table gives
  * aggregate tok/s and the time of one step (each sequence's per-token latency).
  * --pin 1 binds each thread to a CPU (pool_pin).
+ * --sample N times N draws of samp_sample at temperature 0.7 over the whole vocabulary
+ * on the last decode step's logits (the per-sequence cost of a serving step's draw).
  */
 #include "args.h"
 #include "llm_err.h"
 #include "llm_time.h"
 #include "model.h"
 #include "pool.h"
+#include "samp.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -70,10 +73,11 @@ bench_bandwidth(pool *p, int reps)
     return best;
 }
 
-/* Runs n_prompt tokens of prefill then n_decode single-token steps; returns tok/s. */
+/* Runs n_prompt tokens of prefill then n_decode single-token steps; returns tok/s, and
+ * the last step's logits in last (vocab_size floats) when it is not NULL. */
 static int
 bench_model(const model *m, pool *p, int n_threads, int n_prompt, int n_decode, double *pp_tok_s,
-            double *tg_tok_s)
+            double *tg_tok_s, float *last)
 {
     const model_config *c = model_get_config(m);
     model_shard sh = model_full_shard(m);
@@ -103,6 +107,8 @@ bench_model(const model *m, pool *p, int n_threads, int n_prompt, int n_decode, 
     for (int i = 0; i < n_decode && rc == LLM_OK; i++)
         rc = model_forward(m, st, kv, toks + n_prompt + i, 1, n_prompt + i, p, NULL, NULL, logits);
     *tg_tok_s = n_decode / ((double)(llm_now_ns() - t0) / 1e9);
+    if (last)
+        memcpy(last, logits, sizeof(float) * (size_t)c->vocab_size);
 out:
     model_state_free(st);
     model_kv_free(kv);
@@ -180,7 +186,7 @@ int
 main(int argc, char **argv)
 {
     const char *model_path = NULL, *threads = "1,2", *batches = NULL;
-    int64_t n_prompt = 512, n_decode = 128, reps = 3, pin = 0;
+    int64_t n_prompt = 512, n_decode = 128, reps = 3, pin = 0, n_sample = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
         if (!strcmp(a, "--model"))
@@ -197,13 +203,15 @@ main(int argc, char **argv)
             ;
         else if (!strcmp(a, "--pin") && args_int(v, 0, 1, &pin) == LLM_OK)
             ;
+        else if (!strcmp(a, "--sample") && args_int(v, 0, 1000000, &n_sample) == LLM_OK)
+            ;
         else
             return args_die("llm-engine-bench", 1, "bad option '%s %s'", a, v);
     }
     if (!model_path || argc % 2 == 0)
         return args_die("llm-engine-bench", 1,
                         "usage: llm-engine-bench --model M [--threads 1,2] [--prompt-tokens N] "
-                        "[--decode-tokens N] [--reps N] [--batch 1,16] [--pin 0|1]");
+                        "[--decode-tokens N] [--reps N] [--batch 1,16] [--pin 0|1] [--sample N]");
     char err[512];
     model *m = NULL;
     model_load_opts lo = {.willneed = true};
@@ -230,6 +238,11 @@ main(int argc, char **argv)
            (int)n_prompt);
     double tg_first = 0;
     int code = 0;
+    float *last = n_sample ? malloc(sizeof(float) * (size_t)c->vocab_size) : NULL;
+    if (n_sample && !last) {
+        model_free(m);
+        return args_die("llm-engine-bench", 1, "out of memory");
+    }
     for (const char *s = threads; *s;) {
         char *end;
         long nt = strtol(s, &end, 10);
@@ -247,7 +260,7 @@ main(int argc, char **argv)
         double bw = bench_bandwidth(p, (int)reps), pp = 0, tg = 0;
         for (int r = 0; r < reps; r++) {
             double a, b;
-            if (bench_model(m, p, (int)nt, (int)n_prompt, (int)n_decode, &a, &b) != LLM_OK) {
+            if (bench_model(m, p, (int)nt, (int)n_prompt, (int)n_decode, &a, &b, last) != LLM_OK) {
                 code = args_die("llm-engine-bench", 1, "forward pass failed");
                 break;
             }
@@ -262,6 +275,25 @@ main(int argc, char **argv)
                tg / bound, tg / tg_first);
         fflush(stdout);
     }
+    if (code == 0 && last) {
+        // What a serving step spends per sequence on its draw (stories at T = 0.7).
+        samp_ctx *sc = NULL;
+        samp_params sp = {.temperature = 0.7f, .top_k = 0, .top_p = 1.0f, .seed = 1};
+        if (samp_ctx_new(c->vocab_size, &sc) != LLM_OK) {
+            code = args_die("llm-engine-bench", 1, "out of memory");
+        } else {
+            uint64_t t0 = llm_now_ns();
+            int64_t ids = 0;
+            for (int64_t i = 0; i < n_sample; i++)
+                ids += samp_sample(sc, &sp, last, i);
+            double us = (double)(llm_now_ns() - t0) / 1e3 / (double)n_sample;
+            printf("\nSampling at temperature 0.7 over the whole vocabulary (the last decode "
+                   "step's logits): %.1f us a draw (%lld draws, ids summing to %lld)\n",
+                   us, (long long)n_sample, (long long)ids);
+            samp_ctx_free(sc);
+        }
+    }
+    free(last);
     long last_threads = 1;
     for (const char *t = threads; *t;) {
         char *end;

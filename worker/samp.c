@@ -56,8 +56,7 @@ samp_ctx_new(int n_vocab, samp_ctx **out)
     s->c = malloc(sizeof(cand) * (size_t)n_vocab);
     s->e = malloc(sizeof(float) * (size_t)n_vocab);
     if (!s->c || !s->e) {
-        free(s->e);
-        free(s);
+        samp_ctx_free(s);
         return LLM_ENOMEM;
     }
     *out = s;
@@ -121,11 +120,14 @@ sift_down(cand *h, int n, int i)
  * weight is at least PREFIX_MIN of the best one, which holds all but a sliver of the
  * mass), then, only if a walk goes past it, the rest from a max-heap one at a time
  * (the i-th best at c[n - 1 - i], as in heapsort). Sorting the whole vocabulary cost
- * milliseconds per token; heapifying it a third of a millisecond. */
+ * milliseconds per token; heapifying it a third of a millisecond. The rest is gathered
+ * only then too: the order is total, so the heap yields it the same whatever order it
+ * was gathered in. */
 #define PREFIX_MIN 1e-6f
 
 typedef struct {
     cand *c;
+    const float *logits, *e; // for gathering the rest (e NULL: c already holds it)
     int n, n_sorted, heap_n;
     bool heaped; // c[n_sorted..n) is a heap (built on first use)
 } ranked;
@@ -138,6 +140,10 @@ nth(ranked *r, int i)
     cand *h = r->c + r->n_sorted;
     int n = r->n - r->n_sorted;
     if (!r->heaped) {
+        if (r->e)
+            for (int j = 0, m = 0; j < r->n; j++)
+                if (!(r->e[j] >= PREFIX_MIN))
+                    h[m++] = (cand){r->logits[j], j};
         for (int j = n / 2 - 1; j >= 0; j--)
             sift_down(h, n, j);
         r->heap_n = n;
@@ -193,6 +199,22 @@ keep_top(cand *c, int n, int k)
     }
 }
 
+/* The weights' double sum in four chains (id i into chain i % 4, each in id order),
+ * added as (0 + 1) + (2 + 3): a quarter of one chain's add latency over the vocabulary,
+ * and the same value every time. */
+static double
+id_sum(const float *e, int n)
+{
+    double c[4] = {0.0, 0.0, 0.0, 0.0};
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int k = 0; k < 4; k++)
+            c[k] += e[i + k];
+    for (; i < n; i++)
+        c[i % 4] += e[i];
+    return (c[0] + c[1]) + (c[2] + c[3]);
+}
+
 int32_t
 samp_sample(samp_ctx *s, const samp_params *p, const float *logits, int64_t pos)
 {
@@ -201,7 +223,8 @@ samp_sample(samp_ctx *s, const samp_params *p, const float *logits, int64_t pos)
         return argmax(logits, n);
     float max = logits[argmax(logits, n)], inv_t = 1.0f / p->temperature;
     // Unnormalized probabilities at the temperature (max first: stable), by id, with
-    // the vector exp; every sum below adds these same floats in double.
+    // the vector exp; every sum below adds these same floats in double (the total of
+    // all of them by id_sum).
     for (int i = 0; i < n; i++)
         s->e[i] = (logits[i] - max) * inv_t;
     kern_exp(s->e, s->e, n);
@@ -212,24 +235,19 @@ samp_sample(samp_ctx *s, const samp_params *p, const float *logits, int64_t pos)
         keep_top(s->c, n, k); // O(n k) beats the heap for the small k used in practice
         m = k;
     } else {
-        // The prefix first (ids in order), then the rest after it.
+        // The prefix (ids in order); nth gathers the rest after it if a walk needs it.
         for (int i = 0; i < n; i++)
             if (s->e[i] >= PREFIX_MIN)
                 s->c[m++] = (cand){logits[i], i};
-        int rest = m;
-        for (int i = 0; i < n; i++)
-            if (!(s->e[i] >= PREFIX_MIN))
-                s->c[rest++] = (cand){logits[i], i};
         qsort(s->c, (size_t)m, sizeof(cand), cand_cmp);
     }
-    ranked r = {s->c, n, m, 0, false};
+    ranked r = {s->c, logits, k <= 256 ? NULL : s->e, n, m, 0, false};
     double sum = 0.0;
     if (k < n) {
         for (int i = 0; i < k; i++)
             sum += s->e[nth(&r, i)->id];
     } else {
-        for (int i = 0; i < n; i++)
-            sum += s->e[i];
+        sum = id_sum(s->e, n);
     }
     // Top-p: the smallest prefix whose mass reaches top_p.
     int lim = k;
