@@ -17,8 +17,9 @@ typedef struct {
 
 struct samp_ctx {
     int n_vocab;
-    cand *c;  // [n_vocab]
-    float *e; // [n_vocab] exp((logit - max) / temperature), by id
+    cand *c;     // [n_vocab]
+    float *e;    // [n_vocab] exp((logit - max) / temperature), by id
+    int32_t *ix; // [n_vocab] the prefix's ids
 };
 
 samp_params
@@ -55,7 +56,8 @@ samp_ctx_new(int n_vocab, samp_ctx **out)
     s->n_vocab = n_vocab;
     s->c = malloc(sizeof(cand) * (size_t)n_vocab);
     s->e = malloc(sizeof(float) * (size_t)n_vocab);
-    if (!s->c || !s->e) {
+    s->ix = malloc(sizeof(int32_t) * (size_t)n_vocab);
+    if (!s->c || !s->e || !s->ix) {
         samp_ctx_free(s);
         return LLM_ENOMEM;
     }
@@ -70,6 +72,7 @@ samp_ctx_free(samp_ctx *s)
         return;
     free(s->c);
     free(s->e);
+    free(s->ix);
     free(s);
 }
 
@@ -159,16 +162,6 @@ nth(ranked *r, int i)
     return &h[n - 1 - (i - r->n_sorted)];
 }
 
-static int32_t
-argmax(const float *logits, int n)
-{
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (logits[i] > logits[best])
-            best = i;
-    return best;
-}
-
 static int
 cand_cmp(const void *a, const void *b)
 {
@@ -220,14 +213,12 @@ samp_sample(samp_ctx *s, const samp_params *p, const float *logits, int64_t pos)
 {
     int n = s->n_vocab;
     if (p->temperature == 0.0f)
-        return argmax(logits, n);
-    float max = logits[argmax(logits, n)], inv_t = 1.0f / p->temperature;
+        return (int32_t)kern_argmax(logits, n);
+    float max = logits[kern_argmax(logits, n)], inv_t = 1.0f / p->temperature;
     // Unnormalized probabilities at the temperature (max first: stable), by id, with
     // the vector exp; every sum below adds these same floats in double (the total of
     // all of them by id_sum).
-    for (int i = 0; i < n; i++)
-        s->e[i] = (logits[i] - max) * inv_t;
-    kern_exp(s->e, s->e, n);
+    kern_exp_scaled(logits, max, inv_t, s->e, n);
     int k = p->top_k > 0 && p->top_k < n ? p->top_k : n, m = 0;
     if (k <= 256) {
         for (int i = 0; i < n; i++)
@@ -236,9 +227,9 @@ samp_sample(samp_ctx *s, const samp_params *p, const float *logits, int64_t pos)
         m = k;
     } else {
         // The prefix (ids in order); nth gathers the rest after it if a walk needs it.
-        for (int i = 0; i < n; i++)
-            if (s->e[i] >= PREFIX_MIN)
-                s->c[m++] = (cand){logits[i], i};
+        m = (int)kern_select_ge(s->e, n, PREFIX_MIN, s->ix);
+        for (int i = 0; i < m; i++)
+            s->c[i] = (cand){logits[s->ix[i]], s->ix[i]};
         qsort(s->c, (size_t)m, sizeof(cand), cand_cmp);
     }
     ranked r = {s->c, logits, k <= 256 ? NULL : s->e, n, m, 0, false};

@@ -406,6 +406,72 @@ kern__exp_avx2(const float *x, float *y, int64_t n)
 }
 
 void
+kern__exp_scaled_avx2(const float *x, float shift, float scale, float *y, int64_t n)
+{
+    const __m256 s = _mm256_set1_ps(shift), c = _mm256_set1_ps(scale);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, exp_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), s), c)));
+    if (i < n) {
+        float buf[8] = {0};
+        for (int64_t j = i; j < n; j++)
+            buf[j - i] = (x[j] - shift) * scale;
+        _mm256_storeu_ps(buf, exp_ps(_mm256_loadu_ps(buf)));
+        memcpy(y + i, buf, sizeof(float) * (size_t)(n - i));
+    }
+}
+
+int64_t
+kern__argmax_avx2(const float *x, int64_t n)
+{
+    // The maximum of eight lanes, NaNs noted; then the first index holding it. With a
+    // NaN anywhere the plain loop decides, as it defines the answer for them.
+    __m256 m = _mm256_set1_ps(-INFINITY), nan = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        m = _mm256_max_ps(m, v);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    }
+    float lanes[8], best = -INFINITY;
+    _mm256_storeu_ps(lanes, m);
+    bool has_nan = _mm256_movemask_ps(nan) != 0;
+    for (int k = 0; k < 8; k++)
+        best = lanes[k] > best ? lanes[k] : best;
+    for (; i < n; i++) {
+        has_nan = has_nan || x[i] != x[i];
+        best = x[i] > best ? x[i] : best;
+    }
+    int64_t at = 0;
+    if (has_nan) {
+        for (int64_t j = 1; j < n; j++)
+            if (x[j] > x[at])
+                at = j;
+        return at;
+    }
+    while (!(x[at] == best)) // present: best is one of the values
+        at++;
+    return at;
+}
+
+int64_t
+kern__select_ge_avx2(const float *x, int64_t n, float thr, int32_t *idx)
+{
+    const __m256 t = _mm256_set1_ps(thr);
+    int64_t m = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        unsigned bits =
+            (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), t, _CMP_GE_OQ));
+        for (; bits; bits &= bits - 1)
+            idx[m++] = (int32_t)(i + __builtin_ctz(bits));
+    }
+    for (; i < n; i++)
+        if (x[i] >= thr)
+            idx[m++] = (int32_t)i;
+    return m;
+}
+
+void
 kern__softmax_avx2(float *x, int64_t n)
 {
     float max = x[0];

@@ -121,6 +121,9 @@ void kern__bf16_to_float_avx2(const void *src, float *dst, int64_t n);
 /* y[i] = e^x[i] (within 2 ulp of expf, x clamped to [-87, 88]); softmax and SwiGLU
  * built on it, each element the same float wherever it lies in the array. */
 void kern__exp_avx2(const float *x, float *y, int64_t n);
+void kern__exp_scaled_avx2(const float *x, float shift, float scale, float *y, int64_t n);
+int64_t kern__argmax_avx2(const float *x, int64_t n);
+int64_t kern__select_ge_avx2(const float *x, int64_t n, float thr, int32_t *idx);
 void kern__softmax_avx2(float *x, int64_t n);
 void kern__swiglu_avx2(float *gate, const float *up, int64_t n);
 void kern__attn_values_f16_avx2(float *out, const float *att, const kern_half *v, int64_t v_stride,

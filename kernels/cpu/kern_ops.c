@@ -34,6 +34,12 @@ static void f32_to_f16_scalar(const float *x, kern_half *y, int64_t n);
 static void (*softmax_impl)(float *, int64_t) = softmax_scalar;
 static void (*swiglu_impl)(float *, const float *, int64_t) = swiglu_scalar;
 static void (*exp_impl)(const float *, float *, int64_t) = exp_scalar;
+static void exp_scaled_scalar(const float *x, float shift, float scale, float *y, int64_t n);
+static int64_t argmax_scalar(const float *x, int64_t n);
+static int64_t select_ge_scalar(const float *x, int64_t n, float thr, int32_t *idx);
+static void (*exp_scaled_impl)(const float *, float, float, float *, int64_t) = exp_scaled_scalar;
+static int64_t (*argmax_impl)(const float *, int64_t) = argmax_scalar;
+static int64_t (*select_ge_impl)(const float *, int64_t, float, int32_t *) = select_ge_scalar;
 static void (*values_f16_impl)(float *, const float *, const kern_half *, int64_t, int,
                                int) = attn_values_f16_scalar;
 static void (*to_f16_impl)(const float *, kern_half *, int64_t) = f32_to_f16_scalar;
@@ -63,6 +69,9 @@ simd_select(void)
         softmax_impl = kern__softmax_avx2;
         swiglu_impl = kern__swiglu_avx2;
         exp_impl = kern__exp_avx2;
+        exp_scaled_impl = kern__exp_scaled_avx2;
+        argmax_impl = kern__argmax_avx2;
+        select_ge_impl = kern__select_ge_avx2;
         values_f16_impl = kern__attn_values_f16_avx2;
         to_f16_impl = kern__f32_to_f16_avx2;
         attn_scores_impl = kern__attn_scores_avx2;
@@ -442,6 +451,56 @@ exp_scalar(const float *x, float *y, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] = expf(x[i]);
+}
+
+void
+kern_exp_scaled(const float *x, float shift, float scale, float *y, int64_t n)
+{
+    pthread_once(&simd_once, simd_select);
+    exp_scaled_impl(x, shift, scale, y, n);
+}
+
+static void
+exp_scaled_scalar(const float *x, float shift, float scale, float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float z = (x[i] - shift) * scale;
+        y[i] = expf(z);
+    }
+}
+
+int64_t
+kern_argmax(const float *x, int64_t n)
+{
+    pthread_once(&simd_once, simd_select);
+    return argmax_impl(x, n);
+}
+
+static int64_t
+argmax_scalar(const float *x, int64_t n)
+{
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+int64_t
+kern_select_ge(const float *x, int64_t n, float thr, int32_t *idx)
+{
+    pthread_once(&simd_once, simd_select);
+    return select_ge_impl(x, n, thr, idx);
+}
+
+static int64_t
+select_ge_scalar(const float *x, int64_t n, float thr, int32_t *idx)
+{
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] >= thr)
+            idx[m++] = (int32_t)i;
+    return m;
 }
 
 void

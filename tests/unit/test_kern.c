@@ -514,6 +514,57 @@ START_TEST(test_vector_exp_is_within_two_ulp)
 END_TEST
 #endif
 
+/* The sampler's vector passes: kern_exp_scaled is kern_exp of the scaled floats, bit
+ * for bit; kern_argmax and kern_select_ge give the plain loops' answers, NaNs, ties,
+ * signed zeros and every tail length included (unit_kern_scalar runs them scalar). */
+START_TEST(test_sampler_passes_match_the_plain_loops)
+{
+    enum { N = 1000 };
+    static float x[N], z[N], y[N], w[N];
+    static int32_t idx[N];
+    unsigned s = 77;
+    for (int i = 0; i < N; i++) {
+        s = s * 1103515245u + 12345u;
+        x[i] = (float)((s >> 8) & 0xffff) / 2048.0f - 16.0f;
+    }
+    for (int n = 1; n <= N; n += n < 40 ? 1 : 97) {
+        float shift = 3.25f, scale = 1.0f / 0.7f;
+        for (int i = 0; i < n; i++)
+            z[i] = (x[i] - shift) * scale;
+        kern_exp(z, y, n);
+        kern_exp_scaled(x, shift, scale, w, n);
+        ck_assert_msg(memcmp(y, w, sizeof(float) * (size_t)n) == 0, "exp_scaled n %d", n);
+        for (int variant = 0; variant < 5; variant++) {
+            memcpy(z, x, sizeof(float) * (size_t)n);
+            if (variant == 1) // ties: the first of them wins
+                z[n / 3] = z[n - 1] = 100.0f;
+            if (variant == 2) // a NaN first, then one inside
+                z[0] = NAN, z[n / 2] = NAN;
+            if (variant == 3) // all zeros, signed: the first wins
+                for (int i = 0; i < n; i++)
+                    z[i] = i % 2 ? 0.0f : -0.0f;
+            if (variant == 4) // a NaN late, the maximum before it
+                z[n - 1] = NAN, z[n / 4] = 50.0f;
+            int64_t want = 0, m = 0;
+            for (int i = 1; i < n; i++)
+                if (z[i] > z[want])
+                    want = i;
+            ck_assert_msg(kern_argmax(z, n) == want, "argmax n %d variant %d: %lld vs %lld", n,
+                          variant, (long long)kern_argmax(z, n), (long long)want);
+            float thr = variant == 3 ? 0.0f : z[n / 2] == z[n / 2] ? z[n / 2] : 1.0f;
+            int64_t got = kern_select_ge(z, n, thr, idx);
+            for (int i = 0; i < n; i++)
+                if (z[i] >= thr) {
+                    ck_assert_msg(m < got && idx[m] == i, "select n %d variant %d at %d", n,
+                                  variant, i);
+                    m++;
+                }
+            ck_assert_int_eq(m, got);
+        }
+    }
+}
+END_TEST
+
 Suite *kern_suite(void);
 
 Suite *
@@ -535,6 +586,7 @@ kern_suite(void)
     tcase_add_test(tc, test_selected_decoders_match_the_scalar_ones);
     tcase_add_test(tc, test_attention_scores_and_values_match_the_scalar_sums);
     tcase_add_test(tc, test_rmsnorm_softmax_rope_swiglu);
+    tcase_add_test(tc, test_sampler_passes_match_the_plain_loops);
 #if defined(LLM_KERN_HAVE_AVX2)
     tcase_add_test(tc, test_vector_exp_is_within_two_ulp);
 #endif
