@@ -442,13 +442,9 @@ kern__argmax_avx2(const float *x, int64_t n)
         has_nan = has_nan || x[i] != x[i];
         best = x[i] > best ? x[i] : best;
     }
+    if (has_nan)
+        return kern__argmax_scalar(x, n);
     int64_t at = 0;
-    if (has_nan) {
-        for (int64_t j = 1; j < n; j++)
-            if (x[j] > x[at])
-                at = j;
-        return at;
-    }
     while (!(x[at] == best)) // present: best is one of the values
         at++;
     return at;

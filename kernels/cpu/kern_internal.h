@@ -76,6 +76,21 @@ typedef struct {
     kern__p8_gemm_fn gemm;
 } kern__p8_impl;
 
+/* Byte offsets in a packed K-quant chunk (kern_pack.c's layout), shared by the packer
+ * and the SIMD kernel. Q4_K / Q5_K: d[8], dmin[8], the 12 scale bytes transposed, for
+ * Q5_K eight fifth-bit vectors, then the quads; Q6_K: d[8], 16 scales transposed, a
+ * bit-4 and a bit-5 vector per sub-block, then the quads. */
+enum {
+    KERN__PK_DMIN = 16,
+    KERN__PK_K_SCALES = 32,
+    KERN__PK_Q4K_QUADS = KERN__PK_K_SCALES + 8 * K_SCALE_SIZE,
+    KERN__PK_Q5K_HI = KERN__PK_Q4K_QUADS,
+    KERN__PK_Q5K_QUADS = KERN__PK_Q5K_HI + 8 * 32,
+    KERN__PK_Q6K_SCALES = 16,
+    KERN__PK_Q6K_BITS = KERN__PK_Q6K_SCALES + 8 * 16,
+    KERN__PK_Q6K_QUADS = KERN__PK_Q6K_BITS + 8 * 64,
+};
+
 /* Bytes and columns of one chunk (8 rows x one GGUF block: 32 columns, 256 for Q4_K). */
 size_t kern__pack_chunk_bytes(llm_dtype t);
 int64_t kern__pack_chunk_cols(llm_dtype t);
@@ -122,6 +137,7 @@ void kern__bf16_to_float_avx2(const void *src, float *dst, int64_t n);
  * built on it, each element the same float wherever it lies in the array. */
 void kern__exp_avx2(const float *x, float *y, int64_t n);
 void kern__exp_scaled_avx2(const float *x, float shift, float scale, float *y, int64_t n);
+int64_t kern__argmax_scalar(const float *x, int64_t n);
 int64_t kern__argmax_avx2(const float *x, int64_t n);
 int64_t kern__select_ge_avx2(const float *x, int64_t n, float thr, int32_t *idx);
 void kern__softmax_avx2(float *x, int64_t n);

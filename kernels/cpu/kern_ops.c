@@ -35,10 +35,9 @@ static void (*softmax_impl)(float *, int64_t) = softmax_scalar;
 static void (*swiglu_impl)(float *, const float *, int64_t) = swiglu_scalar;
 static void (*exp_impl)(const float *, float *, int64_t) = exp_scalar;
 static void exp_scaled_scalar(const float *x, float shift, float scale, float *y, int64_t n);
-static int64_t argmax_scalar(const float *x, int64_t n);
 static int64_t select_ge_scalar(const float *x, int64_t n, float thr, int32_t *idx);
 static void (*exp_scaled_impl)(const float *, float, float, float *, int64_t) = exp_scaled_scalar;
-static int64_t (*argmax_impl)(const float *, int64_t) = argmax_scalar;
+static int64_t (*argmax_impl)(const float *, int64_t) = kern__argmax_scalar;
 static int64_t (*select_ge_impl)(const float *, int64_t, float, int32_t *) = select_ge_scalar;
 static void (*values_f16_impl)(float *, const float *, const kern_half *, int64_t, int,
                                int) = attn_values_f16_scalar;
@@ -476,8 +475,8 @@ kern_argmax(const float *x, int64_t n)
     return argmax_impl(x, n);
 }
 
-static int64_t
-argmax_scalar(const float *x, int64_t n)
+int64_t
+kern__argmax_scalar(const float *x, int64_t n)
 {
     int64_t best = 0;
     for (int64_t i = 1; i < n; i++)

@@ -141,9 +141,9 @@ quads_offset(llm_dtype t)
     case LLM_DTYPE_Q4_1: return 32;
     case LLM_DTYPE_Q5_0: return 48;
     case LLM_DTYPE_Q5_1: return 64;
-    case LLM_DTYPE_Q4_K: return 32 + 8 * K_SCALE_SIZE;
-    case LLM_DTYPE_Q5_K: return 32 + 8 * K_SCALE_SIZE + 8 * 32; // after the fifth bits
-    case LLM_DTYPE_Q6_K: return 16 + 8 * 16 + 8 * 64;           // after bits 4 and 5
+    case LLM_DTYPE_Q4_K: return KERN__PK_Q4K_QUADS;
+    case LLM_DTYPE_Q5_K: return KERN__PK_Q5K_QUADS;
+    case LLM_DTYPE_Q6_K: return KERN__PK_Q6K_QUADS;
     default: return 16;
     }
 }
@@ -188,10 +188,10 @@ kern_pack_unpack_block(llm_dtype t, const void *chunk, int lane, void *blk)
         memset(b, 0, sizeof(*b));
         memcpy(&b->d, c + 2 * lane, 2);
         for (int sb = 0; sb < 16; sb++)
-            b->scales[sb] = (int8_t)c[16 + 8 * sb + lane];
+            b->scales[sb] = (int8_t)c[KERN__PK_Q6K_SCALES + 8 * sb + lane];
         for (int j = 0; j < 8; j++) {
-            uint32_t wa = lane_word(c + 144 + 64 * j + 4 * lane);
-            uint32_t wb = lane_word(c + 144 + 64 * j + 32 + 4 * lane);
+            uint32_t wa = lane_word(c + KERN__PK_Q6K_BITS + 64 * j + 4 * lane);
+            uint32_t wb = lane_word(c + KERN__PK_Q6K_BITS + 64 * j + 32 + 4 * lane);
             for (int l = 0; l < 32; l++) {
                 int byte, shift;
                 q4_place(lane, l, &byte, &shift);
@@ -205,9 +205,9 @@ kern_pack_unpack_block(llm_dtype t, const void *chunk, int lane, void *blk)
     if (t == LLM_DTYPE_Q4_K || t == LLM_DTYPE_Q5_K) { // d, dmin and scales lead both
         blk_q4_k *b = blk;
         memcpy(&b->d, c + 2 * lane, 2);
-        memcpy(&b->dmin, c + 16 + 2 * lane, 2);
+        memcpy(&b->dmin, c + KERN__PK_DMIN + 2 * lane, 2);
         for (int s = 0; s < K_SCALE_SIZE; s++)
-            b->scales[s] = c[32 + 8 * s + lane];
+            b->scales[s] = c[KERN__PK_K_SCALES + 8 * s + lane];
         uint8_t *qs = t == LLM_DTYPE_Q4_K ? b->qs : ((blk_q5_k *)blk)->qs;
         memset(qs, 0, QK_K / 2);
         for (int e = 0; e < QK_K; e++) { // element e: sub-block e / 32, in qs as to_float
@@ -220,7 +220,7 @@ kern_pack_unpack_block(llm_dtype t, const void *chunk, int lane, void *blk)
             uint8_t *qh = ((blk_q5_k *)blk)->qh;
             memset(qh, 0, QK_K / 8);
             for (int j = 0; j < 8; j++) {
-                uint32_t w = lane_word(c + 32 + 8 * K_SCALE_SIZE + 32 * j + 4 * lane);
+                uint32_t w = lane_word(c + KERN__PK_Q5K_HI + 32 * j + 4 * lane);
                 for (int l = 0; l < 32; l++)
                     qh[l] |= (uint8_t)((w >> q5_hi_bit(l) & 1u) << j);
             }
@@ -303,7 +303,7 @@ pack_lane(llm_dtype t, const uint8_t *blk, int i, uint8_t *quads)
                 wb |= (uint32_t)(q >> 5 & 1) << q5_hi_bit(l);
             }
             pack_q4_lane(el, i, quads + 128 * j);
-            uint8_t *pa = quads - 8 * 64 + 64 * j + 4 * i;
+            uint8_t *pa = quads - KERN__PK_Q6K_QUADS + KERN__PK_Q6K_BITS + 64 * j + 4 * i;
             for (int k = 0; k < 4; k++) {
                 pa[k] = (uint8_t)(wa >> 8 * k);
                 pa[32 + k] = (uint8_t)(wb >> 8 * k);
@@ -323,7 +323,7 @@ pack_lane(llm_dtype t, const uint8_t *blk, int i, uint8_t *quads)
                 uint32_t w = 0;
                 for (int l = 0; l < 32; l++)
                     w |= (uint32_t)(qh[l] >> j & 1u) << q5_hi_bit(l);
-                uint8_t *hw = quads - 8 * 32 + 32 * j + 4 * i;
+                uint8_t *hw = quads - KERN__PK_Q5K_QUADS + KERN__PK_Q5K_HI + 32 * j + 4 * i;
                 for (int b = 0; b < 4; b++)
                     hw[b] = (uint8_t)(w >> 8 * b);
             }
@@ -380,7 +380,7 @@ kern_pack(const kern_mat *src, void *dst, kern_mat *out)
                     const blk_q6_k *b6 = (const blk_q6_k *)blk;
                     memcpy(c + 2 * i, &b6->d, 2);
                     for (int sb = 0; sb < 16; sb++)
-                        c[16 + 8 * sb + i] = (uint8_t)b6->scales[sb];
+                        c[KERN__PK_Q6K_SCALES + 8 * sb + i] = (uint8_t)b6->scales[sb];
                     pack_lane(t, blk, i, c + quads_offset(t));
                     continue;
                 }
@@ -390,7 +390,7 @@ kern_pack(const kern_mat *src, void *dst, kern_mat *out)
                     memcpy(c + 16 + 2 * i, blk + 2, 2); // m (K-quants: dmin) follows d
                 if (k)                                  // the same offset in blk_q5_k
                     for (int sb = 0; sb < K_SCALE_SIZE; sb++)
-                        c[32 + 8 * sb + i] = ((const blk_q4_k *)blk)->scales[sb];
+                        c[KERN__PK_K_SCALES + 8 * sb + i] = ((const blk_q4_k *)blk)->scales[sb];
                 pack_lane(t, blk, i, c + quads_offset(t));
             }
         }

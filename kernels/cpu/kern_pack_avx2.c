@@ -222,6 +222,14 @@ block_tile4(const int kind, const char *qp, const int16_t *x0, const int16_t *x1
     isum[3] = s3;
 }
 
+/* Bits of a fifth-bit vector h (kern_pack.c) shifted by sh (left when negative) and
+ * masked: how the 1-3 token loops move a column pair's high bits under its nibbles. */
+static inline __attribute__((always_inline)) __m256i
+hi_bits(__m256i h, int sh, __m256i mask)
+{
+    return _mm256_and_si256(sh >= 0 ? _mm256_srli_epi16(h, sh) : _mm256_slli_epi16(h, -sh), mask);
+}
+
 /* A Q4_K super-block chunk's 6-bit scale (or, with is_min, minimum) of sub-block j
  * for its eight rows, from the transposed scale bytes s (kern_pack.c), as floats. */
 static inline __attribute__((always_inline)) __m256
@@ -250,13 +258,13 @@ is_k(const int kind)
 static inline __attribute__((always_inline)) const char *
 block_chunk(const int kind, const char *w, int64_t b)
 {
-    const size_t chunk = kind == KIND_Q4_0   ? 144
-                         : kind == KIND_Q4_1 ? 160
-                         : kind == KIND_Q5_0 ? 176
-                         : kind == KIND_Q5_1 ? 192
-                         : kind == KIND_Q4_K ? 1152
-                         : kind == KIND_Q5_K ? 1408
-                                             : 272;
+    const size_t chunk = 8 * (kind == KIND_Q4_0   ? sizeof(blk_q4_0)
+                              : kind == KIND_Q4_1 ? sizeof(blk_q4_1)
+                              : kind == KIND_Q5_0 ? sizeof(blk_q5_0)
+                              : kind == KIND_Q5_1 ? sizeof(blk_q5_1)
+                              : kind == KIND_Q4_K ? sizeof(blk_q4_k)
+                              : kind == KIND_Q5_K ? sizeof(blk_q5_k)
+                                                  : sizeof(blk_q8_0));
     return is_k(kind) ? w + (size_t)(b / 8) * chunk : w + (size_t)b * chunk;
 }
 
@@ -269,8 +277,8 @@ block_quads(const int kind, const char *w, int64_t b)
     case KIND_Q4_1: return c + 32;
     case KIND_Q5_0: return c + 48;
     case KIND_Q5_1: return c + 64;
-    case KIND_Q4_K: return c + 128 + 128 * (b % 8);
-    case KIND_Q5_K: return c + 384 + 128 * (b % 8);
+    case KIND_Q4_K: return c + KERN__PK_Q4K_QUADS + 128 * (b % 8);
+    case KIND_Q5_K: return c + KERN__PK_Q5K_QUADS + 128 * (b % 8);
     default: return c + 16;
     }
 }
@@ -280,7 +288,7 @@ block_quads(const int kind, const char *w, int64_t b)
 static inline __attribute__((always_inline)) __m256i
 block_hi(const int kind, const char *w, int64_t b)
 {
-    const char *p = kind == KIND_Q5_K ? block_chunk(kind, w, b) + 128 + 32 * (b % 8)
+    const char *p = kind == KIND_Q5_K ? block_chunk(kind, w, b) + KERN__PK_Q5K_HI + 32 * (b % 8)
                                       : block_quads(kind, w, b) - 32;
     return _mm256_loadu_si256((const __m256i *)p);
 }
@@ -291,7 +299,7 @@ block_dw(const int kind, const char *w, int64_t b)
 {
     const char *c = block_chunk(kind, w, b);
     __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)c));
-    return is_k(kind) ? _mm256_mul_ps(d, q4k_six(c + 32, (int)(b % 8), 0)) : d;
+    return is_k(kind) ? _mm256_mul_ps(d, q4k_six(c + KERN__PK_K_SCALES, (int)(b % 8), 0)) : d;
 }
 
 /* Block b's eight row minimums m_w (the element's minimum term is m_w * s_x). */
@@ -306,8 +314,8 @@ block_mw(const int kind, const char *w, int64_t b)
     case KIND_Q5_0: return _mm256_mul_ps(d, _mm256_set1_ps(-16.0f));
     case KIND_Q4_K:
     case KIND_Q5_K: { // -(dmin * m): the negation is exact
-        __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(c + 16)));
-        return _mm256_xor_ps(_mm256_mul_ps(dmin, q4k_six(c + 32, (int)(b % 8), 1)),
+        __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(c + KERN__PK_DMIN)));
+        return _mm256_xor_ps(_mm256_mul_ps(dmin, q4k_six(c + KERN__PK_K_SCALES, (int)(b % 8), 1)),
                              _mm256_set1_ps(-0.0f));
     }
     default: return _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
@@ -329,11 +337,11 @@ group_tile_q6(const int T, const char *w, int64_t nb, const char *xa, size_t xb,
         acc[t] = _mm256_setzero_ps();
     }
     for (int64_t b = 0; b < nb; b++) {
-        const char *c = w + (size_t)(b / 8) * 1680;
+        const char *c = w + (size_t)(b / 8) * 8 * sizeof(blk_q6_k);
         int j = (int)(b % 8);
-        const char *qp = c + 656 + 128 * j;
-        __m256i ha = _mm256_loadu_si256((const __m256i *)(c + 144 + 64 * j));
-        __m256i hb = _mm256_loadu_si256((const __m256i *)(c + 144 + 64 * j + 32));
+        const char *qp = c + KERN__PK_Q6K_QUADS + 128 * j;
+        __m256i ha = _mm256_loadu_si256((const __m256i *)(c + KERN__PK_Q6K_BITS + 64 * j));
+        __m256i hb = _mm256_loadu_si256((const __m256i *)(c + KERN__PK_Q6K_BITS + 64 * j + 32));
         __m256i isum[2][4];
         for (int t = 0; t < T; t++)
             isum[0][t] = isum[1][t] = _mm256_setzero_si256();
@@ -347,10 +355,8 @@ group_tile_q6(const int T, const char *w, int64_t nb, const char *xa, size_t xb,
                     int sa = 4 * k + jj - 4, sb = sa - 1;
                     __m256i wj = jj == 3 ? _mm256_srli_epi16(v, 12)
                                          : _mm256_and_si256(_mm256_srli_epi16(v, 4 * jj), nib);
-                    __m256i a = sa >= 0 ? _mm256_srli_epi16(ha, sa) : _mm256_slli_epi16(ha, -sa);
-                    __m256i bb = sb >= 0 ? _mm256_srli_epi16(hb, sb) : _mm256_slli_epi16(hb, -sb);
-                    wj = _mm256_or_si256(wj, _mm256_and_si256(a, m16));
-                    wj = _mm256_or_si256(wj, _mm256_and_si256(bb, m32));
+                    wj = _mm256_or_si256(wj, hi_bits(ha, sa, m16));
+                    wj = _mm256_or_si256(wj, hi_bits(hb, sb, m32));
                     wj = _mm256_sub_epi16(wj, m32);
                     for (int t = 0; t < T; t++)
                         isum[k / 2][t] = _mm256_add_epi32(
@@ -361,7 +367,8 @@ group_tile_q6(const int T, const char *w, int64_t nb, const char *xa, size_t xb,
         }
         __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)c));
         for (int h = 0; h < 2; h++) {
-            __m128i sc = _mm_loadl_epi64((const __m128i *)(c + 16 + 8 * (2 * j + h)));
+            __m128i sc =
+                _mm_loadl_epi64((const __m128i *)(c + KERN__PK_Q6K_SCALES + 8 * (2 * j + h)));
             __m256 dw = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc)));
             for (int t = 0; t < T; t++)
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[h][t]),
@@ -423,12 +430,8 @@ group_tile(const int kind, const int T, const char *w, int64_t nb, const char *x
                 for (int j = 0; j < 4; j++) {
                     __m256i wj = j == 3 ? _mm256_srli_epi16(v, 12)
                                         : _mm256_and_si256(_mm256_srli_epi16(v, 4 * j), nib);
-                    if (q5) { // fifth bits of pair (k, j) are bit 4k + j of each half
-                        int sh = 4 * k + j - 4;
-                        __m256i h =
-                            sh >= 0 ? _mm256_srli_epi16(hi, sh) : _mm256_slli_epi16(hi, -sh);
-                        wj = _mm256_or_si256(wj, _mm256_and_si256(h, m16));
-                    }
+                    if (q5) // fifth bits of pair (k, j) are bit 4k + j of each half
+                        wj = _mm256_or_si256(wj, hi_bits(hi, 4 * k + j - 4, m16));
                     for (int t = 0; t < T; t++)
                         isum[t] = _mm256_add_epi32(
                             isum[t], _mm256_madd_epi16(wj, pair(x[t].qs + 32 * b + 8 * k, 2 * j)));
