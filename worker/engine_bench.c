@@ -15,8 +15,9 @@
  * prompts decode 64 tokens each, one token per sequence per step, and the table gives
  * aggregate tok/s and the time of one step (each sequence's per-token latency).
  * --pin 1 binds each thread to a CPU (pool_pin).
- * --sample N times N draws of samp_sample at temperature 0.7 over the whole vocabulary
- * on the last decode step's logits (the per-sequence cost of a serving step's draw).
+ * --sample N times N draws of samp_sample at temperatures 0.7, 1 and 2 over the whole
+ * vocabulary on the last decode step's logits (the per-sequence cost of a serving
+ * step's draw).
  */
 #include "args.h"
 #include "llm_err.h"
@@ -276,22 +277,24 @@ main(int argc, char **argv)
         fflush(stdout);
     }
     if (code == 0 && last) {
-        // What a serving step spends per sequence on its draw (stories at T = 0.7).
+        // What a serving step spends per sequence on its draw: stories at T = 0.7, and
+        // flatter distributions (T = 1, 2: most of the vocabulary in the sorted prefix).
         samp_ctx *sc = NULL;
-        samp_params sp = {.temperature = 0.7f, .top_k = 0, .top_p = 1.0f, .seed = 1};
-        if (samp_ctx_new(c->vocab_size, &sc) != LLM_OK) {
+        if (samp_ctx_new(c->vocab_size, &sc) != LLM_OK)
             code = args_die("llm-engine-bench", 1, "out of memory");
-        } else {
+        static const float temps[] = {0.7f, 1.0f, 2.0f};
+        for (size_t k = 0; sc && k < sizeof(temps) / sizeof(temps[0]); k++) {
+            samp_params sp = {.temperature = temps[k], .top_k = 0, .top_p = 1.0f, .seed = 1};
             uint64_t t0 = llm_now_ns();
             int64_t ids = 0;
             for (int64_t i = 0; i < n_sample; i++)
                 ids += samp_sample(sc, &sp, last, i);
             double us = (double)(llm_now_ns() - t0) / 1e3 / (double)n_sample;
-            printf("\nSampling at temperature 0.7 over the whole vocabulary (the last decode "
+            printf("%sSampling at temperature %.1f over the whole vocabulary (the last decode "
                    "step's logits): %.1f us a draw (%lld draws, ids summing to %lld)\n",
-                   us, (long long)n_sample, (long long)ids);
-            samp_ctx_free(sc);
+                   k ? "" : "\n", temps[k], us, (long long)n_sample, (long long)ids);
         }
+        samp_ctx_free(sc);
     }
     free(last);
     long last_threads = 1;

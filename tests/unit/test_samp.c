@@ -113,19 +113,19 @@ ref_cmp(const void *a, const void *b)
     return lx > ly ? -1 : lx < ly ? 1 : (x > y) - (x < y);
 }
 
-START_TEST(test_draw_walks_past_the_sorted_prefix_exactly)
+/* Draws at T = 1 for positions 0..n_pos of logits l[0..V) whose maximum is 0, each
+ * checked against the definition; returns how many drew a token of weight < 1e-6 (from
+ * beyond the sorted prefix). */
+static int
+check_draws(const float *l, int V, uint64_t seed, int n_pos)
 {
-    enum { V = 100000 };
-    static float l[V], e[V];
-    static int order[V];
+    float *e = malloc(sizeof(float) * (size_t)V);
+    int *order = malloc(sizeof(int) * (size_t)V);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_ptr_nonnull(order);
     samp_ctx *s = NULL;
     ck_assert_int_eq(samp_ctx_new(V, &s), LLM_OK);
-    // token 0 carries weight 1, a hundred others 4.5e-5 (the sorted prefix), the rest
-    // 8.7e-7 .. 7.9e-7 (below the cut, with ties): 8% of the mass
-    for (int i = 1; i < V; i++)
-        l[i] = i % 1000 == 0 ? -10.0f : -13.95f - (float)(i % 97) * 0.001f;
-    l[0] = 0.0f;
-    samp_params p = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = 5};
+    samp_params p = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = seed};
     for (int i = 0; i < V; i++)
         e[i] = l[i]; // max is 0, T is 1
     kern_exp(e, e, V);
@@ -136,9 +136,9 @@ START_TEST(test_draw_walks_past_the_sorted_prefix_exactly)
     for (int i = 0; i < V; i++)
         order[i] = i;
     ref_logits = l;
-    qsort(order, V, sizeof(int), ref_cmp);
+    qsort(order, (size_t)V, sizeof(int), ref_cmp);
     int tail = 0;
-    for (int pos = 0; pos < 300; pos++) {
+    for (int pos = 0; pos < n_pos; pos++) {
         double u = samp_uniform(p.seed, pos) * sum, acc = 0;
         int want = order[V - 1];
         for (int i = 0; i < V; i++) {
@@ -150,10 +150,43 @@ START_TEST(test_draw_walks_past_the_sorted_prefix_exactly)
         }
         int got = samp_sample(s, &p, l, pos);
         ck_assert_msg(got == want, "pos %d: %d vs %d", pos, got, want);
-        tail += got != 0 && e[got] < 1e-6f;
+        tail += e[got] < 1e-6f;
     }
-    ck_assert_msg(tail > 5, "only %d draws reached the heap", tail); // ~8% of them
     samp_ctx_free(s);
+    free(order);
+    free(e);
+    return tail;
+}
+
+START_TEST(test_draw_walks_past_the_sorted_prefix_exactly)
+{
+    enum { V = 100000 };
+    static float l[V];
+    // token 0 carries weight 1, a hundred others 4.5e-5 (the sorted prefix), the rest
+    // 8.7e-7 .. 7.9e-7 (below the cut, with ties): 8% of the mass
+    for (int i = 1; i < V; i++)
+        l[i] = i % 1000 == 0 ? -10.0f : -13.95f - (float)(i % 97) * 0.001f;
+    l[0] = 0.0f;
+    int tail = check_draws(l, V, 5, 300);
+    ck_assert_msg(tail > 5, "only %d draws reached the heap", tail); // ~8% of them
+}
+END_TEST
+
+/* A flat distribution: most of the vocabulary in the prefix (radix sorted), logits of
+ * both signs spread over several binades, many ties (equal logits drawn in id order),
+ * and +0 / -0, which the order has equal. */
+START_TEST(test_flat_distribution_draws_exactly)
+{
+    enum { V = 49152 };
+    static float l[V];
+    uint64_t x = 7;
+    for (int i = 0; i < V; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        int r = (int)(x >> 40) % 4096;
+        l[i] = r < 64 ? (r % 2 ? -0.0f : 0.0f) : -(float)(r % 1500) * (r % 3 ? 1e-3f : 7e-3f);
+    }
+    l[12345] = 0.0f;
+    ck_assert_int_eq(check_draws(l, V, 11, 400), 0);
 }
 END_TEST
 
@@ -194,6 +227,7 @@ samp_suite(void)
     tcase_add_test(tc, test_top_k_and_top_p_limit_the_candidates);
     tcase_add_test(tc, test_frequencies_follow_the_softmax);
     tcase_add_test(tc, test_draw_walks_past_the_sorted_prefix_exactly);
+    tcase_add_test(tc, test_flat_distribution_draws_exactly);
     suite_add_tcase(s, tc);
     tc = tcase_create("params");
     tcase_add_test(tc, test_validate_rejects_bad_values);
