@@ -15,6 +15,8 @@
 #                                plots in docs/img/)
 #   ./scripts/bench.sh scale     one coordinator, 128 synthetic workers, increasing rates:
 #                                CPU per request, imbalance, saturation (docs/scaling.md)
+#   ./scripts/bench.sh llamacpp  our engine against llama.cpp (built from the PyPI sdist of
+#                                llama-cpp-python) on the same files and cores
 #   ./scripts/bench.sh suite     all of the above, written into docs/BENCHMARKS.md
 #                                (LLM_BENCH_SUITE="coord http" runs some of them)
 set -euo pipefail
@@ -65,6 +67,11 @@ http() {
     .venv/bin/python scripts/bench_http.py build "$model"
 }
 
+llamacpp() {
+    echo "# Against llama.cpp, $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+    .venv/bin/python scripts/bench_llamacpp.py build "$model"
+}
+
 serve() {
     echo "# Serving through HTTP, $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
     .venv/bin/python scripts/bench_serve.py build "$model"
@@ -77,7 +84,7 @@ scale() {
 
 suite() {
     local s out
-    for s in ${LLM_BENCH_SUITE:-engine worker coord http serve scale}; do
+    for s in ${LLM_BENCH_SUITE:-engine llamacpp worker coord http serve scale}; do
         out=$(mktemp)
         "$s" | tee "$out"
         .venv/bin/python scripts/bench_md.py "$s" "$out" "./scripts/bench.sh $s"
@@ -92,6 +99,7 @@ coord) coord ;;
 http) http ;;
 serve) serve ;;
 scale) scale ;;
+llamacpp) llamacpp ;;
 suite) suite ;;
-*) echo "usage: scripts/bench.sh engine|worker|coord|http|serve|scale|suite" >&2; exit 2 ;;
+*) echo "usage: scripts/bench.sh engine|worker|coord|http|serve|scale|llamacpp|suite" >&2; exit 2 ;;
 esac
