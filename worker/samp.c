@@ -1,5 +1,23 @@
 /*
  * samp.c - greedy / temperature / top-k / top-p sampling with position-keyed draws.
+ *
+ * The definition: each token's weight is w = trunc(e * 2^30), e = exp((logit - max) /
+ * temperature) (kern_exp); a token of weight 0 (e < 2^-30 of the best's) is never drawn.
+ * Candidates are ordered by logit descending, then id ascending. Top-k keeps the first k
+ * of them; top-p then the shortest prefix whose weight reaches ceil(top_p * its total).
+ * The draw u = trunc(uniform(seed, pos) * total) picks the first candidate at which the
+ * running weight exceeds u. Weights are integers, so every sum is exact and the result
+ * does not depend on the order anything is added in.
+ *
+ * That lets a draw skip sorting: candidates are bucketed by logit into 2,048 buckets of
+ * equal width below the best (which keeps their order: a bucket's candidates all come
+ * before the next bucket's), and only the bucket in which the running count or weight
+ * crosses its target is looked into, split the same way over its own range, until what
+ * is left is a few candidates, sorted outright, or equal logits (in id order). Only the
+ * prefix of candidates with e >= 2^-20 is bucketed up front; the rest, a sliver of the
+ * mass in all but the flattest distributions, when a search goes past the prefix. A
+ * draw costs a few passes over the candidates whatever their distribution; sorting them
+ * cost ~5 ms when a flat distribution made them most of the vocabulary.
  */
 #include "samp.h"
 
@@ -11,23 +29,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The radix sort of a large prefix (radix_sort). */
-#define RADIX_MIN 2048
-#define RADIX_BITS 11
-#define RADIX_PASSES 3 // 33 bits >= the key's 32
+#define W_SCALE 0x1p30f     // weights in units of 2^-30 of the best token's
+#define PREFIX_MIN 0x1p-20f // candidates bucketed up front: e at least this
+#define N_BUCKETS 2048
+#define SMALL 32 // a bucket this small is sorted outright
 
 typedef struct {
-    float logit;
-    int32_t id;
-} cand;
+    uint32_t n[N_BUCKETS]; // candidates per bucket
+    uint64_t w[N_BUCKETS]; // their weight
+} hist;
 
 struct samp_ctx {
     int n_vocab;
-    cand *c;                           // [n_vocab]
-    float *e;                          // [n_vocab] exp((logit - max) / temperature), by id
-    int32_t *ix;                       // [n_vocab] the prefix's ids
-    cand *tmp;                         // [n_vocab] radix sort's second buffer
-    uint32_t (*hist)[1 << RADIX_BITS]; // [RADIX_PASSES] its digit counts
+    float *e;          // [n_vocab] exp((logit - max) / temperature), by id
+    int32_t *ix;       // [n_vocab] the prefix (e >= PREFIX_MIN), ids ascending
+    uint16_t *b;       // [n_vocab] each one's bucket below the best
+    int n_prefix;      // how many
+    uint64_t w_prefix; // their weight
+    int32_t *bkt[2];   // [n_vocab] each: one bucket's candidates, ids ascending
+    uint16_t *sub_b;   // [n_vocab] their buckets one level down
+    hist top;          // the prefix by bucket (shared by a draw's searches)
+    hist sub;          // one bucket's candidates, one level down
 };
 
 samp_params
@@ -62,12 +84,13 @@ samp_ctx_new(int n_vocab, samp_ctx **out)
     if (!s)
         return LLM_ENOMEM;
     s->n_vocab = n_vocab;
-    s->c = malloc(sizeof(cand) * (size_t)n_vocab);
     s->e = malloc(sizeof(float) * (size_t)n_vocab);
     s->ix = malloc(sizeof(int32_t) * (size_t)n_vocab);
-    s->tmp = malloc(sizeof(cand) * (size_t)n_vocab);
-    s->hist = malloc(sizeof(*s->hist) * RADIX_PASSES);
-    if (!s->c || !s->e || !s->ix || !s->tmp || !s->hist) {
+    s->b = malloc(sizeof(uint16_t) * (size_t)n_vocab);
+    s->sub_b = malloc(sizeof(uint16_t) * (size_t)n_vocab);
+    for (int i = 0; i < 2; i++)
+        s->bkt[i] = malloc(sizeof(int32_t) * (size_t)n_vocab);
+    if (!s->e || !s->ix || !s->b || !s->sub_b || !s->bkt[0] || !s->bkt[1]) {
         samp_ctx_free(s);
         return LLM_ENOMEM;
     }
@@ -80,11 +103,12 @@ samp_ctx_free(samp_ctx *s)
 {
     if (!s)
         return;
-    free(s->c);
     free(s->e);
     free(s->ix);
-    free(s->tmp);
-    free(s->hist);
+    free(s->b);
+    free(s->sub_b);
+    free(s->bkt[0]);
+    free(s->bkt[1]);
     free(s);
 }
 
@@ -104,228 +128,191 @@ samp_uniform(uint64_t seed, int64_t pos)
     return (double)(r >> 11) * (1.0 / 9007199254740992.0); // 53 random bits
 }
 
-/* Candidate order: descending logit, then ascending id - a total order, so the result
- * never depends on sort stability. */
+static uint64_t
+weight(const samp_ctx *s, int32_t id)
+{
+    return (uint64_t)(s->e[id] * W_SCALE);
+}
+
+/* Candidate order: descending logit, then ascending id (-0 and +0 are equal). */
 static bool
-before(const cand *x, const cand *y)
+before(const float *logits, int32_t x, int32_t y)
 {
-    return x->logit > y->logit || (x->logit == y->logit && x->id < y->id);
+    return logits[x] > logits[y] || (logits[x] == logits[y] && x < y);
 }
 
+/* The bucket of a logit at or below hi: (hi - logit) * scale, truncated, clamped to the
+ * last bucket. Monotone in the logit (subtraction and multiplication round
+ * monotonically), so buckets keep the order; equal logits share one. The scale is a
+ * double, finite even for a range of denormals, and with scale = N_BUCKETS / (hi - lo)
+ * hi and lo land in the first and the last bucket: each level leaves fewer candidates. */
+static uint16_t
+bucket(float logit, float hi, double scale)
+{
+    double d = (double)(hi - logit) * scale;
+    return d < N_BUCKETS - 1 ? (uint16_t)d : N_BUCKETS - 1;
+}
+
+/* Counts and weights by bucket of ids[0..n), each one's bucket into b. */
 static void
-sift_down(cand *h, int n, int i)
+bucket_pass(const samp_ctx *s, const float *logits, const int32_t *ids, int n, float hi,
+            double scale, uint16_t *b, hist *h)
 {
-    for (;;) {
-        int l = 2 * i + 1, best = i;
-        if (l < n && before(&h[l], &h[best]))
-            best = l;
-        if (l + 1 < n && before(&h[l + 1], &h[best]))
-            best = l + 1;
-        if (best == i)
-            return;
-        cand t = h[i];
-        h[i] = h[best];
-        h[best] = t;
-        i = best;
-    }
-}
-
-/* Candidates in descending order, produced only as far as top-p and the draw need
- * them: first a sorted prefix (the k best for a small top-k, or every candidate whose
- * weight is at least PREFIX_MIN of the best one, which holds all but a sliver of the
- * mass), then, only if a walk goes past it, the rest from a max-heap one at a time
- * (the i-th best at c[n - 1 - i], as in heapsort). Sorting the whole vocabulary cost
- * milliseconds per token; heapifying it a third of a millisecond. The rest is gathered
- * only then too: the order is total, so the heap yields it the same whatever order it
- * was gathered in. */
-#define PREFIX_MIN 1e-6f
-
-typedef struct {
-    cand *c;
-    const float *logits, *e; // for gathering the rest (e NULL: c already holds it)
-    int n, n_sorted, heap_n;
-    bool heaped; // c[n_sorted..n) is a heap (built on first use)
-} ranked;
-
-static const cand *
-nth(ranked *r, int i)
-{
-    if (i < r->n_sorted)
-        return &r->c[i];
-    cand *h = r->c + r->n_sorted;
-    int n = r->n - r->n_sorted;
-    if (!r->heaped) {
-        if (r->e)
-            for (int j = 0, m = 0; j < r->n; j++)
-                if (!(r->e[j] >= PREFIX_MIN))
-                    h[m++] = (cand){r->logits[j], j};
-        for (int j = n / 2 - 1; j >= 0; j--)
-            sift_down(h, n, j);
-        r->heap_n = n;
-        r->heaped = true;
-    }
-    while (n - r->heap_n <= i - r->n_sorted) {
-        cand t = h[0];
-        h[0] = h[r->heap_n - 1];
-        h[r->heap_n - 1] = t;
-        r->heap_n--;
-        sift_down(h, r->heap_n, 0);
-    }
-    return &h[n - 1 - (i - r->n_sorted)];
-}
-
-static int
-cand_cmp(const void *a, const void *b)
-{
-    return before(a, b) ? -1 : before(b, a) ? 1 : 0;
-}
-
-/* A flat distribution (a high temperature, a small model unsure of itself) puts tens
- * of thousands of candidates in the prefix, where qsort cost ~5 ms a draw; a radix sort
- * of them, a fraction of that. Below RADIX_MIN qsort is faster (the histograms' fixed
- * cost). Both give the one total order. */
-
-/* The key whose ascending order is descending logit: the float's bits made to compare
- * as unsigned integers (negatives flipped whole, positives with the sign bit set), then
- * inverted. -0 becomes +0 first, since the candidate order has them equal. */
-static uint32_t
-desc_key(float logit)
-{
-    union {
-        float f;
-        uint32_t u;
-    } v = {logit + 0.0f};
-    uint32_t asc = v.u & 0x80000000u ? ~v.u : v.u | 0x80000000u;
-    return ~asc;
-}
-
-/* radix_sort orders c[0..n) by (logit descending, id ascending) given c in ascending id
- * order: LSD passes are stable, so equal logits keep their ids' order. Passes whose
- * digit all keys share are skipped. The result is in c. */
-static void
-radix_sort(cand *c, cand *tmp, uint32_t (*hist)[1 << RADIX_BITS], int n)
-{
-    enum { B = 1 << RADIX_BITS };
-    memset(hist, 0, sizeof(*hist) * RADIX_PASSES);
+    memset(h, 0, sizeof(*h));
     for (int i = 0; i < n; i++) {
-        uint32_t k = desc_key(c[i].logit);
-        for (int p = 0; p < RADIX_PASSES; p++)
-            hist[p][(k >> (p * RADIX_BITS)) & (B - 1)]++;
+        b[i] = bucket(logits[ids[i]], hi, scale);
+        h->n[b[i]]++;
+        h->w[b[i]] += weight(s, ids[i]);
     }
-    cand *src = c, *dst = tmp;
-    for (int p = 0; p < RADIX_PASSES; p++) {
-        uint32_t *h = hist[p], at = 0;
-        if (h[(desc_key(src[0].logit) >> (p * RADIX_BITS)) & (B - 1)] == (uint32_t)n)
-            continue; // one digit for all: this pass would copy them in order
-        for (int d = 0; d < B; d++) {
-            uint32_t cnt = h[d];
-            h[d] = at;
-            at += cnt;
-        }
-        for (int i = 0; i < n; i++)
-            dst[h[(desc_key(src[i].logit) >> (p * RADIX_BITS)) & (B - 1)]++] = src[i];
-        cand *t = src;
-        src = dst;
-        dst = t;
-    }
-    if (src != c)
-        memcpy(c, src, sizeof(cand) * (size_t)n);
 }
 
-/* keep_top moves the k best candidates to the front, sorted (partial selection via a
- * bounded insertion into the first k slots: O(n k) for the small k used in practice,
- * a full sort otherwise). */
-static void
-keep_top(cand *c, int n, int k)
+/* A search's target: the first candidate at which the running count (by_weight false)
+ * or weight exceeds `above`; `through` gets the weight of every candidate up to and
+ * including it. */
+typedef struct {
+    bool by_weight;
+    uint64_t above;
+    uint64_t through;
+} target;
+
+/* The bucket in which t is reached (the last non-empty one if it is not: targets lie
+ * below their candidates' totals, so that does not happen), what comes before it
+ * taken off t. */
+static int
+crossing(const hist *h, target *t)
 {
-    if (k >= n || k > 256) {
-        qsort(c, (size_t)n, sizeof(cand), cand_cmp);
-        return;
-    }
-    qsort(c, (size_t)k, sizeof(cand), cand_cmp);
-    for (int i = k; i < n; i++) {
-        if (cand_cmp(&c[i], &c[k - 1]) >= 0)
+    int last = 0;
+    for (int d = 0; d < N_BUCKETS; d++) {
+        if (!h->n[d])
             continue;
-        int j = k - 1;
-        cand x = c[i];
-        while (j > 0 && cand_cmp(&x, &c[j - 1]) < 0) {
-            c[j] = c[j - 1];
-            j--;
+        uint64_t v = t->by_weight ? h->w[d] : h->n[d];
+        if (v > t->above)
+            return d;
+        t->above -= v;
+        t->through += h->w[d];
+        last = d;
+    }
+    return last;
+}
+
+/* The candidate of t among ids[0..n), all of one bucket (or equal logits, in id order):
+ * sorted (an insertion sort: n is small, or the ids are in order already), then walked. */
+static int32_t
+walk(const samp_ctx *s, const float *logits, int32_t *ids, int n, target *t)
+{
+    for (int i = 1; i < n; i++) {
+        int32_t x = ids[i];
+        int j = i;
+        for (; j > 0 && before(logits, x, ids[j - 1]); j--)
+            ids[j] = ids[j - 1];
+        ids[j] = x;
+    }
+    for (int i = 0; i < n; i++) {
+        uint64_t w = weight(s, ids[i]), v = t->by_weight ? w : 1;
+        t->through += w;
+        if (v > t->above || i == n - 1)
+            return ids[i];
+        t->above -= v;
+    }
+    return ids[0]; // n is never 0: a crossing bucket holds a candidate
+}
+
+/* descend returns t's candidate among ids[0..n), ids ascending, logits in [lo, hi]: it
+ * buckets them over their range and keeps the crossing bucket's, level by level. ids is
+ * not s->bkt[0]. */
+static int32_t
+descend(samp_ctx *s, const float *logits, const int32_t *ids, int n, float lo, float hi, target *t)
+{
+    for (int level = 0;; level++) {
+        if (n <= SMALL || lo == hi)
+            return walk(s, logits, (int32_t *)ids, n, t);
+        bucket_pass(s, logits, ids, n, hi, N_BUCKETS / (double)(hi - lo), s->sub_b, &s->sub);
+        uint16_t d = (uint16_t)crossing(&s->sub, t);
+        int32_t *out = s->bkt[level % 2];
+        int m = 0;
+        lo = INFINITY;
+        hi = -INFINITY;
+        for (int i = 0; i < n; i++) {
+            if (s->sub_b[i] != d)
+                continue;
+            float l = logits[ids[i]];
+            lo = l < lo ? l : lo;
+            hi = l > hi ? l : hi;
+            out[m++] = ids[i];
         }
-        c[j] = x;
+        ids = out;
+        n = m;
     }
 }
 
-/* The weights' double sum in four chains (id i into chain i % 4, each in id order),
- * added as (0 + 1) + (2 + 3): a quarter of one chain's add latency over the vocabulary,
- * and the same value every time. */
-static double
-id_sum(const float *e, int n)
+/* find returns t's candidate: in the prefix's crossing bucket, or, past the prefix, in
+ * the rest (1 <= weight, e < PREFIX_MIN: all after the prefix in the order), gathered
+ * only then. */
+static int32_t
+find(samp_ctx *s, const float *logits, target *t)
 {
-    double c[4] = {0.0, 0.0, 0.0, 0.0};
-    int i = 0;
-    for (; i + 4 <= n; i += 4)
-        for (int k = 0; k < 4; k++)
-            c[k] += e[i + k];
-    for (; i < n; i++)
-        c[i % 4] += e[i];
-    return (c[0] + c[1]) + (c[2] + c[3]);
+    int32_t *first = s->bkt[1];
+    int m = 0;
+    float lo = INFINITY, hi = -INFINITY;
+    uint64_t in_prefix = t->by_weight ? s->w_prefix : (uint64_t)s->n_prefix;
+    if (t->above < in_prefix) {
+        uint16_t d = (uint16_t)crossing(&s->top, t);
+        for (int i = 0; i < s->n_prefix; i++) {
+            if (s->b[i] != d)
+                continue;
+            float l = logits[s->ix[i]];
+            lo = l < lo ? l : lo;
+            hi = l > hi ? l : hi;
+            first[m++] = s->ix[i];
+        }
+    } else {
+        t->above -= in_prefix;
+        t->through += s->w_prefix;
+        for (int i = 0; i < s->n_vocab; i++) {
+            if (!(s->e[i] >= 1.0f / W_SCALE && s->e[i] < PREFIX_MIN))
+                continue;
+            lo = logits[i] < lo ? logits[i] : lo;
+            hi = logits[i] > hi ? logits[i] : hi;
+            first[m++] = i;
+        }
+        if (m == 0) // a target past every candidate: not made by samp_sample
+            return s->ix[s->n_prefix - 1];
+    }
+    return descend(s, logits, first, m, lo, hi, t);
 }
 
 int32_t
 samp_sample(samp_ctx *s, const samp_params *p, const float *logits, int64_t pos)
 {
     int n = s->n_vocab;
+    int32_t best = (int32_t)kern_argmax(logits, n);
     if (p->temperature == 0.0f)
-        return (int32_t)kern_argmax(logits, n);
-    float max = logits[kern_argmax(logits, n)], inv_t = 1.0f / p->temperature;
-    // Unnormalized probabilities at the temperature (max first: stable), by id, with
-    // the vector exp; every sum below adds these same floats in double (the total of
-    // all of them by id_sum).
-    kern_exp_scaled(logits, max, inv_t, s->e, n);
-    int k = p->top_k > 0 && p->top_k < n ? p->top_k : n, m = 0;
-    if (k <= 256) {
-        for (int i = 0; i < n; i++)
-            s->c[i] = (cand){logits[i], i};
-        keep_top(s->c, n, k); // O(n k) beats the heap for the small k used in practice
-        m = k;
-    } else {
-        // The prefix (ids in order); nth gathers the rest after it if a walk needs it.
-        m = (int)kern_select_ge(s->e, n, PREFIX_MIN, s->ix);
-        for (int i = 0; i < m; i++)
-            s->c[i] = (cand){logits[s->ix[i]], s->ix[i]};
-        if (m >= RADIX_MIN)
-            radix_sort(s->c, s->tmp, s->hist, m);
-        else
-            qsort(s->c, (size_t)m, sizeof(cand), cand_cmp);
+        return best;
+    float max = logits[best];
+    kern_exp_scaled(logits, max, 1.0f / p->temperature, s->e, n);
+    uint64_t total = kern_weight_sum(s->e, n, W_SCALE);
+    if (total == 0)
+        return best; // only with infinite logits: no weight is a number
+    s->n_prefix = (int)kern_select_ge(s->e, n, PREFIX_MIN, s->ix); // the best's e is 1
+    // Candidates lie within ~20.8 T of the best (e >= 2^-30); any range keeps the order.
+    bucket_pass(s, logits, s->ix, s->n_prefix, max, N_BUCKETS / (21.0 * p->temperature), s->b,
+                &s->top);
+    s->w_prefix = 0;
+    for (int d = 0; d < N_BUCKETS; d++)
+        s->w_prefix += s->top.w[d];
+    if (p->top_k > 0 && p->top_k < n) {
+        target t = {false, (uint64_t)p->top_k - 1, 0};
+        find(s, logits, &t);
+        total = t.through;
     }
-    ranked r = {s->c, logits, k <= 256 ? NULL : s->e, n, m, 0, false};
-    double sum = 0.0;
-    if (k < n) {
-        for (int i = 0; i < k; i++)
-            sum += s->e[nth(&r, i)->id];
-    } else {
-        sum = id_sum(s->e, n);
-    }
-    // Top-p: the smallest prefix whose mass reaches top_p.
-    int lim = k;
     if (p->top_p < 1.0f) {
-        double acc = 0.0;
-        for (int i = 0; i < k; i++) {
-            acc += s->e[nth(&r, i)->id];
-            if (acc >= p->top_p * sum) {
-                lim = i + 1;
-                break;
-            }
-        }
-        sum = acc;
+        uint64_t reach = (uint64_t)ceil((double)p->top_p * (double)total);
+        target t = {true, reach > 0 ? reach - 1 : 0, 0};
+        find(s, logits, &t);
+        total = t.through;
     }
-    double u = samp_uniform(p->seed, pos) * sum, acc = 0.0;
-    for (int i = 0; i < lim; i++) {
-        const cand *c = nth(&r, i);
-        acc += s->e[c->id];
-        if (u < acc)
-            return c->id;
-    }
-    return nth(&r, lim - 1)->id;
+    // uniform < 1, but its product with a large total can round up to the total.
+    uint64_t u = (uint64_t)(samp_uniform(p->seed, pos) * (double)total);
+    target t = {true, u < total ? u : total - 1, 0};
+    return find(s, logits, &t);
 }

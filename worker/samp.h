@@ -4,8 +4,9 @@
  * Greedy (temperature 0), or temperature + top-k + top-p sampling. The random draw for
  * position p is a pure function of (seed, p): a stream resumed on another worker from
  * the same prompt and tokens continues exactly as it would have. Candidates are ordered
- * by probability with ties broken by token id, so the result never depends on sort
- * stability or thread timing.
+ * by logit with ties broken by token id, and weighed in integers (samp.c gives the whole
+ * definition), so the result never depends on sort stability, summation order or
+ * thread timing.
  * What it does not do: stop strings and max tokens (gen.c), logit bias.
  *
  * Thread: a samp_ctx belongs to one thread at a time.

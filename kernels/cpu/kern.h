@@ -203,12 +203,16 @@ void kern_exp(const float *x, float *y, int64_t n);
 /* y[i] = e^((x[i] - shift) * scale), the difference and product rounded to float first:
  * kern_exp of those floats, element for element (the sampler's weights). */
 void kern_exp_scaled(const float *x, float shift, float scale, float *y, int64_t n);
-/* kern_argmax returns the index of the first largest of x[0..n) by `>` (n >= 1): a NaN
- * never wins, and of equal maxima (-0 and +0 included) the first does. */
+/* kern_argmax returns the index of the first largest number in x[0..n) (n >= 1): NaNs are
+ * passed over (0 when all are NaN), and of equal maxima (-0 and +0 included) the first
+ * wins. */
 int64_t kern_argmax(const float *x, int64_t n);
 /* kern_select_ge writes the indices i of x[0..n) with x[i] >= thr (NaN never), in
  * increasing order, to idx and returns how many there are. */
 int64_t kern_select_ge(const float *x, int64_t n, float thr, int32_t *idx);
+/* kern_weight_sum returns the sum of trunc(x[i] * scale) over the i with 1 <= x[i] * scale
+ * < 2^31 (NaN never): integers, so exact, whatever the order (the sampler's total). */
+uint64_t kern_weight_sum(const float *x, int64_t n, float scale);
 /* gate[i] = silu(gate[i]) * up[i] */
 void kern_swiglu(float *gate, const float *up, int64_t n);
 

@@ -467,6 +467,33 @@ kern__select_ge_avx2(const float *x, int64_t n, float thr, int32_t *idx)
     return m;
 }
 
+uint64_t
+kern__weight_sum_avx2(const float *x, int64_t n, float scale)
+{
+    // Truncated to int32, lanes out of [1, 2^31) zeroed, widened to four 64-bit sums.
+    const __m256 s = _mm256_set1_ps(scale), one = _mm256_set1_ps(1.0f),
+                 lim = _mm256_set1_ps(0x1p31f);
+    __m256i acc = _mm256_setzero_si256();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), s);
+        __m256 ok =
+            _mm256_and_ps(_mm256_cmp_ps(v, one, _CMP_GE_OQ), _mm256_cmp_ps(v, lim, _CMP_LT_OQ));
+        __m256i q = _mm256_and_si256(_mm256_cvttps_epi32(v), _mm256_castps_si256(ok));
+        acc = _mm256_add_epi64(acc, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(q)));
+        acc = _mm256_add_epi64(acc, _mm256_cvtepu32_epi64(_mm256_extracti128_si256(q, 1)));
+    }
+    uint64_t lane[4];
+    _mm256_storeu_si256((__m256i *)lane, acc);
+    uint64_t sum = lane[0] + lane[1] + lane[2] + lane[3];
+    for (; i < n; i++) {
+        float v = x[i] * scale;
+        if (v >= 1.0f && v < 0x1p31f)
+            sum += (uint64_t)v;
+    }
+    return sum;
+}
+
 void
 kern__softmax_avx2(float *x, int64_t n)
 {

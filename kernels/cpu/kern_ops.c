@@ -36,9 +36,11 @@ static void (*swiglu_impl)(float *, const float *, int64_t) = swiglu_scalar;
 static void (*exp_impl)(const float *, float *, int64_t) = exp_scalar;
 static void exp_scaled_scalar(const float *x, float shift, float scale, float *y, int64_t n);
 static int64_t select_ge_scalar(const float *x, int64_t n, float thr, int32_t *idx);
+static uint64_t weight_sum_scalar(const float *x, int64_t n, float scale);
 static void (*exp_scaled_impl)(const float *, float, float, float *, int64_t) = exp_scaled_scalar;
 static int64_t (*argmax_impl)(const float *, int64_t) = kern__argmax_scalar;
 static int64_t (*select_ge_impl)(const float *, int64_t, float, int32_t *) = select_ge_scalar;
+static uint64_t (*weight_sum_impl)(const float *, int64_t, float) = weight_sum_scalar;
 static void (*values_f16_impl)(float *, const float *, const kern_half *, int64_t, int,
                                int) = attn_values_f16_scalar;
 static void (*to_f16_impl)(const float *, kern_half *, int64_t) = f32_to_f16_scalar;
@@ -71,6 +73,7 @@ simd_select(void)
         exp_scaled_impl = kern__exp_scaled_avx2;
         argmax_impl = kern__argmax_avx2;
         select_ge_impl = kern__select_ge_avx2;
+        weight_sum_impl = kern__weight_sum_avx2;
         values_f16_impl = kern__attn_values_f16_avx2;
         to_f16_impl = kern__f32_to_f16_avx2;
         attn_scores_impl = kern__attn_scores_avx2;
@@ -478,11 +481,11 @@ kern_argmax(const float *x, int64_t n)
 int64_t
 kern__argmax_scalar(const float *x, int64_t n)
 {
-    int64_t best = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (x[i] > x[best])
+    int64_t best = -1; // the first number, then the first larger one: NaNs are passed over
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] == x[i] && (best < 0 || x[i] > x[best]))
             best = i;
-    return best;
+    return best < 0 ? 0 : best;
 }
 
 int64_t
@@ -500,6 +503,25 @@ select_ge_scalar(const float *x, int64_t n, float thr, int32_t *idx)
         if (x[i] >= thr)
             idx[m++] = (int32_t)i;
     return m;
+}
+
+uint64_t
+kern_weight_sum(const float *x, int64_t n, float scale)
+{
+    pthread_once(&simd_once, simd_select);
+    return weight_sum_impl(x, n, scale);
+}
+
+static uint64_t
+weight_sum_scalar(const float *x, int64_t n, float scale)
+{
+    uint64_t sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i] * scale;
+        if (v >= 1.0f && v < 0x1p31f)
+            sum += (uint64_t)v;
+    }
+    return sum;
 }
 
 void

@@ -515,8 +515,8 @@ END_TEST
 #endif
 
 /* The sampler's vector passes: kern_exp_scaled is kern_exp of the scaled floats, bit
- * for bit; kern_argmax and kern_select_ge give the plain loops' answers, NaNs, ties,
- * signed zeros and every tail length included (unit_kern_scalar runs them scalar). */
+ * for bit; kern_argmax, kern_select_ge and kern_weight_sum give the plain loops' answers, NaNs,
+ * ties, signed zeros and every tail length included (unit_kern_scalar runs them scalar). */
 START_TEST(test_sampler_passes_match_the_plain_loops)
 {
     enum { N = 1000 };
@@ -534,7 +534,7 @@ START_TEST(test_sampler_passes_match_the_plain_loops)
         kern_exp(z, y, n);
         kern_exp_scaled(x, shift, scale, w, n);
         ck_assert_msg(memcmp(y, w, sizeof(float) * (size_t)n) == 0, "exp_scaled n %d", n);
-        for (int variant = 0; variant < 5; variant++) {
+        for (int variant = 0; variant < 6; variant++) {
             memcpy(z, x, sizeof(float) * (size_t)n);
             if (variant == 1) // ties: the first of them wins
                 z[n / 3] = z[n - 1] = 100.0f;
@@ -545,10 +545,14 @@ START_TEST(test_sampler_passes_match_the_plain_loops)
                     z[i] = i % 2 ? 0.0f : -0.0f;
             if (variant == 4) // a NaN late, the maximum before it
                 z[n - 1] = NAN, z[n / 4] = 50.0f;
-            int64_t want = 0, m = 0;
-            for (int i = 1; i < n; i++)
-                if (z[i] > z[want])
+            if (variant == 5) // nothing but NaNs
+                for (int i = 0; i < n; i++)
+                    z[i] = NAN;
+            int64_t want = -1, m = 0; // the first of the largest numbers (0: all NaN)
+            for (int i = 0; i < n; i++)
+                if (!isnan(z[i]) && (want < 0 || z[i] > z[want]))
                     want = i;
+            want = want < 0 ? 0 : want;
             ck_assert_msg(kern_argmax(z, n) == want, "argmax n %d variant %d: %lld vs %lld", n,
                           variant, (long long)kern_argmax(z, n), (long long)want);
             float thr = variant == 3 ? 0.0f : z[n / 2] == z[n / 2] ? z[n / 2] : 1.0f;
@@ -560,6 +564,18 @@ START_TEST(test_sampler_passes_match_the_plain_loops)
                     m++;
                 }
             ck_assert_int_eq(m, got);
+            // weights: z's own values (negatives, NaNs, zeros) and, scaled up, ones past 2^31
+            for (int k = 0; k < 3; k++) {
+                float wscale = k == 0 ? 0x1p20f : k == 1 ? 0x1p27f : 1.0f;
+                uint64_t want_w = 0;
+                for (int i = 0; i < n; i++) {
+                    float v = z[i] * wscale;
+                    if (v >= 1.0f && v < 0x1p31f)
+                        want_w += (uint64_t)v;
+                }
+                ck_assert_msg(kern_weight_sum(z, n, wscale) == want_w, "weight_sum n %d variant %d",
+                              n, variant);
+            }
         }
     }
 }
