@@ -15,6 +15,7 @@
  * (positions 16i .. 16i + 15), never by storage, so where the blocks lie changes only
  * addresses: a sequence gives bitwise the same logits through any table.
  */
+#define _DEFAULT_SOURCE // madvise(MADV_HUGEPAGE)
 #include "model.h"
 
 #include "llm_err.h"
@@ -26,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define MODEL_MAX_LAYERS 1024
 #define MODEL_MAX_DIM 65536
@@ -266,6 +268,8 @@ load_weights(loader *ld, model *m)
  * for all; the bytes are the original's, permuted), then drops the mapped pages it
  * read, so resident memory stays the size of the model. Tied embeddings are packed
  * once. */
+#define HUGE_PAGE ((size_t)2 << 20)
+
 static int
 pack_weights(model *m, char *err, size_t err_len)
 {
@@ -291,12 +295,17 @@ pack_weights(model *m, char *err, size_t err_len)
         if (kern_pack_supported(mats[i]->type, mats[i]->n_rows, mats[i]->n_cols))
             total +=
                 (kern_pack_bytes(mats[i]->type, mats[i]->n_rows, mats[i]->n_cols) + 63) / 64 * 64;
-    if (total > 0 && posix_memalign(&m->packed, 64, total) != 0) {
+    // In 2 MiB pages where the kernel allows it: decode streams every weight once per
+    // token, and with 4 KiB pages that is a TLB miss (a page walk) every 4 KiB.
+    total = (total + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    if (total > 0 && posix_memalign(&m->packed, HUGE_PAGE, total) != 0) {
         m->packed = NULL;
         free(mats);
         llm_errf(err, err_len, "out of memory packing %zu bytes of weights", total);
         return LLM_ENOMEM;
     }
+    if (total > 0)
+        madvise(m->packed, total, MADV_HUGEPAGE); // advice: a failure only costs speed
     char *dst = m->packed;
     for (int i = 0; i < n; i++) {
         kern_mat *mt = mats[i];
