@@ -53,6 +53,7 @@ struct model_kvpool {
     size_t block_elems;     // 2 * v_off
     size_t v_off;           // n_layers * MODEL_KV_BLOCK * kv_dim: V after K in a block
     char *data;             // [n_blocks][2][n_layers][MODEL_KV_BLOCK][kv_dim] elements
+    size_t bytes;           // of the mapping that holds data
 };
 
 /* What model_kv_new makes: the public view first, so model_kv_free can convert back. */
@@ -492,13 +493,18 @@ model_kvpool_new(const model *m, const model_shard *shard, int n_blocks, model_k
     p->elem = p->f16 ? sizeof(kern_half) : sizeof(float);
     p->v_off = (size_t)p->n_layers * MODEL_KV_BLOCK * (size_t)p->kv_dim;
     p->block_elems = 2 * p->v_off;
-    // calloc: a block copied out before it is full holds zeros past its last row rather
-    // than stale bytes, and pages no sequence has touched yet cost no memory.
-    p->data = calloc((size_t)n_blocks, p->elem * p->block_elems);
-    if (!p->data) {
+    // An anonymous mapping: a block copied out before it is full holds zeros past its
+    // last row rather than stale bytes, and pages no sequence has touched yet cost no
+    // memory. In 2 MiB pages where the kernel allows it: attention reads each layer's
+    // slice of every block, a TLB miss per block and layer with 4 KiB pages.
+    p->bytes = (size_t)n_blocks * p->elem * p->block_elems;
+    void *map = mmap(NULL, p->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (map == MAP_FAILED) {
         model_kvpool_free(p);
         return LLM_ENOMEM;
     }
+    p->data = map;
+    madvise(map, p->bytes, MADV_HUGEPAGE); // advice: a failure only costs speed
     *out = p;
     return LLM_OK;
 }
@@ -508,7 +514,8 @@ model_kvpool_free(model_kvpool *p)
 {
     if (!p)
         return;
-    free(p->data);
+    if (p->data)
+        munmap(p->data, p->bytes);
     free(p);
 }
 
