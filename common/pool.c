@@ -12,6 +12,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -228,4 +229,91 @@ pool_run(pool *p, pool_fn fn, void *ctx)
             pthread_cond_wait(&p->cv_done, &p->mu);
         pthread_mutex_unlock(&p->mu);
     }
+}
+
+// --- pool_split ----------------------------------------------------------------------
+
+// A run's next chunk from the front (low 32 bits) and its end (high 32 bits), in one
+// word so that the owner taking the front and a thief taking the back cannot both take
+// the last chunk.
+typedef struct {
+    alignas(64) atomic_ullong fb;
+} split_run;
+
+struct pool_split {
+    int max_threads, nth;
+    split_run *runs; // [max_threads]
+};
+
+static uint64_t
+fb_pack(uint32_t front, uint32_t back)
+{
+    return (uint64_t)front | (uint64_t)back << 32;
+}
+
+pool_split *
+pool_split_new(int max_threads)
+{
+    if (max_threads < 1 || max_threads > 1024)
+        return NULL;
+    pool_split *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->max_threads = max_threads;
+    s->runs = aligned_alloc(alignof(split_run), sizeof(split_run) * (size_t)max_threads);
+    if (!s->runs) {
+        free(s);
+        return NULL;
+    }
+    pool_split_reset(s, 1, 0);
+    return s;
+}
+
+void
+pool_split_free(pool_split *s)
+{
+    if (!s)
+        return;
+    free(s->runs);
+    free(s);
+}
+
+void
+pool_split_reset(pool_split *s, int nth, int64_t n_chunks)
+{
+    s->nth = nth;
+    for (int i = 0; i < nth; i++)
+        atomic_store_explicit(
+            &s->runs[i].fb,
+            fb_pack((uint32_t)(n_chunks * i / nth), (uint32_t)(n_chunks * (i + 1) / nth)),
+            memory_order_relaxed);
+}
+
+// Takes the front chunk of run r (own) or its back chunk (a thief).
+static bool
+take(split_run *r, bool own, int64_t *chunk)
+{
+    uint64_t v = atomic_load_explicit(&r->fb, memory_order_relaxed);
+    for (;;) {
+        uint32_t front = (uint32_t)v, back = (uint32_t)(v >> 32);
+        if (front >= back)
+            return false;
+        uint64_t next = own ? fb_pack(front + 1, back) : fb_pack(front, back - 1);
+        if (atomic_compare_exchange_weak_explicit(&r->fb, &v, next, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            *chunk = own ? front : back - 1;
+            return true;
+        }
+    }
+}
+
+bool
+pool_split_next(pool_split *s, int ith, int64_t *chunk)
+{
+    if (take(&s->runs[ith], true, chunk))
+        return true;
+    for (int k = 1; k < s->nth; k++)
+        if (take(&s->runs[(ith + k) % s->nth], false, chunk))
+            return true;
+    return false;
 }

@@ -5,10 +5,13 @@
  * is thread 0) and returns when all calls have returned: one barrier per call. Threads
  * are created once, spin briefly between jobs (a forward pass issues a few jobs per
  * layer) and then sleep on a condition variable. It is not a task queue: no nesting,
- * no work stealing, one pool_run at a time.
+ * one pool_run at a time. pool_split deals a job's chunks out to its threads.
  */
 #ifndef LLM_COMMON_POOL_H
 #define LLM_COMMON_POOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
 
 typedef struct pool pool;
 
@@ -35,5 +38,26 @@ int pool_n_threads(const pool *p);
 /* pool_run runs fn on every thread and waits for all. p may be NULL: fn(ctx, 0, 1).
  * Only one thread may call pool_run on a pool at a time. */
 void pool_run(pool *p, pool_fn fn, void *ctx);
+
+/* pool_split hands out a job's chunks 0..n_chunks-1 as one contiguous run per thread
+ * (thread i's run starts at chunk i * n_chunks / nth), taken front to back by its owner:
+ * each thread walks through its part of the data in order, so the hardware prefetcher
+ * follows one long stream instead of restarting on every nth chunk. A thread whose run
+ * is done takes chunks from the back of the others' runs, so a core that a neighbour
+ * slows ends up with less work and the job's threads still finish together. Each run's
+ * counters have a cache line of their own. */
+typedef struct pool_split pool_split;
+
+/* pool_split_new makes one for jobs of up to max_threads threads; NULL when out of
+ * memory. pool_split_free accepts NULL. */
+pool_split *pool_split_new(int max_threads);
+void pool_split_free(pool_split *s);
+
+/* pool_split_reset deals n_chunks (>= 0, < 2^31) to nth threads (1..max_threads): call
+ * it before the pool_run whose threads then call pool_split_next. */
+void pool_split_reset(pool_split *s, int nth, int64_t n_chunks);
+
+/* pool_split_next gives thread ith its next chunk in *chunk, or false when none is left. */
+bool pool_split_next(pool_split *s, int ith, int64_t *chunk);
 
 #endif

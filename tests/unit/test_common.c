@@ -1,5 +1,5 @@
 /*
- * test_common.c - pool, args, utf8, llm_err.
+ * test_common.c - pool (and pool_split), args, utf8, llm_err.
  */
 #define _GNU_SOURCE // sched_getcpu, CPU_SET
 #include "args.h"
@@ -160,6 +160,82 @@ START_TEST(test_strerror_names_every_code)
 }
 END_TEST
 
+/* pool_split: every chunk is taken once; each thread starts its own contiguous run at
+ * its front and takes it in order; a thread held back finds its run taken by the others
+ * from the back. */
+#define SPLIT_MAX 200
+
+typedef struct {
+    pool_split *split;
+    int64_t n_chunks;
+    atomic_int taken[SPLIT_MAX];
+    int64_t order[4][SPLIT_MAX]; // chunks in the order thread i got them
+    int n_got[4];
+    bool hold0;      // thread 0 starts only when the others are done
+    atomic_int done; // threads past their last pool_split_next
+} split_probe;
+
+static void
+split_fn(void *ctx, int ith, int nth)
+{
+    split_probe *p = ctx;
+    if (p->hold0 && ith == 0)
+        while (atomic_load(&p->done) < nth - 1)
+            sched_yield();
+    int64_t c;
+    while (pool_split_next(p->split, ith, &c)) {
+        ck_assert(c >= 0 && c < p->n_chunks);
+        atomic_fetch_add(&p->taken[c], 1);
+        p->order[ith][p->n_got[ith]++] = c;
+    }
+    atomic_fetch_add(&p->done, 1);
+}
+
+START_TEST(test_pool_split_deals_contiguous_runs_and_steals_from_the_back)
+{
+    static split_probe probe; // large: not on the stack
+    for (int n = 1; n <= 4; n++) {
+        pool *p = NULL;
+        ck_assert_int_eq(pool_new(n, &p), LLM_OK);
+        pool_split *split = pool_split_new(n);
+        ck_assert_ptr_nonnull(split);
+        const int64_t sizes[] = {0, 1, 3, 7, 64, SPLIT_MAX};
+        for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++)
+            for (int hold = 0; hold <= (n > 1); hold++) {
+                memset(&probe, 0, sizeof(probe));
+                probe.split = split;
+                probe.n_chunks = sizes[si];
+                probe.hold0 = hold;
+                pool_split_reset(split, n, sizes[si]);
+                pool_run(p, split_fn, &probe);
+                for (int64_t c = 0; c < sizes[si]; c++)
+                    ck_assert_int_eq(atomic_load(&probe.taken[c]), 1);
+                for (int i = 0; i < n; i++) {
+                    int64_t run0 = sizes[si] * i / n, run1 = sizes[si] * (i + 1) / n;
+                    if (hold && i == 0) { // all taken by the others, from the back
+                        ck_assert_int_eq(probe.n_got[0], 0);
+                        continue;
+                    }
+                    // Its own run's chunks come first and in order (those the others did
+                    // not take from its back); then only others' chunks.
+                    int k = 0;
+                    for (; k < probe.n_got[i] && probe.order[i][k] >= run0 &&
+                           probe.order[i][k] < run1;
+                         k++)
+                        ck_assert_int_eq(probe.order[i][k], run0 + k);
+                    for (; k < probe.n_got[i]; k++)
+                        ck_assert(probe.order[i][k] < run0 || probe.order[i][k] >= run1);
+                }
+            }
+        pool_split_free(split);
+        pool_free(p);
+    }
+    ck_assert_ptr_null(pool_split_new(0));
+    ck_assert_ptr_null(pool_split_new(2000));
+    pool_split_free(NULL);
+}
+END_TEST
+
 Suite *common_suite(void);
 
 Suite *
@@ -171,6 +247,7 @@ common_suite(void)
     tcase_add_test(tc, test_pool_runs_each_thread_once_per_job);
     tcase_add_test(tc, test_pool_null_runs_inline_and_rejects_bad_sizes);
     tcase_add_test(tc, test_pool_pin_binds_thread_i_to_the_ith_cpu);
+    tcase_add_test(tc, test_pool_split_deals_contiguous_runs_and_steals_from_the_back);
     suite_add_tcase(s, tc);
     tc = tcase_create("args");
     tcase_add_test(tc, test_args_parse_strictly);

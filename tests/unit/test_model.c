@@ -140,6 +140,39 @@ START_TEST(test_a_long_step_equals_short_steps)
 }
 END_TEST
 
+/* One-token steps on 2 and 3 threads, where attention splits each KV head's queries
+ * into pieces and the matmuls deal rows in runs (pool_split), must give bit for bit the
+ * logits of one thread and of one long step; the K-quant model's heads are 64 wide, the
+ * others' 16. */
+START_TEST(test_one_token_steps_on_more_threads_are_bitwise_the_same)
+{
+    enum { N = 150 };
+    int32_t long_toks[N];
+    for (int i = 0; i < N; i++)
+        long_toks[i] = 3 + (i * 41) % 250;
+    const llm_dtype types[] = {LLM_DTYPE_Q4_1, LLM_DTYPE_Q4_K};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        char path[256];
+        model *m = load_tiny(types[i], false, path, sizeof(path));
+        int V = model_get_config(m)->vocab_size;
+        float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
+        run(m, long_toks, N, 1, 1, a);
+        for (int threads = 2; threads <= 3; threads++) {
+            run(m, long_toks, N, 1, threads, b);
+            ck_assert_msg(memcmp(a, b, sizeof(float) * V) == 0, "%s, %d threads",
+                          kern_type_name(types[i]), threads);
+        }
+        run(m, long_toks, N, N, 2, b);
+        ck_assert_msg(memcmp(a, b, sizeof(float) * V) == 0, "%s, one step",
+                      kern_type_name(types[i]));
+        free(a);
+        free(b);
+        model_free(m);
+        unlink(path);
+    }
+}
+END_TEST
+
 /* The KV cache's element type: float16 by default, float32 with kv_f32 - twice the
  * bytes per block, logits that differ only by the rounding of keys and values. */
 START_TEST(test_kv_type_float16_by_default_float32_on_request)
@@ -720,6 +753,7 @@ model_suite(void)
     tcase_add_test(tc, test_batched_steps_equal_single_token_steps);
     tcase_add_test(tc, test_thread_count_does_not_change_logits);
     tcase_add_test(tc, test_a_long_step_equals_short_steps);
+    tcase_add_test(tc, test_one_token_steps_on_more_threads_are_bitwise_the_same);
     tcase_add_test(tc, test_kv_type_float16_by_default_float32_on_request);
     tcase_add_test(tc, test_two_shards_with_allreduce_equal_the_whole_model);
     tcase_add_test(tc, test_batch_of_sequences_equals_separate_runs);
