@@ -793,8 +793,8 @@ typedef struct {
     model_state *s;
     const model_batch *b;
     int layer, n_q_local, n_kv_local;
-    int n_tiles, parts; // units: tiles x KV heads x parts of their queries
-    atomic_int next;    // the next unit to take
+    int n_tiles, per_tile; // units: tiles x ranges of each tile's pairs
+    atomic_int next;       // the next unit to take
 } att_job;
 
 /* Causal attention for each (token, local query head) pair, split across threads.
@@ -802,15 +802,16 @@ typedef struct {
  * scores block by block into one array, one softmax over all of them, then each block's
  * weighted values added to the output in block order (kern_attn_values accumulates).
  *
- * A call takes queries [q0, q1) of one tile (up to ATT_TILE consecutive tokens of the
- * same sequence) and KV head, ordered by token then query head, together, block by
- * block, so each block's keys and values come from memory once for up to ATT_TILE x
- * (heads per KV head) queries and from L1 for the rest: a prefill chunk's queries
- * otherwise read the whole cache once per token, from L3 at a few hundred positions.
- * The arithmetic of each pair is unchanged by this order, and so by the thread count
- * and the batch. */
+ * A tile is up to ATT_TILE consecutive tokens of one sequence; its pairs are numbered KV
+ * head by KV head, within one by token then query head (f = g * per_g + qi). A call
+ * takes pairs [f0, f1) of one tile together, block by block, so each block's keys and
+ * values come from memory once for all of them and from L1 for the rest (a prefill
+ * chunk's queries otherwise read the whole cache once per token, from L3 at a few
+ * hundred positions); a range that spans KV heads reads each block's slices of those
+ * heads one after the other, which lie side by side. The arithmetic of each pair is
+ * unchanged by this order, and so by the thread count and the batch. */
 static void
-att_queries(att_job *j, int t0, int g, int q0, int q1, float *att)
+att_queries(att_job *j, int t0, int f0, int f1, int per_g, float *att)
 {
     const model_config *c = j->c;
     model_state *s = j->s;
@@ -821,48 +822,53 @@ att_queries(att_job *j, int t0, int g, int q0, int q1, float *att)
     size_t row = att_row(c);
     const model_kv *kv = b->kv[t0];
     const model_kvpool *kp = kv->pool;
-    size_t head = (size_t)g * hd;
     int n_blk = 0;
-    for (int qi = q0; qi < q1; qi++) {
-        int nb = (b->pos[t0 + qi / group] + 1 + MODEL_KV_BLOCK - 1) / MODEL_KV_BLOCK;
+    for (int f = f0; f < f1; f++) {
+        int nb = (b->pos[t0 + (f % per_g) / group] + MODEL_KV_BLOCK) / MODEL_KV_BLOCK;
         n_blk = nb > n_blk ? nb : n_blk;
     }
     for (int i = 0; i < n_blk; i++) {
         int p0 = i * MODEL_KV_BLOCK;
-        const char *kc = block_keys(kp, kv->blocks[i], j->layer) + head * MODEL_KV_BLOCK * kp->elem;
-        // The tile's queries that reach this block, KERN_ATT_QUERIES to a call; each gets
-        // the block's 16 scores (rows are whole blocks long) and reads its own positions.
+        const char *blk = block_keys(kp, kv->blocks[i], j->layer);
+        // The range's pairs that reach this block, KERN_ATT_QUERIES of one KV head to a
+        // call; each gets the block's 16 scores (rows are whole blocks long) and reads its
+        // own positions.
         float *a[KERN_ATT_QUERIES];
         const float *qv[KERN_ATT_QUERIES];
-        int na = 0;
-        for (int qi = q0; qi < q1; qi++) {
-            int t = t0 + qi / group, h = g * group + qi % group;
+        int na = 0, g_na = -1;
+        for (int f = f0; f < f1; f++) {
+            int g = f / per_g, qi = f % per_g, t = t0 + qi / group, h = g * group + qi % group;
             if (b->pos[t] < p0)
                 continue;
-            a[na] = att + (size_t)(qi - q0) * row + p0;
-            qv[na] = s->q + (size_t)t * q_dim + (size_t)h * hd;
-            if (++na == KERN_ATT_QUERIES) {
-                kern_attn_scores(a, qv, na, kc, kp->f16, hd, scale);
+            if (na > 0 && (g != g_na || na == KERN_ATT_QUERIES)) {
+                kern_attn_scores(a, qv, na, blk + (size_t)g_na * hd * MODEL_KV_BLOCK * kp->elem,
+                                 kp->f16, hd, scale);
                 na = 0;
             }
+            g_na = g;
+            a[na] = att + (size_t)(f - f0) * row + p0;
+            qv[na++] = s->q + (size_t)t * q_dim + (size_t)h * hd;
         }
         if (na > 0)
-            kern_attn_scores(a, qv, na, kc, kp->f16, hd, scale);
+            kern_attn_scores(a, qv, na, blk + (size_t)g_na * hd * MODEL_KV_BLOCK * kp->elem,
+                             kp->f16, hd, scale);
     }
-    for (int qi = q0; qi < q1; qi++) {
-        int t = t0 + qi / group, h = g * group + qi % group;
-        kern_softmax(att + (size_t)(qi - q0) * row, b->pos[t] + 1);
+    for (int f = f0; f < f1; f++) {
+        int g = f / per_g, qi = f % per_g, t = t0 + qi / group, h = g * group + qi % group;
+        kern_softmax(att + (size_t)(f - f0) * row, b->pos[t] + 1);
         memset(s->att_out + (size_t)t * q_dim + (size_t)h * hd, 0, sizeof(float) * (size_t)hd);
     }
     for (int i = 0; i < n_blk; i++) {
         int p0 = i * MODEL_KV_BLOCK;
-        const char *vc = block_keys(kp, kv->blocks[i], j->layer) + (kp->v_off + head) * kp->elem;
-        for (int qi = q0; qi < q1; qi++) {
-            int t = t0 + qi / group, h = g * group + qi % group, n_pos = b->pos[t] + 1;
+        const char *vals = block_keys(kp, kv->blocks[i], j->layer) + kp->v_off * kp->elem;
+        for (int f = f0; f < f1; f++) {
+            int g = f / per_g, qi = f % per_g, t = t0 + qi / group, h = g * group + qi % group;
+            int n_pos = b->pos[t] + 1;
             if (n_pos <= p0)
                 continue;
             float *out = s->att_out + (size_t)t * q_dim + (size_t)h * hd;
-            const float *a = att + (size_t)(qi - q0) * row + p0;
+            const float *a = att + (size_t)(f - f0) * row + p0;
+            const char *vc = vals + (size_t)g * hd * kp->elem;
             int n = n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK;
             if (kp->f16)
                 kern_attn_values_f16(out, a, (const kern_half *)vc, kv_dim, n, hd);
@@ -872,27 +878,44 @@ att_queries(att_job *j, int t0, int g, int q0, int q1, float *att)
     }
 }
 
-/* Threads take units from a shared counter: the queries of one tile and KV head (in
- * `parts` pieces when there are too few units to go round, as in a one-token decode
- * step), so causal prefill, whose later tokens attend to more positions, and sequences
- * of different lengths still end together. */
+/* Threads take units from a shared counter: each tile's pairs in per_tile equal ranges
+ * (att_units), so causal prefill, whose later tokens attend to more positions, and
+ * sequences of different lengths still end together. */
 static void
 att_run(void *ctx, int ith, int nth)
 {
     (void)nth;
     att_job *j = ctx;
-    const model_config *c = j->c;
     const int *tile0 = j->s->tile0;
-    int group = c->n_heads / c->n_kv_heads, n_kv = j->n_kv_local, parts = j->parts;
-    float *att = j->s->scratch + (size_t)ith * j->s->scratch_len; // [queries][att_row]
+    int group = j->c->n_heads / j->c->n_kv_heads, n_kv = j->n_kv_local, per_tile = j->per_tile;
+    float *att = j->s->scratch + (size_t)ith * j->s->scratch_len; // [pairs][att_row]
     for (int u; (u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) <
-                j->n_tiles * n_kv * parts;) {
-        int piece = u % parts, g = u / parts % n_kv, ti = u / parts / n_kv;
-        int per_g = (tile0[ti + 1] - tile0[ti]) * group; // queries of one KV head in the tile
-        int q0 = per_g * piece / parts, q1 = per_g * (piece + 1) / parts;
-        if (q0 < q1)
-            att_queries(j, tile0[ti], g, q0, q1, att);
+                j->n_tiles * per_tile;) {
+        int k = u % per_tile, ti = u / per_tile;
+        int per_g = (tile0[ti + 1] - tile0[ti]) * group; // pairs of one KV head in the tile
+        int f0 = n_kv * per_g * k / per_tile, f1 = n_kv * per_g * (k + 1) / per_tile;
+        assert(f1 - f0 <= ATT_TILE * group); // what the scratch holds
+        if (f0 < f1)
+            att_queries(j, tile0[ti], f0, f1, per_g, att);
     }
+}
+
+/* Units per tile: one per KV head while that gives two units a thread or more. With
+ * fewer, a decode step's one-token tiles are cut into one range per thread, across KV
+ * heads (a one-token step on 3 KV heads and 2 threads: 4 and 5 pairs; cut in two per
+ * head instead, both threads read every head's cache: 176 vs 183 tok/s at 512-639
+ * positions, five interleaved rounds), and longer tiles into pieces of each head's
+ * pairs, enough for two units a thread (a range is at most one head's pairs, which
+ * the scratch holds). */
+static int
+att_units(int n_tiles, int n_tok, int n_kv, int group, int nth)
+{
+    if (n_tiles * n_kv >= 2 * nth)
+        return n_kv;
+    if (n_tiles == n_tok) // ranges of at most 2 x group pairs (n_tiles * n_kv < 2 * nth)
+        return (nth + n_tiles - 1) / n_tiles;
+    int parts = (2 * nth + n_tiles * n_kv - 1) / (n_tiles * n_kv);
+    return n_kv * (parts < ATT_TILE * group ? parts : ATT_TILE * group);
 }
 
 /* The per-token work between the matmul and attention jobs: the residual add and the
@@ -1069,9 +1092,7 @@ model_forward_batch(const model *m, model_state *s, const model_batch *b, pool *
         kern_rope_table(s->rope + (size_t)t * hd, hd, b->pos[t], c->rope_theta); // all layers
     }
     // Attention tiles: up to ATT_TILE consecutive tokens of one sequence (att_queries),
-    // and pieces per tile and KV head enough for two units per thread (a one-token step
-    // on 3 KV heads: 6 units of 1 or 2 queries), not more: the queries of one piece
-    // share each load of a key block (kern_attn_scores).
+    // each cut into att_units ranges of its (token, query head) pairs.
     int n_tiles = 0;
     for (int t0 = 0, t1; t0 < n_tok; t0 = t1) {
         for (t1 = t0 + 1; t1 < n_tok && t1 - t0 < ATT_TILE && b->kv[t1] == b->kv[t0];)
@@ -1079,8 +1100,7 @@ model_forward_batch(const model *m, model_state *s, const model_batch *b, pool *
         s->tile0[n_tiles++] = t0;
     }
     s->tile0[n_tiles] = n_tok;
-    int att_parts = (2 * pool_n_threads(p) + n_tiles * n_kv - 1) / (n_tiles * n_kv);
-    att_parts = att_parts < ATT_TILE * group ? att_parts : ATT_TILE * group;
+    int att_per_tile = att_units(n_tiles, n_tok, n_kv, group, pool_n_threads(p));
     tok_job norm0 = {c, s, b, 0, false, w->layers[0].attn_norm, false};
     tok_step(p, &norm0);
     for (int l = 0; l < c->n_layers; l++) {
@@ -1093,7 +1113,7 @@ model_forward_batch(const model *m, model_state *s, const model_batch *b, pool *
         mm_go(p, mm_run, &qkv);
         tok_job rope = {c, s, b, l, false, NULL, true};
         tok_step(p, &rope);
-        att_job aj = {c, s, b, l, n_q, n_kv, n_tiles, att_parts, 0};
+        att_job aj = {c, s, b, l, n_q, n_kv, n_tiles, att_per_tile, 0};
         pool_run(p, att_run, &aj);
 
         // Output projection over this rank's columns of wo; ranks' partials are summed.
