@@ -83,7 +83,10 @@ def ours(build, path, threads):
     exe = os.path.join(build, "worker", "llm-engine-bench")
     out = {}
     table = run([exe, "--model", path, "--threads", ",".join(map(str, threads)), "--reps", "3"])
-    for m in re.finditer(r"^\| (\d+) \| [\d.]+ \| ([\d.]+) \| ([\d.]+) \|", table, re.M):
+    # | threads | read GB/s | triad GB/s | prefill | decode, short prompt | / bound |
+    # decode after the 512-token prompt | ...
+    row = r"^\| (\d+) \| [\d.]+ \| [\d.]+ \| ([\d.]+) \| [\d.]+ \| [^|]+ \| ([\d.]+) \|"
+    for m in re.finditer(row, table, re.M):
         out[("prefill", int(m[1]))] = float(m[2])
         out[("decode", int(m[1]))] = float(m[3])
     batched = run([exe, "--model", path, "--threads", str(threads[-1]), "--reps", "1",

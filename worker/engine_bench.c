@@ -4,13 +4,13 @@
  *   llm-engine-bench --model M [--threads 1,2] [--prompt-tokens 512] [--decode-tokens 128]
  *                    [--batch 1,4,16,64] [--pin 0|1] [--sample N]
  *
- * For each thread count it measures the memory bandwidth (STREAM triad, a = b + s*c,
- * over arrays far larger than the caches), prompt processing (prefill of a fixed
- * pseudo-random prompt, in 64-token steps) and decode (one token per step, after a
- * short prompt), and prints a Markdown table with decode as a fraction of the bandwidth
- * bound: bandwidth / bytes read per decoded token (every weight, and the KV cache of
- * the positions before it), and decode speed relative to the first thread count. Best
- * of --reps runs.
+ * For each thread count it measures the memory bandwidth (a read of one array and the
+ * STREAM triad, a = b + s*c, over arrays far larger than the caches), prompt processing
+ * (prefill of a fixed pseudo-random prompt, in 64-token steps) and decode (one token
+ * per step) after a 16-token prompt and after the prefill's, and prints a Markdown
+ * table with each decode as a fraction of its bandwidth bound: read bandwidth / bytes
+ * read per decoded token (every weight, and the KV cache of the positions before it),
+ * and decode speed relative to the first thread count. Best of --reps runs.
  * --batch adds batched decode at the last thread count: B sequences with 32-token
  * prompts decode 64 tokens each, one token per sequence per step, and the table gives
  * aggregate tok/s and the time of one step (each sequence's per-token latency).
@@ -19,6 +19,7 @@
  * vocabulary on the last decode step's logits (the per-sequence cost of a serving
  * step's draw).
  */
+#define _DEFAULT_SOURCE // madvise(MADV_HUGEPAGE)
 #include "args.h"
 #include "llm_err.h"
 #include "llm_time.h"
@@ -30,13 +31,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define STEP_TOKENS 64
+#define SHORT_PROMPT 16          // decode is also timed after a prompt this long
 #define TRIAD_FLOATS (32u << 20) // 128 MiB per array
 
 typedef struct {
     float *a, *b, *c;
     size_t n;
+    uint64_t sums[256]; // the read pass's, one per thread (kept so it is not optimized away)
 } triad_job;
 
 static void
@@ -48,12 +52,42 @@ triad_run(void *ctx, int ith, int nth)
         j->a[i] = j->b[i] + 3.0f * j->c[i];
 }
 
-static double
-bench_bandwidth(pool *p, int reps)
+/* Reads this thread's part of b (kern_read_sum): loads only, as a decode step's weight
+ * stream is. */
+static void
+read_run(void *ctx, int ith, int nth)
 {
-    triad_job j = {malloc(sizeof(float) * TRIAD_FLOATS), malloc(sizeof(float) * TRIAD_FLOATS),
-                   malloc(sizeof(float) * TRIAD_FLOATS), TRIAD_FLOATS};
-    double best = 0;
+    triad_job *j = ctx;
+    size_t n = j->n / 2, i0 = n * (size_t)ith / (size_t)nth,
+           i1 = n * (size_t)(ith + 1) / (size_t)nth;
+    j->sums[ith] = kern_read_sum((const uint64_t *)j->b + i0, (int64_t)(i1 - i0));
+}
+
+/* An array in 2 MiB pages where the kernel allows it, as the packed weights are
+ * (model.c): with 4 KiB pages every page is a TLB miss and a restart of the prefetcher,
+ * and the figure would be the bandwidth of a layout the engine does not use. */
+static float *
+huge_floats(size_t n)
+{
+    void *p = NULL;
+    size_t bytes = (sizeof(float) * n + (2u << 20) - 1) / (2u << 20) * (2u << 20);
+    if (posix_memalign(&p, 2u << 20, bytes) != 0)
+        return NULL;
+    madvise(p, bytes, MADV_HUGEPAGE); // advice: a failure only costs speed
+    return p;
+}
+
+/* The best of reps runs of the triad (a = b + 3c: two streams read, one written) and of
+ * a read of one array, in GB/s. */
+static void
+bench_bandwidth(pool *p, int reps, double *triad_gbs, double *read_gbs)
+{
+    triad_job j = {huge_floats(TRIAD_FLOATS),
+                   huge_floats(TRIAD_FLOATS),
+                   huge_floats(TRIAD_FLOATS),
+                   TRIAD_FLOATS,
+                   {0}};
+    *triad_gbs = *read_gbs = 0;
     if (j.a && j.b && j.c) {
         for (size_t i = 0; i < j.n; i++) {
             j.a[i] = 0;
@@ -65,13 +99,17 @@ bench_bandwidth(pool *p, int reps)
             pool_run(p, triad_run, &j);
             double s = (double)(llm_now_ns() - t0) / 1e9;
             double gbs = 3.0 * sizeof(float) * (double)j.n / s / 1e9;
-            best = gbs > best ? gbs : best;
+            *triad_gbs = gbs > *triad_gbs ? gbs : *triad_gbs;
+            t0 = llm_now_ns();
+            pool_run(p, read_run, &j);
+            s = (double)(llm_now_ns() - t0) / 1e9;
+            gbs = sizeof(float) * (double)j.n / s / 1e9;
+            *read_gbs = gbs > *read_gbs ? gbs : *read_gbs;
         }
     }
     free(j.a);
     free(j.b);
     free(j.c);
-    return best;
 }
 
 /* Runs n_prompt tokens of prefill then n_decode single-token steps; returns tok/s, and
@@ -219,25 +257,31 @@ main(int argc, char **argv)
     if (model_load(model_path, &lo, &m, err, sizeof(err)) != LLM_OK)
         return args_die("llm-engine-bench", 1, "model %s: %s", model_path, err);
     const model_config *c = model_get_config(m);
-    if (n_prompt + n_decode > c->ctx_len) {
+    if ((n_prompt > SHORT_PROMPT ? n_prompt : SHORT_PROMPT) + n_decode > c->ctx_len) {
         model_free(m);
-        return args_die("llm-engine-bench", 1, "prompt + decode tokens exceed the model context %d",
-                        c->ctx_len);
+        return args_die("llm-engine-bench", 1,
+                        "prompt (at least %d) + decode tokens exceed the model context %d",
+                        SHORT_PROMPT, c->ctx_len);
     }
     // Bytes a decode step reads: every weight once, and the KV cache of the positions
-    // before it (on average those of the middle of the decode window).
+    // before it (on average those of the middle of the decode window). Decode is timed
+    // twice: after a SHORT_PROMPT-token prompt (what llama-bench's tg reports) and after
+    // the n_prompt tokens of the prefill.
     model_shard full = model_full_shard(m);
     double wbytes = (double)model_weight_bytes(m);
-    double kvbytes = (double)model_kv_block_bytes(m, &full) / MODEL_KV_BLOCK *
-                     ((double)n_prompt + (double)n_decode / 2);
-    printf("model: %s (%.1f MB of weights and %.1f MB of KV cache read per decoded token), "
-           "simd: %s, activations: %s\n\n",
-           model_path, wbytes / 1e6, kvbytes / 1e6, kern_simd_name(), kern_act_name());
-    printf("| threads | triad GB/s | prefill tok/s (%d-token prompt) | decode tok/s | "
-           "bandwidth bound tok/s | decode / bound | decode vs 1st row |\n"
-           "|---|---|---|---|---|---|---|\n",
-           (int)n_prompt);
-    double tg_first = 0;
+    double kv_pos = (double)model_kv_block_bytes(m, &full) / MODEL_KV_BLOCK;
+    double kv_short = kv_pos * (SHORT_PROMPT + (double)n_decode / 2);
+    double kv_long = kv_pos * ((double)n_prompt + (double)n_decode / 2);
+    printf("model: %s (%.1f MB of weights read per decoded token, and %.1f MB of KV cache "
+           "after %d tokens, %.1f after %d), simd: %s, activations: %s\n\n",
+           model_path, wbytes / 1e6, kv_short / 1e6, SHORT_PROMPT, kv_long / 1e6, (int)n_prompt,
+           kern_simd_name(), kern_act_name());
+    printf("| threads | read GB/s | triad GB/s | prefill tok/s (%d-token prompt) | "
+           "decode tok/s (%d-token prompt) | decode / read bound | "
+           "decode tok/s (%d-token prompt) | decode / read bound | decode vs 1st row |\n"
+           "|---|---|---|---|---|---|---|---|---|\n",
+           (int)n_prompt, SHORT_PROMPT, (int)n_prompt);
+    double tg_first = 0, tg_first_short = 0, pp_r = 0;
     int code = 0;
     float *last = n_sample ? malloc(sizeof(float) * (size_t)c->vocab_size) : NULL;
     if (n_sample && !last) {
@@ -258,22 +302,33 @@ main(int argc, char **argv)
             code = args_die("llm-engine-bench", 1, "cannot start %ld threads", nt);
             break;
         }
-        double bw = bench_bandwidth(p, (int)reps), pp = 0, tg = 0;
-        for (int r = 0; r < reps; r++) {
-            double a, b;
-            if (bench_model(m, p, (int)nt, (int)n_prompt, (int)n_decode, &a, &b, last) != LLM_OK) {
+        double triad, bw, pp = 0, tg = 0, tg_short = 0;
+        bench_bandwidth(p, (int)reps, &triad, &bw);
+        for (int r = 0; r < reps && code == 0; r++) {
+            double a, b, ignored;
+            if (bench_model(m, p, (int)nt, SHORT_PROMPT, (int)n_decode, &ignored, &a, NULL) !=
+                    LLM_OK ||
+                bench_model(m, p, (int)nt, (int)n_prompt, (int)n_decode, &pp_r, &b, last) !=
+                    LLM_OK) {
                 code = args_die("llm-engine-bench", 1, "forward pass failed");
                 break;
             }
-            pp = a > pp ? a : pp;
+            pp = pp_r > pp ? pp_r : pp;
+            tg_short = a > tg_short ? a : tg_short;
             tg = b > tg ? b : tg;
         }
         pool_free(p);
-        double bound = bw * 1e9 / (wbytes + kvbytes);
-        if (tg_first == 0)
+        if (code != 0)
+            break;
+        double bound_short = bw * 1e9 / (wbytes + kv_short), bound = bw * 1e9 / (wbytes + kv_long);
+        if (tg_first == 0) {
+            tg_first_short = tg_short;
             tg_first = tg;
-        printf("| %ld | %.1f | %.1f | %.1f | %.0f | %.3f | %.2fx |\n", nt, bw, pp, tg, bound,
-               tg / bound, tg / tg_first);
+        }
+        printf("| %ld | %.1f | %.1f | %.1f | %.1f | %.2f of %.0f | %.1f | %.2f of %.0f | %.2fx / "
+               "%.2fx |\n",
+               nt, bw, triad, pp, tg_short, tg_short / bound_short, bound_short, tg, tg / bound,
+               bound, tg_short / tg_first_short, tg / tg_first);
         fflush(stdout);
     }
     if (code == 0 && last) {

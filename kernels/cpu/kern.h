@@ -213,6 +213,10 @@ int64_t kern_select_ge(const float *x, int64_t n, float thr, int32_t *idx);
 /* kern_weight_sum returns the sum of trunc(x[i] * scale) over the i with 1 <= x[i] * scale
  * < 2^31 (NaN never): integers, so exact, whatever the order (the sampler's total). */
 uint64_t kern_weight_sum(const float *x, int64_t n, float scale);
+/* kern_read_sum returns the wrapping sum of the 64-bit words of p[0..n_words): a pass
+ * that only reads, in the widest loads the CPU has, for measuring the memory bandwidth
+ * a weight stream sees (llm-engine-bench). */
+uint64_t kern_read_sum(const uint64_t *p, int64_t n_words);
 /* gate[i] = silu(gate[i]) * up[i] */
 void kern_swiglu(float *gate, const float *up, int64_t n);
 

@@ -468,6 +468,27 @@ kern__select_ge_avx2(const float *x, int64_t n, float thr, int32_t *idx)
 }
 
 uint64_t
+kern__read_sum_avx2(const uint64_t *p, int64_t n_words)
+{
+    // 128 bytes (two cache lines) an iteration into four sums: loads, and little else.
+    __m256i s[4];
+    for (int k = 0; k < 4; k++)
+        s[k] = _mm256_setzero_si256();
+    int64_t i = 0;
+    for (; i + 16 <= n_words; i += 16)
+        for (int k = 0; k < 4; k++)
+            s[k] = _mm256_add_epi64(s[k], _mm256_loadu_si256((const __m256i *)(p + i + 4 * k)));
+    __m256i t = _mm256_add_epi64(_mm256_add_epi64(s[0], s[1]), _mm256_add_epi64(s[2], s[3]));
+    uint64_t lanes[4], sum = 0;
+    _mm256_storeu_si256((__m256i *)lanes, t);
+    for (int k = 0; k < 4; k++)
+        sum += lanes[k];
+    for (; i < n_words; i++)
+        sum += p[i];
+    return sum;
+}
+
+uint64_t
 kern__weight_sum_avx2(const float *x, int64_t n, float scale)
 {
     // Truncated to int32, lanes out of [1, 2^31) zeroed, widened to four 64-bit sums.

@@ -141,6 +141,7 @@ int64_t kern__argmax_scalar(const float *x, int64_t n);
 int64_t kern__argmax_avx2(const float *x, int64_t n);
 int64_t kern__select_ge_avx2(const float *x, int64_t n, float thr, int32_t *idx);
 uint64_t kern__weight_sum_avx2(const float *x, int64_t n, float scale);
+uint64_t kern__read_sum_avx2(const uint64_t *p, int64_t n_words);
 void kern__softmax_avx2(float *x, int64_t n);
 void kern__swiglu_avx2(float *gate, const float *up, int64_t n);
 void kern__attn_values_f16_avx2(float *out, const float *att, const kern_half *v, int64_t v_stride,

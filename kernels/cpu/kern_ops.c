@@ -41,6 +41,8 @@ static void (*exp_scaled_impl)(const float *, float, float, float *, int64_t) = 
 static int64_t (*argmax_impl)(const float *, int64_t) = kern__argmax_scalar;
 static int64_t (*select_ge_impl)(const float *, int64_t, float, int32_t *) = select_ge_scalar;
 static uint64_t (*weight_sum_impl)(const float *, int64_t, float) = weight_sum_scalar;
+static uint64_t read_sum_scalar(const uint64_t *p, int64_t n_words);
+static uint64_t (*read_sum_impl)(const uint64_t *, int64_t) = read_sum_scalar;
 static void (*values_f16_impl)(float *, const float *, const kern_half *, int64_t, int,
                                int) = attn_values_f16_scalar;
 static void (*to_f16_impl)(const float *, kern_half *, int64_t) = f32_to_f16_scalar;
@@ -74,6 +76,7 @@ simd_select(void)
         argmax_impl = kern__argmax_avx2;
         select_ge_impl = kern__select_ge_avx2;
         weight_sum_impl = kern__weight_sum_avx2;
+        read_sum_impl = kern__read_sum_avx2;
         values_f16_impl = kern__attn_values_f16_avx2;
         to_f16_impl = kern__f32_to_f16_avx2;
         attn_scores_impl = kern__attn_scores_avx2;
@@ -503,6 +506,26 @@ select_ge_scalar(const float *x, int64_t n, float thr, int32_t *idx)
         if (x[i] >= thr)
             idx[m++] = (int32_t)i;
     return m;
+}
+
+static uint64_t
+read_sum_scalar(const uint64_t *p, int64_t n_words)
+{
+    uint64_t s[4] = {0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 4 <= n_words; i += 4)
+        for (int k = 0; k < 4; k++)
+            s[k] += p[i + k];
+    for (; i < n_words; i++)
+        s[0] += p[i];
+    return s[0] + s[1] + s[2] + s[3];
+}
+
+uint64_t
+kern_read_sum(const uint64_t *p, int64_t n_words)
+{
+    pthread_once(&simd_once, simd_select);
+    return read_sum_impl(p, n_words);
 }
 
 uint64_t

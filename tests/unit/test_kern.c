@@ -514,6 +514,31 @@ START_TEST(test_vector_exp_is_within_two_ulp)
 END_TEST
 #endif
 
+/* kern_read_sum (the bandwidth probe): the wrapping sum of the words, every tail length,
+ * on this CPU's path and, where it has AVX2, that path directly. */
+START_TEST(test_read_sum_is_the_wrapping_sum)
+{
+    enum { N = 300 };
+    static uint64_t w[N];
+    uint64_t x = 99;
+    for (int i = 0; i < N; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        w[i] = x; // large: the sum wraps
+    }
+    for (int off = 0; off < 3; off++)
+        for (int n = 0; n + off <= N; n += n < 40 ? 1 : 37) {
+            uint64_t want = 0;
+            for (int i = 0; i < n; i++)
+                want += w[off + i];
+            ck_assert_msg(kern_read_sum(w + off, n) == want, "n %d off %d", n, off);
+#if defined(LLM_KERN_HAVE_AVX2)
+            if (kern__cpu_has_avx2())
+                ck_assert(kern__read_sum_avx2(w + off, n) == want);
+#endif
+        }
+}
+END_TEST
+
 /* The sampler's vector passes: kern_exp_scaled is kern_exp of the scaled floats, bit
  * for bit; kern_argmax, kern_select_ge and kern_weight_sum give the plain loops' answers, NaNs,
  * ties, signed zeros and every tail length included (unit_kern_scalar runs them scalar). */
@@ -603,6 +628,7 @@ kern_suite(void)
     tcase_add_test(tc, test_attention_scores_and_values_match_the_scalar_sums);
     tcase_add_test(tc, test_rmsnorm_softmax_rope_swiglu);
     tcase_add_test(tc, test_sampler_passes_match_the_plain_loops);
+    tcase_add_test(tc, test_read_sum_is_the_wrapping_sum);
 #if defined(LLM_KERN_HAVE_AVX2)
     tcase_add_test(tc, test_vector_exp_is_within_two_ulp);
 #endif
