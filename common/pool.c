@@ -10,6 +10,7 @@
 
 #include "llm_err.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdalign.h>
@@ -281,6 +282,7 @@ pool_split_free(pool_split *s)
 void
 pool_split_reset(pool_split *s, int nth, int64_t n_chunks)
 {
+    assert(nth >= 1 && nth <= s->max_threads && n_chunks >= 0 && n_chunks <= INT32_MAX);
     s->nth = nth;
     for (int i = 0; i < nth; i++)
         atomic_store_explicit(

@@ -281,7 +281,7 @@ main(int argc, char **argv)
            "decode tok/s (%d-token prompt) | decode / read bound | decode vs 1st row |\n"
            "|---|---|---|---|---|---|---|---|---|\n",
            (int)n_prompt, SHORT_PROMPT, (int)n_prompt);
-    double tg_first = 0, tg_first_short = 0, pp_r = 0;
+    double tg_first = 0, tg_first_short = 0;
     int code = 0;
     float *last = n_sample ? malloc(sizeof(float) * (size_t)c->vocab_size) : NULL;
     if (n_sample && !last) {
@@ -305,7 +305,7 @@ main(int argc, char **argv)
         double triad, bw, pp = 0, tg = 0, tg_short = 0;
         bench_bandwidth(p, (int)reps, &triad, &bw);
         for (int r = 0; r < reps && code == 0; r++) {
-            double a, b, ignored;
+            double a, b, pp_r, ignored;
             if (bench_model(m, p, (int)nt, SHORT_PROMPT, (int)n_decode, &ignored, &a, NULL) !=
                     LLM_OK ||
                 bench_model(m, p, (int)nt, (int)n_prompt, (int)n_decode, &pp_r, &b, last) !=

@@ -810,6 +810,20 @@ typedef struct {
  * hundred positions); a range that spans KV heads reads each block's slices of those
  * heads one after the other, which lie side by side. The arithmetic of each pair is
  * unchanged by this order, and so by the thread count and the batch. */
+/* Pair f of a tile starting at token t0 (per_g pairs per KV head): its KV head, token
+ * and query head. */
+typedef struct {
+    int g, t, h;
+} att_pair;
+
+static att_pair
+pair_at(int f, int per_g, int group, int t0)
+{
+    int qi = f % per_g;
+    att_pair pr = {f / per_g, t0 + qi / group, f / per_g * group + qi % group};
+    return pr;
+}
+
 static void
 att_queries(att_job *j, int t0, int f0, int f1, int per_g, float *att)
 {
@@ -824,7 +838,7 @@ att_queries(att_job *j, int t0, int f0, int f1, int per_g, float *att)
     const model_kvpool *kp = kv->pool;
     int n_blk = 0;
     for (int f = f0; f < f1; f++) {
-        int nb = (b->pos[t0 + (f % per_g) / group] + MODEL_KV_BLOCK) / MODEL_KV_BLOCK;
+        int nb = (b->pos[pair_at(f, per_g, group, t0).t] + MODEL_KV_BLOCK) / MODEL_KV_BLOCK;
         n_blk = nb > n_blk ? nb : n_blk;
     }
     for (int i = 0; i < n_blk; i++) {
@@ -837,38 +851,39 @@ att_queries(att_job *j, int t0, int f0, int f1, int per_g, float *att)
         const float *qv[KERN_ATT_QUERIES];
         int na = 0, g_na = -1;
         for (int f = f0; f < f1; f++) {
-            int g = f / per_g, qi = f % per_g, t = t0 + qi / group, h = g * group + qi % group;
-            if (b->pos[t] < p0)
+            att_pair pr = pair_at(f, per_g, group, t0);
+            if (b->pos[pr.t] < p0)
                 continue;
-            if (na > 0 && (g != g_na || na == KERN_ATT_QUERIES)) {
+            if (na > 0 && (pr.g != g_na || na == KERN_ATT_QUERIES)) {
                 kern_attn_scores(a, qv, na, blk + (size_t)g_na * hd * MODEL_KV_BLOCK * kp->elem,
                                  kp->f16, hd, scale);
                 na = 0;
             }
-            g_na = g;
+            g_na = pr.g;
             a[na] = att + (size_t)(f - f0) * row + p0;
-            qv[na++] = s->q + (size_t)t * q_dim + (size_t)h * hd;
+            qv[na++] = s->q + (size_t)pr.t * q_dim + (size_t)pr.h * hd;
         }
         if (na > 0)
             kern_attn_scores(a, qv, na, blk + (size_t)g_na * hd * MODEL_KV_BLOCK * kp->elem,
                              kp->f16, hd, scale);
     }
     for (int f = f0; f < f1; f++) {
-        int g = f / per_g, qi = f % per_g, t = t0 + qi / group, h = g * group + qi % group;
-        kern_softmax(att + (size_t)(f - f0) * row, b->pos[t] + 1);
-        memset(s->att_out + (size_t)t * q_dim + (size_t)h * hd, 0, sizeof(float) * (size_t)hd);
+        att_pair pr = pair_at(f, per_g, group, t0);
+        kern_softmax(att + (size_t)(f - f0) * row, b->pos[pr.t] + 1);
+        memset(s->att_out + (size_t)pr.t * q_dim + (size_t)pr.h * hd, 0,
+               sizeof(float) * (size_t)hd);
     }
     for (int i = 0; i < n_blk; i++) {
         int p0 = i * MODEL_KV_BLOCK;
         const char *vals = block_keys(kp, kv->blocks[i], j->layer) + kp->v_off * kp->elem;
         for (int f = f0; f < f1; f++) {
-            int g = f / per_g, qi = f % per_g, t = t0 + qi / group, h = g * group + qi % group;
-            int n_pos = b->pos[t] + 1;
+            att_pair pr = pair_at(f, per_g, group, t0);
+            int n_pos = b->pos[pr.t] + 1;
             if (n_pos <= p0)
                 continue;
-            float *out = s->att_out + (size_t)t * q_dim + (size_t)h * hd;
+            float *out = s->att_out + (size_t)pr.t * q_dim + (size_t)pr.h * hd;
             const float *a = att + (size_t)(f - f0) * row + p0;
-            const char *vc = vals + (size_t)g * hd * kp->elem;
+            const char *vc = vals + (size_t)pr.g * hd * kp->elem;
             int n = n_pos - p0 < MODEL_KV_BLOCK ? n_pos - p0 : MODEL_KV_BLOCK;
             if (kp->f16)
                 kern_attn_values_f16(out, a, (const kern_half *)vc, kv_dim, n, hd);
